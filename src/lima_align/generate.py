@@ -1,0 +1,245 @@
+"""`lima-align generate` and `chat`: LIMA decoding in the same turn format as training.
+
+Defaults are LIMA's: nucleus sampling with p 0.9, temperature 0.7, repetition penalty 1.2, up
+to 2,048 new tokens. Generation stops at the end-of-turn token (or EOS); special tokens other
+than those are never sampled. Prompts are batched (left padding) and each finished batch is
+appended to the output file, so a killed run resumes where it stopped.
+
+Generations file, one JSON object per line:
+    {"id", "prompt_id", "model", "messages": [...prompt turns...], "output",
+     "finish_reason": "eot" | "stop" | "length", "tokens": {"prompt", "output"},
+     "decoding": {...}, "created"}
+"eot": the model ended its turn; "stop": (plain format) it began a new "User:" turn itself;
+"length": it hit max_new_tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import GenerateConfig, ModelConfig, TurnsConfig
+from .errors import LimaError
+from .jsonl import JsonlAppender, read_jsonl
+from .models import LoadedModel, load_model
+from .records import Conversation, Message
+from .seed import load_dataset
+from .turns import TurnFormat
+
+ROLE_STOP = "\nUser:"  # plain format: a base model that starts the user's next turn is done
+
+
+@dataclass
+class Decoding:
+    max_new_tokens: int = 2048
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, g: GenerateConfig) -> Decoding:
+        return cls(g.max_new_tokens, g.temperature, g.top_p, g.repetition_penalty, g.seed)
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+def resolve_dtype(dtype: str) -> str:
+    if dtype != "auto":
+        return dtype
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16"  # on CPU bf16 halves memory traffic, which is what bounds decoding speed
+
+
+def load_for_generation(model_cfg: ModelConfig, turns_cfg: TurnsConfig) -> tuple[LoadedModel, TurnFormat]:
+    """Load a model and the turn format it was trained with (read from a run checkpoint if there is one)."""
+    lm = load_model(model_cfg.name, dtype=resolve_dtype(model_cfg.dtype), revision=model_cfg.revision,
+                    cache_dir=model_cfg.cache_dir)
+    meta_path = Path(lm.adapter or lm.path) / "lima_align_checkpoint.json"
+    if meta_path.exists():
+        saved = json.loads(meta_path.read_text())["turns"]
+        turns_cfg = TurnsConfig(format=saved["format"], eot=saved["eot"], system=saved.get("system"))
+    elif turns_cfg.eot == "auto":
+        # A model we did not train has no learned end-of-turn token: EOS is all it knows.
+        turns_cfg = TurnsConfig(format=turns_cfg.format, eot="eos", system=turns_cfg.system)
+    if lm.tokenizer.pad_token_id is None:
+        lm.tokenizer.pad_token = lm.tokenizer.eos_token
+    fmt = TurnFormat(lm.tokenizer, turns_cfg, for_training=False)
+    return lm, fmt
+
+
+def banned_tokens(tok: Any, allowed: list[int]) -> list[int]:
+    special = set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}) or {})
+    return sorted(t for t in special - set(allowed) if t is not None and t < len(tok))
+
+
+class Generator:
+    """Batched sampling with LIMA's settings for one loaded model."""
+
+    def __init__(self, lm: LoadedModel, fmt: TurnFormat, decoding: Decoding):
+        self.lm, self.fmt, self.dec = lm, fmt, decoding
+        self.model = lm.model.eval()
+        self.tok = lm.tokenizer
+        self.suppress = banned_tokens(self.tok, fmt.stop_ids)
+        self.context = getattr(self.model.config, "max_position_embeddings", 8192)
+
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        return self.fmt.encode_prompt(messages)
+
+    @torch.no_grad()
+    def generate(self, conversations: list[list[Message]], *, seed_key: str = "", streamer: Any = None) -> list[Reply]:
+        d = self.dec
+        prompts = [self.prompt_ids(m) for m in conversations]
+        width = max(len(p) for p in prompts)
+        max_new = max(1, min(d.max_new_tokens, self.context - width))
+        pad = self.tok.pad_token_id
+        dev = self.model.device
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        torch.manual_seed(d.seed * 1_000_003 + zlib.crc32(seed_key.encode()))
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new, eos_token_id=self.fmt.stop_ids, pad_token_id=pad,
+            repetition_penalty=d.repetition_penalty, suppress_tokens=self.suppress or None, streamer=streamer)
+        if d.temperature > 0:
+            kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if self.fmt.kind == "plain":
+            kwargs.update(stop_strings=[ROLE_STOP], tokenizer=self.tok)
+        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
+        replies = []
+        for i, p in enumerate(prompts):
+            new = out[i, width:].tolist()
+            finish, cut = "length", len(new)
+            for j, t in enumerate(new):
+                if t in self.fmt.stop_ids:
+                    finish, cut = "eot", j
+                    break
+            text = self.tok.decode(new[:cut], skip_special_tokens=True)
+            if self.fmt.kind == "plain" and ROLE_STOP in "\n" + text and finish != "eot":
+                text = ("\n" + text).split(ROLE_STOP)[0].lstrip("\n")
+                finish = "stop"
+            if finish == "length" and cut < max_new and pad in new[cut:]:
+                finish = "stop"  # stopped by the stop string on an earlier step
+            replies.append(Reply(text.strip(), finish, len(p), cut))
+        return replies
+
+
+def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *,
+                  lm_fmt: tuple[LoadedModel, TurnFormat] | None = None, log: Any = print) -> Path:
+    """Answer every prompt in g.prompts, appending to g.output; prompt ids already there are skipped."""
+    from tqdm.auto import tqdm
+
+    prompts = load_dataset(g.prompts, purpose="prompt")
+    if g.limit is not None:
+        prompts = prompts[: g.limit]
+    out = Path(g.output)
+    done: set[str] = set()
+    if out.exists():
+        done = {r.get("prompt_id") for _, r in read_jsonl(out, allow_partial_tail=True)}
+    todo = [p for p in prompts if p.id not in done]
+    if not todo:
+        log(f"{out}: all {len(prompts)} prompts already answered")
+        return out
+    lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
+    dec = Decoding.from_config(g)
+    gen = Generator(lm, fmt, dec)
+    label = g.model_label or (lm.adapter or lm.path)
+    todo.sort(key=lambda c: len(gen.prompt_ids(c.messages)))  # similar lengths batch with little padding
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {Path(label).name}",
+               unit="prompt", dynamic_ncols=True)
+    with JsonlAppender(out) as w:
+        for s in range(0, len(todo), g.batch_size):
+            batch = todo[s:s + g.batch_size]
+            replies = gen.generate([c.messages for c in batch], seed_key=batch[0].id)
+            w.write_many(_record(c, r, label, dec) for c, r in zip(batch, replies))
+            bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def _record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, Any]:
+    return {"id": f"{Path(label).name}:{c.id}", "prompt_id": c.id, "model": label,
+            "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
+            "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens}, "decoding": asdict(dec),
+            "created": round(time.time(), 3)}
+
+
+def read_generations(path: str | Path) -> list[dict[str, Any]]:
+    """Read a generations file, checking each record has what later stages need."""
+    out = []
+    for n, r in read_jsonl(path):
+        missing = [k for k in ("prompt_id", "model", "messages", "output") if k not in r]
+        if missing:
+            raise LimaError(f"generation record lacks {', '.join(missing)}", where=f"{path}:{n}",
+                            fix="this file was not written by `lima-align generate`; regenerate or convert it")
+        out.append(r)
+    return out
+
+
+# ----------------------------------------------------------------- chat
+
+
+def trim_history(gen: Generator, messages: list[Message], reserve: int) -> tuple[list[Message], int]:
+    """Drop the oldest exchanges until the prompt leaves `reserve` tokens free; returns (kept, dropped turns)."""
+    dropped = 0
+    system = [m for m in messages[:1] if m.role == "system"]
+    body = messages[len(system):]
+    while len(body) > 1 and len(gen.prompt_ids(system + body)) + reserve > gen.context:
+        body = body[2:]  # one user turn and the assistant reply to it
+        dropped += 2
+    return system + body, dropped
+
+
+def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, input_fn: Any = input,
+         print_fn: Any = print) -> list[Message]:
+    """Multi-turn chat in the terminal. /reset clears the history, /quit (or Ctrl-D) leaves."""
+    from transformers import TextStreamer
+
+    lm, fmt = load_for_generation(model_cfg, turns_cfg)
+    gen = Generator(lm, fmt, Decoding.from_config(g))
+    print_fn(f"chatting with {lm.adapter or lm.path} ({fmt.describe()})\n/reset clears the history, /quit leaves")
+    history: list[Message] = []
+    turn = 0
+    while True:
+        try:
+            text = input_fn("you> ").strip()
+        except EOFError:
+            break
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            history = []
+            print_fn("(history cleared)")
+            continue
+        if not text:
+            continue
+        history.append(Message("user", text))
+        history, dropped = trim_history(gen, history, reserve=min(g.max_new_tokens, gen.context // 4))
+        if dropped:
+            print_fn(f"(context full: dropped the oldest {dropped} turns)")
+        streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True) if input_fn is input else None
+        if streamer:
+            print_fn("assistant> ", end="") if print_fn is print else None
+        reply = gen.generate([history], seed_key=f"chat-{turn}", streamer=streamer)[0]
+        if not streamer:
+            print_fn(f"assistant> {reply.text}")
+        history.append(Message("assistant", reply.text))
+        turn += 1
+    return history

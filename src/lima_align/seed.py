@@ -1,0 +1,51 @@
+"""The project's own seed dataset, shipped inside the package, and dataset specs.
+
+Wherever a dataset path is accepted, these names work too:
+  seed            the single-turn training examples
+  seed:dialogues  the 30 multi-turn dialogues
+  seed:all        both
+  seed:dev        50 prompts for choosing checkpoints
+  seed:test       held-out prompts for evaluation
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import LimaError
+from .records import Conversation, Purpose, read_conversations
+
+SEED_DIR = Path(__file__).parent / "data" / "seed"
+SPLITS = {
+    "seed": ["train.jsonl"],
+    "seed:train": ["train.jsonl"],
+    "seed:dialogues": ["dialogues.jsonl"],
+    "seed:all": ["train.jsonl", "dialogues.jsonl"],
+    "seed:dev": ["dev.jsonl"],
+    "seed:test": ["test.jsonl"],
+}
+
+
+def is_seed(spec: str) -> bool:
+    return spec.split(":")[0] == "seed" and not Path(spec).exists()
+
+
+def spec_paths(spec: str) -> list[Path]:
+    if not is_seed(spec):
+        return [Path(spec)]
+    if spec not in SPLITS:
+        raise LimaError(f"unknown seed split {spec!r}", fix=f"use one of {', '.join(SPLITS)}")
+    paths = [SEED_DIR / f for f in SPLITS[spec]]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise LimaError(f"seed files missing from the installed package: {', '.join(missing)}",
+                        fix="reinstall lima-align")
+    return paths
+
+
+def load_dataset(spec: str, *, fmt: str = "auto", purpose: Purpose = "any") -> list[Conversation]:
+    """Read a dataset spec (a path or a seed split), validated for its purpose."""
+    out: list[Conversation] = []
+    for p in spec_paths(spec):
+        out += read_conversations(p, fmt="auto" if is_seed(spec) else fmt, purpose=purpose)
+    return out

@@ -1,0 +1,216 @@
+"""How a conversation becomes tokens, which tokens carry loss, and where generation stops.
+
+LIMA ends every utterance with a special end-of-turn (EOT) token and stops generating at it.
+Two formats:
+
+* `plain` (for base models, which have no chat template), documented and stable:
+
+      <bos>User:
+      {user text}<EOT>
+      Assistant:
+      {assistant text}<EOT>
+      User:
+      ...
+
+  An optional system text comes first as `System:\n{text}<EOT>\n`. Each piece (role header,
+  content, EOT) is tokenised on its own and the ids are concatenated, so the tokens the model
+  is trained on and the tokens it sees at generation time are identical (joining strings first
+  lets a tokenizer merge across the boundary differently in the two cases).
+
+* `template`: the tokenizer's own chat template; the loss mask is found by rendering growing
+  prefixes of the conversation, and we refuse templates where a prefix does not render as a
+  prefix (the mask would be wrong).
+
+Which EOT? A token's embedding row only learns if it is trained. With full fine-tuning we use
+the model's own end-of-turn token if it has one (Gemma's `<end_of_turn>`), else a new one;
+LoRA freezes embeddings, so `auto` falls back to EOS there, and an explicit non-EOS EOT under
+LoRA has its embedding row made trainable (peft `trainable_token_indices`). `describe()` says
+which was chosen and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import TurnsConfig
+from .errors import LimaError
+from .records import Conversation, Message
+
+IGNORE = -100
+KNOWN_EOT_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|eot|>")
+NEW_EOT = "<|eot|>"
+LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE)
+
+
+class TurnFormat:
+    def __init__(self, tokenizer: Any, cfg: TurnsConfig, *, method: str = "full", for_training: bool = True):
+        self.tok = tokenizer
+        self.system = cfg.system
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.kind = cfg.format if cfg.format != "auto" else ("template" if has_template else "plain")
+        if self.kind == "template" and not has_template:
+            raise LimaError("turns.format is 'template' but this tokenizer has no chat template",
+                            where="turns.format", fix="use turns.format=plain")
+        self.new_token: str | None = None  # a token we add to the vocabulary (caller resizes embeddings)
+        self.train_eot_row = False  # LoRA: make the EOT embedding row trainable
+        if self.kind == "plain":
+            self.eot_id, self.reason = self._choose_eot(cfg.eot, method, for_training)
+        else:
+            self.eot_id = self._template_eot()
+            self.reason = "the chat template's own end-of-turn token"
+        self.stop_ids = sorted({self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
+        self._seg_cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------ EOT choice
+
+    def _choose_eot(self, eot: str, method: str, for_training: bool) -> tuple[int, str]:
+        tok = self.tok
+        vocab = tok.get_vocab()
+        if eot == "eos":
+            return tok.eos_token_id, "EOS, as asked (turns.eot=eos)"
+        if eot == "auto":
+            if method == "lora":
+                return tok.eos_token_id, ("EOS: LoRA freezes embeddings, so a dedicated end-of-turn token's row "
+                                          "would never learn (set turns.eot to a token to train its row anyway)")
+            for name in KNOWN_EOT_TOKENS:
+                if name in vocab:
+                    return vocab[name], f"{name!r}, the model's own end-of-turn token, trained by full fine-tuning"
+            eot = "new"
+        if eot == "new":
+            eot = NEW_EOT
+        if eot not in vocab:
+            if not for_training:
+                raise LimaError(f"end-of-turn token {eot!r} is not in this tokenizer", where="turns.eot",
+                                fix="generate with the tokenizer saved in the run's checkpoint")
+            tok.add_special_tokens({"additional_special_tokens": [eot]})
+            self.new_token = eot
+        tid = tok.convert_tokens_to_ids(eot)
+        ids = tok(eot, add_special_tokens=False)["input_ids"]
+        if ids != [tid]:
+            raise LimaError(f"end-of-turn {eot!r} is not a single token in this tokenizer (got {ids})",
+                            where="turns.eot", fix="use a special token, 'new', or 'eos'")
+        if method == "lora":
+            self.train_eot_row = True
+            return tid, f"{eot!r}, its embedding row trained alongside the LoRA adapters"
+        how = "a new token" if self.new_token else "an existing token"
+        return tid, f"{eot!r}, {how}, trained by full fine-tuning"
+
+    def _template_eot(self) -> int:
+        sentinel = "LIMASENTINEL"
+        ids = self.tok.apply_chat_template([{"role": "user", "content": "hi"},
+                                            {"role": "assistant", "content": sentinel}], tokenize=True)
+        ids = _as_ids(ids)
+        sent = self.tok(sentinel, add_special_tokens=False)["input_ids"]
+        special = set(self.tok.all_special_ids) | set(getattr(self.tok, "added_tokens_decoder", {}) or {})
+        for i in range(len(ids) - len(sent), -1, -1):
+            if ids[i:i + len(sent)] == sent:
+                for t in ids[i + len(sent):]:
+                    if t in special:
+                        return t
+                break
+        return self.tok.eos_token_id
+
+    def describe(self) -> str:
+        name = self.tok.convert_ids_to_tokens(self.eot_id)
+        return f"turn format {self.kind!r}; end of turn = {name!r} (id {self.eot_id}): {self.reason}"
+
+    # ------------------------------------------------------------ encoding
+
+    def _seg(self, text: str) -> list[int]:
+        if text not in self._seg_cache:
+            self._seg_cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
+        return self._seg_cache[text]
+
+    def _header(self, role: str, first: bool) -> list[int]:
+        return self._seg(("" if first else "\n") + LABELS[role] + ":\n")
+
+    def _bos(self) -> list[int]:
+        bos = self.tok.bos_token_id
+        return [bos] if bos is not None and getattr(self.tok, "add_bos_token", True) is not False else []
+
+    def _with_system(self, messages: list[Message]) -> list[Message]:
+        if self.system and not (messages and messages[0].role == "system"):
+            return [Message("system", self.system)] + list(messages)
+        return list(messages)
+
+    def encode(self, conv: Conversation | list[Message], loss_on: str = "assistant") -> Encoded:
+        """Token ids and labels for a training example (labels = ids where trained, else IGNORE)."""
+        messages = self._with_system(conv.messages if isinstance(conv, Conversation) else conv)
+        if self.kind == "template":
+            return self._encode_template(messages, loss_on)
+        last_asst = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+        ids = self._bos()
+        labels = [IGNORE] * len(ids) if loss_on != "all" else list(ids)
+        for i, m in enumerate(messages):
+            head = self._header(m.role, i == 0)
+            body = self._seg(m.content) + [self.eot_id]
+            trained = (loss_on == "all" or (m.role == "assistant" and (loss_on == "assistant" or i == last_asst)))
+            ids += head + body
+            labels += (head if loss_on == "all" else [IGNORE] * len(head)) + (body if trained else [IGNORE] * len(body))
+        return Encoded(ids, labels)
+
+    def encode_prompt(self, messages: list[Message]) -> list[int]:
+        """Ids of a conversation that ends in a user turn, followed by the assistant header."""
+        messages = self._with_system(messages)
+        if self.kind == "template":
+            return _as_ids(self.tok.apply_chat_template([m.to_dict() for m in messages], tokenize=True,
+                                                        add_generation_prompt=True))
+        ids = self._bos()
+        for i, m in enumerate(messages):
+            ids += self._header(m.role, i == 0) + self._seg(m.content) + [self.eot_id]
+        return ids + self._header("assistant", not messages)
+
+    def _encode_template(self, messages: list[Message], loss_on: str) -> Encoded:
+        dicts = [m.to_dict() for m in messages]
+        full = _as_ids(self.tok.apply_chat_template(dicts, tokenize=True))
+        labels = list(full) if loss_on == "all" else [IGNORE] * len(full)
+        last_asst = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+        for i, m in enumerate(messages):
+            if m.role != "assistant" or loss_on == "all" or (loss_on == "last_assistant" and i != last_asst):
+                continue
+            start = _as_ids(self.tok.apply_chat_template(dicts[:i], tokenize=True, add_generation_prompt=True))
+            end = _as_ids(self.tok.apply_chat_template(dicts[:i + 1], tokenize=True))
+            if full[:len(start)] != start or full[:len(end)] != end:
+                raise LimaError("this chat template does not render a conversation's prefix as a prefix, so the "
+                                "assistant tokens cannot be found reliably", where="turns.format",
+                                fix="use turns.format=plain")
+            labels[len(start):len(end)] = full[len(start):len(end)]
+        return Encoded(full, labels)
+
+    def show_mask(self, conv: Conversation, loss_on: str = "assistant") -> str:
+        """Render an example with trained tokens in [[...]] and masked ones plain."""
+        enc = self.encode(conv, loss_on)
+        out, run, state = [], [], None
+        for t, lab in zip(enc.input_ids, enc.labels):
+            trained = lab != IGNORE
+            if state is not None and trained != state:
+                out.append(self._render(run, state))
+                run = []
+            state = trained
+            run.append(t)
+        if run:
+            out.append(self._render(run, bool(state)))
+        return "".join(out)
+
+    def _render(self, ids: list[int], trained: bool) -> str:
+        text = self.tok.decode(ids, skip_special_tokens=False)
+        return f"[[{text}]]" if trained else text
+
+
+def _as_ids(x: Any) -> list[int]:
+    if isinstance(x, dict) or hasattr(x, "keys"):
+        x = x["input_ids"]
+    if x and isinstance(x[0], list):
+        x = x[0]
+    return list(x)
