@@ -117,6 +117,23 @@ def resolve_model_path(name: str, cache_dir: str | None = None, *, prepare: bool
     return name  # a hub id; from_pretrained reports if the hub is unreachable
 
 
+def bf16_is_fast() -> bool:
+    """bf16 pays off on GPUs that support it and on CPUs with native bf16 (AVX512-BF16 / AMX).
+
+    Elsewhere CPU bf16 is emulated: measured here (AMD EPYC without AVX512-BF16), one Gemma 270M
+    training step took 165 s under bf16 autocast against 4.4 s in fp32.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @dataclass
 class LoadedModel:
     model: Any

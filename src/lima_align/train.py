@@ -29,7 +29,7 @@ from .config import Recipe, dump_recipe, recipe_to_dict
 from .dropout import ResidualDropout
 from .errors import LimaError
 from .jsonl import JsonlAppender, read_jsonl, write_jsonl_atomic, write_text_atomic
-from .models import load_model
+from .models import bf16_is_fast, load_model
 from .packing import collate, plan_steps, rows_for_rank
 from .records import Conversation
 from .seed import load_dataset
@@ -196,9 +196,7 @@ def resolve_precision(precision: str) -> str:
         return "no"
     if precision == "bf16":
         return "bf16"
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16"  # CPU autocast: bf16 matmuls where the CPU has them, fp32 master weights kept
+    return "bf16" if bf16_is_fast() else "no"
 
 
 # ----------------------------------------------------------------- run folder
