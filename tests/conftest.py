@@ -15,7 +15,7 @@ User: Assistant: System: What is the capital of Italy? Rome is the capital of It
 
 
 def build_tokenizer(out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE(unk_token=None))
@@ -24,6 +24,10 @@ def build_tokenizer(out: Path):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tk.train_from_iterator([CORPUS], trainer)
+    # Like Gemma's and Llama's tokenizers, start every text with BOS.
+    bos = tk.token_to_id("<bos>")
+    tk.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                      special_tokens=[("<bos>", bos)])
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     tok.save_pretrained(out)
     return tok

@@ -25,7 +25,8 @@ def _overrides(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    run = train(_recipe(args), restart=args.restart)
+    extra = [f"data.train=[{','.join(args.data)}]"] if args.data else []
+    run = train(_recipe(args, extra), restart=args.restart)
     print(f"run folder: {run}")
     return 0
 
@@ -69,6 +70,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from .config import describe, dump_recipe
 
+    if args.recipe and "=" in args.recipe and not Path(args.recipe).exists():
+        args.overrides, args.recipe = [args.recipe, *args.overrides], None  # only overrides were given
     if args.fields:
         for key, default, help_ in describe():
             print(f"{key:36} {default:28} {help_}")
@@ -78,14 +81,14 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from .jsonl import write_jsonl_atomic
+    from .jsonl import write_jsonl_atomic, write_text_atomic
     from .seed import load_dataset
     from .records import to_format
 
     convs = load_dataset(args.input, fmt=args.input_format, purpose="any")
     out = Path(args.output)
     if out.suffix == ".json":
-        out.write_text(json.dumps([to_format(c, args.to) for c in convs], ensure_ascii=False, indent=1))
+        write_text_atomic(out, json.dumps([to_format(c, args.to) for c in convs], ensure_ascii=False, indent=1))
     else:
         write_jsonl_atomic(out, (to_format(c, args.to) for c in convs))
     print(f"wrote {len(convs)} records ({args.to}) to {out}")
@@ -178,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
                        "A killed run resumes when started again with the same recipe.")
     t.add_argument("recipe", help="recipe file or shipped recipe name")
     t.add_argument("--restart", action="store_true", help="discard an existing run in the output folder")
+    t.add_argument("--data", action="append", metavar="SPEC",
+                   help="training data (repeatable): a file or seed, seed:dialogues, seed:all (sets data.train)")
     _overrides(t)
     t.set_defaults(func=cmd_train)
 

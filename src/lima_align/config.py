@@ -181,6 +181,8 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str, problems: ProblemList) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if value is None:  # a section with every key commented out
+            value = {}
         if not isinstance(value, dict):
             problems.add(where, f"expected a section (mapping), got {type(value).__name__}")
             return tp()

@@ -78,6 +78,18 @@ def repair_tail(path: str | Path) -> int:
                 cut = start + idx + 1
                 break
             pos = start
+        f.seek(cut)
+        tail = f.read()
+        try:
+            complete = isinstance(json.loads(tail), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            complete = False
+        if complete:  # a whole record that only lacks its newline: keep it
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            return 0
         f.truncate(cut)
         f.flush()
         os.fsync(f.fileno())

@@ -108,7 +108,7 @@ def resolve_model_path(name: str, cache_dir: str | None = None, *, prepare: bool
         return str(path)
     p = Path(name).expanduser()
     if p.exists():
-        if not (p / "config.json").exists():
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise LimaError(f"{p} has no config.json, so it is not a Hugging Face model folder", where=str(p),
                             fix="point model.name at a folder written by save_pretrained, or a run checkpoint")
         return str(p)

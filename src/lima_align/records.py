@@ -202,7 +202,7 @@ def read_conversations(path: str | Path, *, fmt: str = "auto", purpose: Purpose 
         check_messages(conv.messages, where, purpose, problems)
         if conv.id in seen:
             problems.add(f"{where} id", f"duplicate id {conv.id!r} (first at {seen[conv.id]})", "make ids unique")
-        seen[conv.id] = where
+        seen.setdefault(conv.id, where)
         out.append(conv)
         if len(problems.problems) >= max_problems:
             problems.add(str(path), f"stopped after {max_problems} problems", "fix these and run again")

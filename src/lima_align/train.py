@@ -58,12 +58,6 @@ def load_training_conversations(recipe: Recipe) -> list[Conversation]:
 def prepare_data(recipe: Recipe, fmt: TurnFormat, convs: list[Conversation]) -> PreparedData:
     """Encode, trim to max_seq_len (as LIMA), drop examples with nothing left to train on."""
     d = recipe.data
-    if d.max_examples is not None:
-        import random
-
-        order = list(range(len(convs)))
-        random.Random(recipe.train.seed).shuffle(order)
-        convs = [convs[i] for i in sorted(order[: d.max_examples])]
     encoded, ids = [], []
     trimmed = dropped_long = dropped_empty = 0
     for c in convs:
@@ -79,6 +73,12 @@ def prepare_data(recipe: Recipe, fmt: TurnFormat, convs: list[Conversation]) -> 
             continue
         encoded.append(e)
         ids.append(c.id)
+    if d.max_examples is not None and len(encoded) > d.max_examples:
+        # A seeded sample of the examples that passed the filters, kept in file order.
+        import random
+
+        keep = sorted(random.Random(recipe.train.seed).sample(range(len(encoded)), d.max_examples))
+        encoded, ids = [encoded[i] for i in keep], [ids[i] for i in keep]
     if not encoded:
         raise LimaError("no training examples left after encoding", where="data.train",
                         fix="check data.max_seq_len / data.max_example_tokens and that examples have assistant turns")

@@ -136,8 +136,12 @@ class TurnFormat:
         return self._seg(("" if first else "\n") + LABELS[role] + ":\n")
 
     def _bos(self) -> list[int]:
-        bos = self.tok.bos_token_id
-        return [bos] if bos is not None and getattr(self.tok, "add_bos_token", True) is not False else []
+        # Start the way the tokenizer itself starts a text (Gemma and Llama add BOS, others don't).
+        if not hasattr(self, "_bos_ids"):
+            bos = self.tok.bos_token_id
+            first = self.tok("x", add_special_tokens=True)["input_ids"][:1]
+            self._bos_ids = [bos] if bos is not None and first == [bos] else []
+        return list(self._bos_ids)
 
     def _with_system(self, messages: list[Message]) -> list[Message]:
         if self.system and not (messages and messages[0].role == "system"):

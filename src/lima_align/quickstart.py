@@ -1,0 +1,108 @@
+"""`lima-align quickstart`: the whole loop on the embedded model, on one CPU.
+
+prepare the base model -> answer held-out prompts with the base -> fine-tune on the seed set ->
+answer the same prompts with the aligned model -> summary and a side-by-side page.
+Every step writes to the quickstart folder and is skipped or resumed when run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, dump_recipe
+from .generate import generate_file, read_generations
+from .jsonl import write_text_atomic
+from .models import EMBEDDED, prepare_embedded
+from .report import side_by_side_html
+from .train import train
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"answers": len(rows),
+            "ended_their_turn": sum(r["finish_reason"] == "eot" for r in rows),
+            "hit_length_limit": sum(r["finish_reason"] == "length" for r in rows),
+            "mean_output_tokens": round(statistics.mean(r["tokens"]["output"] for r in rows), 1) if rows else 0}
+
+
+def quickstart(recipe: Recipe, *, log: Any = print) -> Path:
+    q = recipe.quickstart
+    out = Path(q.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "recipe.yaml", dump_recipe(recipe))
+    t0 = time.time()
+    timings: dict[str, float] = {}
+
+    def mark(name: str, since: float) -> float:
+        timings[name] = round(time.time() - since, 1)
+        return time.time()
+
+    t = time.time()
+    log("[1/4] preparing the base model")
+    if recipe.model.name == EMBEDDED:
+        prepare_embedded(recipe.model.cache_dir, log=log)
+    t = mark("prepare_s", t)
+
+    gen = dataclasses.replace(recipe.generate, prompts=q.eval_prompts, limit=q.eval_limit,
+                              max_new_tokens=q.eval_max_new_tokens)
+    log("[2/4] answering held-out prompts with the base model")
+    base_file = generate_file(recipe.model, TurnsConfig(format=recipe.turns.format, eot="eos"),
+                              dataclasses.replace(gen, output=str(out / "base.jsonl"), model_label="base"), log=log)
+    gc.collect()
+    t = mark("generate_base_s", t)
+
+    log("[3/4] fine-tuning with the recipe")
+    run = train(recipe, log=log)
+    gc.collect()
+    t = mark("train_s", t)
+    final = json.loads((run / "done.json").read_text())["final_checkpoint"]
+
+    log("[4/4] answering the same prompts with the aligned model")
+    aligned_file = generate_file(ModelConfig(name=final, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir),
+                                 recipe.turns, dataclasses.replace(gen, output=str(out / "aligned.jsonl"),
+                                                                   model_label="aligned"), log=log)
+    t = mark("generate_aligned_s", t)
+
+    base, aligned = read_generations(base_file), read_generations(aligned_file)
+    summary = {"base": _summary(base), "aligned": _summary(aligned), "timings_s": timings,
+               "total_s": round(time.time() - t0, 1),
+               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+               "checkpoint": final}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    page = side_by_side_html(base, aligned, out / "compare.html", title="lima-align quickstart: base vs aligned",
+                             names=("base (pretrained)", "aligned (fine-tuned)"),
+                             summary=f"{len(base)} held-out prompts, decoding: {json.dumps(dataclasses.asdict(gen))}")
+    _print_summary(summary, base, aligned, page, log)
+    return out
+
+
+def _print_summary(summary: dict[str, Any], base: list[dict], aligned: list[dict], page: Path, log: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="quickstart: base vs aligned on held-out prompts")
+    table.add_column("")
+    table.add_column("base")
+    table.add_column("aligned")
+    for key in ("answers", "ended_their_turn", "hit_length_limit", "mean_output_tokens"):
+        table.add_row(key.replace("_", " "), str(summary["base"][key]), str(summary["aligned"][key]))
+    console.print(table)
+    by_id = {r["prompt_id"]: r for r in aligned}
+    for r in base[:2]:
+        a = by_id.get(r["prompt_id"])
+        if a is None:
+            continue
+        console.print(f"\n[bold]prompt[/] {r['messages'][-1]['content'][:300]}")
+        console.print(f"[bold red]base[/] {r['output'][:400]}")
+        console.print(f"[bold green]aligned[/] {a['output'][:400]}")
+    t = summary["timings_s"]
+    console.print(f"\ntotal {summary['total_s']:.0f}s (prepare {t['prepare_s']}s, base answers {t['generate_base_s']}s, "
+                  f"training {t['train_s']}s, aligned answers {t['generate_aligned_s']}s); "
+                  f"peak memory {summary['peak_rss_gb']} GB\nside-by-side page: {page}")

@@ -1,0 +1,174 @@
+"""Crash-safe JSONL: line numbers in errors, partial tails, durable appends, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lima_align.errors import LimaError
+from lima_align.jsonl import JsonlAppender, read_jsonl, repair_tail, write_jsonl_atomic, write_text_atomic
+
+
+def line(obj: dict) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+GOOD = [{"id": i, "text": f"record {i} — ünïcode"} for i in range(5)]
+
+
+def write_good(path: Path, n: int = 5) -> bytes:
+    data = b"".join(line(r) for r in GOOD[:n])
+    path.write_bytes(data)
+    return data
+
+
+def test_read_jsonl_yields_line_numbers_and_skips_blank_lines(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(line(GOOD[0]) + b"\n   \n" + line(GOOD[1]))
+    assert list(read_jsonl(p)) == [(1, GOOD[0]), (4, GOOD[1])]
+
+
+def test_broken_line_in_the_middle_is_reported_by_line_number(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(line(GOOD[0]) + line(GOOD[1]) + b'{"id": 2, "text": "oops"\n' + line(GOOD[3]) + line(GOOD[4]))
+    with pytest.raises(LimaError) as e:
+        list(read_jsonl(p))
+    assert f"{p}:3" in str(e.value)
+    assert "not valid JSON" in str(e.value)
+    # a broken middle line is an error even when a partial tail is allowed
+    with pytest.raises(LimaError, match=f"{p}:3"):
+        list(read_jsonl(p, allow_partial_tail=True))
+
+
+def test_non_object_line_is_reported(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(line(GOOD[0]) + b"[1, 2]\n")
+    with pytest.raises(LimaError, match=f"{p}:2.*expected a JSON object, got list"):
+        list(read_jsonl(p))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(LimaError, match="file not found"):
+        list(read_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_partial_tail_skipped_only_when_allowed(tmp_path):
+    p = tmp_path / "a.jsonl"
+    complete = write_good(p, 3)
+    p.write_bytes(complete + b'{"id": 3, "text": "half wri')
+    assert [obj for _, obj in read_jsonl(p, allow_partial_tail=True)] == GOOD[:3]
+    with pytest.raises(LimaError, match=f"{p}:4"):
+        list(read_jsonl(p))
+
+
+def test_broken_last_line_with_newline_is_not_a_partial_tail(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(write_good(p, 2) + b'{"id": 2, "text": "ha\n')
+    with pytest.raises(LimaError, match=f"{p}:3"):
+        list(read_jsonl(p, allow_partial_tail=True))
+
+
+def test_repair_tail_cuts_only_the_partial_line(tmp_path):
+    p = tmp_path / "a.jsonl"
+    complete = write_good(p)
+    partial = b'{"id": 5, "text": "half \xc3'  # cut even mid-way through a UTF-8 character
+    p.write_bytes(complete + partial)
+    assert [obj for _, obj in read_jsonl(p, allow_partial_tail=True)] == GOOD
+    assert repair_tail(p) == len(partial)
+    assert p.read_bytes() == complete  # complete lines kept byte for byte
+    assert repair_tail(p) == 0  # idempotent
+    assert p.read_bytes() == complete
+
+
+def test_repair_tail_on_clean_empty_and_missing_files(tmp_path):
+    p = tmp_path / "a.jsonl"
+    complete = write_good(p)
+    assert repair_tail(p) == 0 and p.read_bytes() == complete
+    e = tmp_path / "empty.jsonl"
+    e.write_bytes(b"")
+    assert repair_tail(e) == 0 and e.read_bytes() == b""
+    assert repair_tail(tmp_path / "missing.jsonl") == 0
+
+
+def test_repair_tail_single_partial_line_empties_the_file(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'{"id": 0, "te')
+    assert repair_tail(p) == 13
+    assert p.read_bytes() == b""
+
+
+def test_repair_tail_scans_back_over_a_long_partial_line(tmp_path):
+    p = tmp_path / "a.jsonl"
+    complete = write_good(p, 2)
+    partial = b'{"text": "' + b"x" * 200_000  # longer than the 64 KiB scan block
+    p.write_bytes(complete + partial)
+    assert repair_tail(p) == len(partial)
+    assert p.read_bytes() == complete
+
+
+def test_appender_after_crash_appends_cleanly(tmp_path):
+    p = tmp_path / "gen.jsonl"
+    complete = write_good(p, 3)
+    # the process died half-way through writing record 3
+    p.write_bytes(complete + line(GOOD[3])[:17])
+    done = {obj["id"] for _, obj in read_jsonl(p, allow_partial_tail=True)}
+    assert done == {0, 1, 2}
+    with JsonlAppender(p) as w:
+        w.write_many(r for r in GOOD if r["id"] not in done)
+    assert p.read_bytes() == b"".join(line(r) for r in GOOD)  # no duplicate, no loss, no junk
+    ids = [obj["id"] for _, obj in read_jsonl(p)]
+    assert ids == [0, 1, 2, 3, 4]
+
+
+def test_appender_creates_folders_and_appends_across_sessions(tmp_path):
+    p = tmp_path / "deep" / "er" / "out.jsonl"
+    with JsonlAppender(p) as w:
+        w.write(GOOD[0])
+        w.write_many([])
+    with JsonlAppender(p) as w:
+        w.write_many(GOOD[1:3])
+    assert p.read_bytes() == b"".join(line(r) for r in GOOD[:3])
+
+
+def test_appender_keeps_a_complete_record_without_trailing_newline(tmp_path):
+    p = tmp_path / "gen.jsonl"
+    p.write_bytes(line(GOOD[0]) + line(GOOD[1]).rstrip(b"\n"))
+    done = {obj["id"] for _, obj in read_jsonl(p, allow_partial_tail=True)}
+    assert done == {0, 1}
+    with JsonlAppender(p) as w:
+        w.write(GOOD[2])
+    assert [obj["id"] for _, obj in read_jsonl(p)] == [0, 1, 2]
+
+
+def test_write_jsonl_atomic_leaves_no_tmp(tmp_path):
+    p = tmp_path / "sub" / "out.jsonl"
+    write_jsonl_atomic(p, iter(GOOD))
+    assert p.read_bytes() == b"".join(line(r) for r in GOOD)
+    assert [q.name for q in p.parent.iterdir()] == ["out.jsonl"]
+    # overwriting replaces the whole file
+    write_jsonl_atomic(p, GOOD[:1])
+    assert [obj for _, obj in read_jsonl(p)] == GOOD[:1]
+    assert not list(p.parent.glob("*.tmp"))
+
+
+def test_write_jsonl_atomic_failure_keeps_the_old_file(tmp_path):
+    p = tmp_path / "out.jsonl"
+    write_jsonl_atomic(p, GOOD)
+    before = p.read_bytes()
+
+    def records():
+        yield GOOD[0]
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(p, records())
+    assert p.read_bytes() == before
+
+
+def test_write_text_atomic(tmp_path):
+    p = tmp_path / "a" / "page.html"
+    write_text_atomic(p, "<p>hé</p>")
+    assert p.read_text(encoding="utf-8") == "<p>hé</p>"
+    assert [q.name for q in p.parent.iterdir()] == ["page.html"]
