@@ -249,6 +249,7 @@ def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches:
     """TRL's SFTTrainer on the same examples in the same batches; its own optimizer, scheduler and loss."""
     import datasets
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     datasets.disable_progress_bars()
@@ -293,6 +294,7 @@ def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches:
     )
     clock = Clock()
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=fmt.tok, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)  # its per-step log lines would bury the summary
     trainer.train()
     losses = clock.losses + [None] * (len(batches) - len(clock.losses))
     return {"marks": clock.marks, "losses": losses}
@@ -335,6 +337,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -342,7 +351,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     t0 = time.perf_counter()
+    load_before = load_average()
+    if load_before is not None and load_before > 0.5:
+        # Other work on the same cores skews every figure below (OpenMP threads spin-wait on each
+        # other, so a busy core can slow a step many times over), and not equally for each contender.
+        print(f"warning: load average is {load_before:.2f} before starting; the timings will be noisy")
 
     tmp = tempfile.TemporaryDirectory(prefix="lima-bench-")
     source = str(tiny_model_dir(Path(tmp.name) / "tiny")) if args.model == "tiny" else args.model
@@ -444,6 +459,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                if tp["lima_over_trl"] is not None else "   (TRL skipped)"))
     print(f"(c) output layer at trained positions only / at every position: {result['output_layer']['gain']:.2f}x")
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    result["machine"]["load_average_before"] = load_before
+    result["machine"]["load_average_after"] = load_average()
     print(f"\ntotal {result['wall_seconds']} s")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
