@@ -241,7 +241,8 @@ def summarise(name: str, run: dict[str, Any], batches: list[list[int]], examples
     return {"name": name, "steps": len(timed), "seconds": round(seconds, 3), "tokens": tokens,
             "trained_tokens": trained, "tokens_per_s": round(tokens / seconds, 1),
             "step_seconds": [round(s, 3) for s in step_s],
-            "losses": [None if x is None else round(float(x), 4) for x in run["losses"]]}
+            "losses": [None if x is None else round(float(x), 4) for x in run["losses"]],
+            **({"settings": run["settings"]} if "settings" in run else {})}
 
 
 def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches: list[list[int]], batch: int,
@@ -296,8 +297,13 @@ def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=fmt.tok, callbacks=[clock])
     trainer.remove_callback(PrinterCallback)  # its per-step log lines would bury the summary
     trainer.train()
+    settings = {"optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
+                                  else trainer.optimizer).__name__,
+                "optim": str(cfg.optim), "learning_rate": cfg.learning_rate, "weight_decay": cfg.weight_decay,
+                "max_grad_norm": cfg.max_grad_norm, "gradient_checkpointing": cfg.gradient_checkpointing,
+                "loss_type": cfg.loss_type}
     losses = clock.losses + [None] * (len(batches) - len(clock.losses))
-    return {"marks": clock.marks, "losses": losses}
+    return {"marks": clock.marks, "losses": losses, "settings": settings}
 
 
 # ----------------------------------------------------------------- main
@@ -316,6 +322,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-trl", action="store_true", help="leave out the TRL baseline")
     p.add_argument("--trl-gradient-checkpointing", action="store_true",
                    help="run TRL with its own default (gradient checkpointing on) instead of matching lima-align")
+    p.add_argument("--residual-dropout-top", type=float,
+                   help="override the recipe's residual dropout (0 makes the first-step losses of all contenders "
+                        "comparable: they see the same weights and tokens, and only dropout masks differ)")
     p.add_argument("--skip-padding", action="store_true", help="leave out (a)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ShareGPT-format LIMA-derived training set")
     p.add_argument("--threads", type=int, default=2)
@@ -370,6 +379,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe.train.method = args.method
     recipe.train.precision = "fp32"
     recipe.train.seed = args.seed
+    if args.residual_dropout_top is not None:
+        recipe.train.residual_dropout_top = args.residual_dropout_top
     first = fresh_base()
     fmt = TurnFormat(first.tokenizer, recipe.turns, method=args.method)
     data = prepare_data(recipe, fmt, load_conversations(args.data))

@@ -221,6 +221,13 @@ def _coerce(value: Any, tp: Any, where: str, problems: ProblemList) -> Any:
     return value
 
 
+# Names users bring from TRL / transformers / other tools, mapped to ours for "did you mean".
+ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "min_lr": "lr_final",
+           "per_device_train_batch_size": "batch_size", "global_batch_size": "batch_size", "max_length": "max_seq_len",
+           "max_seq_length": "max_seq_len", "warmup": "warmup_steps", "model_name_or_path": "name", "wd": "weight_decay",
+           "top_k_p": "top_p", "temp": "temperature", "max_tokens": "max_new_tokens", "datasets": "train"}
+
+
 def _build(cls: type, raw: dict[str, Any], prefix: str, problems: ProblemList) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
@@ -228,7 +235,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: ProblemList) -
     for key, value in raw.items():
         where = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(str(key), list(fields), n=1)
             problems.add(where, "unknown key",
                          f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close
                          else f"valid keys here: {', '.join(fields)}")
@@ -299,8 +306,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
         raw = loaded
     raw = _merge(raw, parse_overrides(list(overrides), problems))
     recipe = _build(Recipe, raw, "", problems)
-    if not problems:
-        recipe.check(problems)
+    try:
+        recipe.check(problems)  # also when types were wrong, so every problem is listed in one go
+    except TypeError:
+        pass  # a value of the wrong type, already reported above
     if problems:
         for p in problems.problems:
             p.where = f"{where}: {p.where}"

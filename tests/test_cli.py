@@ -1,0 +1,51 @@
+"""The command line end to end on a tiny model: train, show-mask, generate; errors are clean."""
+
+from __future__ import annotations
+
+import json
+
+from lima_align.cli import main
+
+
+def test_train_then_generate_through_the_cli(tiny_llama, examples_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "lima", "--data", str(examples_file), f"model.name={tiny_llama}", f"train.output_dir={run}",
+               "train.epochs=1", "train.batch_size=4", "train.save_from_epoch=1", "train.save_to_epoch=1",
+               "train.precision=fp32"])
+    assert rc == 0
+    saved = (run / "recipe.yaml").read_text()
+    assert "epochs: 1" in saved and str(examples_file) in saved  # the resolved config sits in the run folder
+    ckpt = run / "checkpoints" / "epoch-01"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "q1", "messages": [{"role": "user", "content": "Hi?"}]}) + "\n")
+    out = tmp_path / "gens.jsonl"
+    rc = main(["generate", "--model", str(ckpt), "--prompts", str(prompts), "--output", str(out),
+               "generate.max_new_tokens=3"])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert rec["prompt_id"] == "q1" and rec["tokens"]["output"] <= 3
+
+
+def test_show_mask_marks_assistant_tokens(tiny_llama, examples_file, capsys):
+    assert main(["data", "show-mask", str(examples_file), "--model", str(tiny_llama), "--eot", "eos"]) == 0
+    out = capsys.readouterr().out
+    assert "[[Put it in boiling water for nine minutes, then cool it.<eos>]]" in out
+    assert "trained" in out
+
+
+def test_bad_recipe_key_is_reported_without_traceback(capsys):
+    assert main(["train", "lima", "train.learning_rate=1e-4", "train.epochs=0"]) == 2
+    err = capsys.readouterr().err
+    assert "train.learning_rate" in err and "did you mean 'train.lr'" in err
+    assert "train.epochs" in err and "Traceback" not in err
+
+
+def test_help_on_every_subcommand(capsys):
+    import pytest
+
+    for argv in (["--help"], ["train", "--help"], ["generate", "--help"], ["chat", "--help"], ["quickstart", "--help"],
+                 ["data", "convert", "--help"], ["data", "show-mask", "--help"], ["models", "prepare", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
