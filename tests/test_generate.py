@@ -105,3 +105,16 @@ def test_history_is_trimmed_oldest_first_and_reported(tiny_llama):
 def test_model_generates_in_bf16_or_fp32_only_as_asked(tiny_llama):
     g = gen_for(tiny_llama)
     assert next(g.model.parameters()).dtype == torch.float32
+
+
+def test_fast_top_p_equals_transformers_top_p():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from lima_align.generate import FastTopP
+
+    torch.manual_seed(0)
+    for scale in (0.5, 3.0, 12.0):  # flat to peaked distributions; flat ones need the fallback
+        scores = torch.randn(4, 5000) * scale
+        ours = FastTopP(0.9, k=256)(None, scores.clone())
+        ref = TopPLogitsWarper(0.9)(None, scores.clone())
+        assert torch.equal(torch.isinf(ours), torch.isinf(ref))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
@@ -84,6 +85,32 @@ def banned_tokens(tok: Any, allowed: list[int]) -> list[int]:
     return sorted(t for t in special - set(allowed) if t is not None and t < len(tok))
 
 
+class FastTopP:
+    """Nucleus (top-p) filtering that is exact but avoids sorting the whole vocabulary.
+
+    Sorting 262k logits per row per step took a third of Gemma's decoding time on CPU. The
+    nucleus is almost always inside the few thousand most likely tokens: take those, and if
+    their probability mass reaches p the cut found among them is the exact one; otherwise
+    fall back to the full sort.
+    """
+
+    def __init__(self, top_p: float, k: int = 4096):
+        self.top_p, self.k = top_p, k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        k = min(self.k, scores.shape[-1])
+        probs = scores.float().softmax(-1)
+        top, idx = probs.topk(k, dim=-1)
+        cum = top.cumsum(-1)
+        if bool((cum[:, -1] < self.top_p).any()):
+            top, idx = probs.sort(-1, descending=True)
+            cum = top.cumsum(-1)
+        # keep a token if the mass before it is still below p (the first token is always kept)
+        keep_sorted = (cum - top) < self.top_p
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, idx, keep_sorted)
+        return scores.masked_fill(~keep, float("-inf"))
+
+
 class Generator:
     """Batched sampling with LIMA's settings for one loaded model."""
 
@@ -115,7 +142,8 @@ class Generator:
             max_new_tokens=max_new, eos_token_id=self.fmt.stop_ids, pad_token_id=pad,
             repetition_penalty=d.repetition_penalty, suppress_tokens=self.suppress or None, streamer=streamer)
         if d.temperature > 0:
-            kwargs.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, top_k=0)
+            kwargs.update(do_sample=True, temperature=d.temperature, top_p=1.0, top_k=0,
+                          logits_processor=LogitsProcessorList([FastTopP(d.top_p)]) if d.top_p < 1 else None)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if self.fmt.kind == "plain":
@@ -124,18 +152,22 @@ class Generator:
         replies = []
         for i, p in enumerate(prompts):
             new = out[i, width:].tolist()
-            finish, cut = "length", len(new)
+            finish = "length"
             for j, t in enumerate(new):
                 if t in self.fmt.stop_ids:
-                    finish, cut = "eot", j
+                    finish, new = "eot", new[:j]
                     break
-            text = self.tok.decode(new[:cut], skip_special_tokens=True)
-            if self.fmt.kind == "plain" and ROLE_STOP in "\n" + text and finish != "eot":
-                text = ("\n" + text).split(ROLE_STOP)[0].lstrip("\n")
-                finish = "stop"
-            if finish == "length" and cut < max_new and pad in new[cut:]:
-                finish = "stop"  # stopped by the stop string on an earlier step
-            replies.append(Reply(text.strip(), finish, len(p), cut))
+            else:
+                # A row that matched the stop string early is padded to the batch's length.
+                if len(new) < max_new or (new and new[-1] == pad):
+                    finish = "stop"
+                while new and new[-1] == pad:
+                    new.pop()
+            text = self.tok.decode(new, skip_special_tokens=True)
+            if self.fmt.kind == "plain" and ROLE_STOP in "\n" + text:
+                text = ("\n" + text).split(ROLE_STOP)[0]
+                finish = "stop" if finish != "eot" else finish
+            replies.append(Reply(text.strip(), finish, len(p), len(new)))
         return replies
 
 
