@@ -118,3 +118,15 @@ def test_fast_top_p_equals_transformers_top_p():
         ours = FastTopP(0.9, k=256)(None, scores.clone())
         ref = TopPLogitsWarper(0.9)(None, scores.clone())
         assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+
+
+def test_chat_keeps_history_and_resets(tiny_llama):
+    from lima_align.config import GenerateConfig
+    from lima_align.generate import chat
+
+    lines = iter(["Hello?", "And then?", "/reset", "New topic?", "/quit"])
+    printed = []
+    history = chat(ModelConfig(name=str(tiny_llama), dtype="float32"), TurnsConfig(),
+                   GenerateConfig(max_new_tokens=3), input_fn=lambda _: next(lines), print_fn=printed.append)
+    assert [m.role for m in history] == ["user", "assistant"] and history[0].content == "New topic?"
+    assert "(history cleared)" in printed and sum(p.startswith("assistant>") for p in printed) == 3

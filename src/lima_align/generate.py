@@ -264,11 +264,12 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
         history, dropped = trim_history(gen, history, reserve=min(g.max_new_tokens, gen.context // 4))
         if dropped:
             print_fn(f"(context full: dropped the oldest {dropped} turns)")
-        streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True) if input_fn is input else None
-        if streamer:
-            print_fn("assistant> ", end="") if print_fn is print else None
+        streaming = input_fn is input  # a real terminal: show tokens as they come
+        if streaming:
+            print("assistant> ", end="", flush=True)
+        streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True) if streaming else None
         reply = gen.generate([history], seed_key=f"chat-{turn}", streamer=streamer)[0]
-        if not streamer:
+        if not streaming:
             print_fn(f"assistant> {reply.text}")
         history.append(Message("assistant", reply.text))
         turn += 1
