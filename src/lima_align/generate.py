@@ -85,6 +85,21 @@ def banned_tokens(tok: Any, allowed: list[int]) -> list[int]:
     return sorted(t for t in special - set(allowed) if t is not None and t < len(tok))
 
 
+class BanTokens:
+    """Never sample these ids: one precomputed additive mask (transformers' suppress_tokens
+    rebuilt an index test over the vocabulary every step, 12% of Gemma's decoding time here)."""
+
+    def __init__(self, ids: list[int], vocab: int):
+        self.ids, self.vocab = ids, vocab
+        self.mask: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.mask is None or self.mask.shape[-1] != scores.shape[-1] or self.mask.device != scores.device:
+            self.mask = torch.zeros(scores.shape[-1], device=scores.device, dtype=scores.dtype)
+            self.mask[[i for i in self.ids if i < scores.shape[-1]]] = float("-inf")
+        return scores + self.mask
+
+
 class FastTopP:
     """Nucleus (top-p) filtering that is exact but avoids sorting the whole vocabulary.
 
@@ -119,6 +134,7 @@ class Generator:
         self.model = lm.model.eval()
         self.tok = lm.tokenizer
         self.suppress = banned_tokens(self.tok, fmt.stop_ids)
+        self.ban = BanTokens(self.suppress, len(self.tok))
         self.context = getattr(self.model.config, "max_position_embeddings", 8192)
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -140,14 +156,18 @@ class Generator:
         torch.manual_seed(d.seed * 1_000_003 + zlib.crc32(seed_key.encode()))
         kwargs: dict[str, Any] = dict(
             max_new_tokens=max_new, eos_token_id=self.fmt.stop_ids, pad_token_id=pad,
-            repetition_penalty=d.repetition_penalty, suppress_tokens=self.suppress or None, streamer=streamer)
+            repetition_penalty=d.repetition_penalty, streamer=streamer)
+        # Our processors run after transformers' own (repetition penalty, temperature).
+        processors = LogitsProcessorList([self.ban] if self.suppress else [])
         if d.temperature > 0:
-            kwargs.update(do_sample=True, temperature=d.temperature, top_p=1.0, top_k=0,
-                          logits_processor=LogitsProcessorList([FastTopP(d.top_p)]) if d.top_p < 1 else None)
+            if d.top_p < 1:
+                processors.append(FastTopP(d.top_p))
+            kwargs.update(do_sample=True, temperature=d.temperature, top_p=1.0, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if self.fmt.kind == "plain":
             kwargs.update(stop_strings=[ROLE_STOP], tokenizer=self.tok)
+        kwargs["logits_processor"] = processors
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
         replies = []
         for i, p in enumerate(prompts):
