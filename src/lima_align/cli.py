@@ -44,9 +44,40 @@ def _model_overrides(args: argparse.Namespace) -> list[str]:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate_file
 
+    if args.api_base or args.api_model:
+        return _generate_from_api(args)
     r = _recipe(args, _model_overrides(args))
     out = generate_file(r.model, r.turns, r.generate)
     print(f"generations: {out}")
+    return 0
+
+
+def _generate_from_api(args: argparse.Namespace) -> int:
+    from .api import ChatClient, generate_from_api
+    from .generate import Decoding
+    from .seed import load_dataset
+
+    if not (args.api_base and args.api_model):
+        raise LimaError("--api-base and --api-model go together", fix="give both, e.g. --api-base "
+                        "http://127.0.0.1:8000/v1 --api-model my-model")
+    g = _recipe(args, _model_overrides(args)).generate
+    prompts = load_dataset(g.prompts, purpose="prompt")[: g.limit]
+    client = ChatClient(args.api_base, args.api_model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
+    out = generate_from_api(client, prompts, Path(g.output), Decoding.from_config(g), g.model_label or args.api_model)
+    print(f"generations: {out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importers import import_alpaca_eval, import_fastchat_answers
+    from .jsonl import write_jsonl_atomic
+
+    if args.source == "alpaca_eval":
+        records = import_alpaca_eval(args.input)
+    else:
+        records = import_fastchat_answers(args.input, args.questions)
+    write_jsonl_atomic(args.output, records)
+    print(f"imported {len(records)} answers into {args.output}")
     return 0
 
 
@@ -192,10 +223,24 @@ def make_parser() -> argparse.ArgumentParser:
         g.add_argument("--recipe", help="recipe whose model/turns/generate sections to use")
         g.add_argument("--model", help="'embedded', a model folder, or a run checkpoint (sets model.name)")
         if name == "generate":
-            g.add_argument("--prompts", help="prompts file or seed split (sets generate.prompts)")
+            g.add_argument("--prompts", help="prompts file, seed split, or alpaca_eval:FILE (sets generate.prompts)")
             g.add_argument("--output", help="generations JSONL to append to (sets generate.output)")
+            g.add_argument("--api-base", help="answer through an OpenAI-compatible API at this base URL "
+                           "(e.g. http://127.0.0.1:8000/v1 for `lima-align serve`) instead of a local model")
+            g.add_argument("--api-model", help="model name to ask the API for")
+            g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+            g.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
         _overrides(g)
         g.set_defaults(func=func)
+
+    im = sub.add_parser("import", help="import existing answers (AlpacaEval, FastChat) as generations",
+                        description="Turn published model outputs into our generations format, so they can be "
+                        "judged against your models: AlpacaEval's JSON list, or FastChat llm_judge answer JSONL.")
+    im.add_argument("source", choices=["alpaca_eval", "fastchat"])
+    im.add_argument("input", help="the outputs file")
+    im.add_argument("--output", required=True, help="generations JSONL to write")
+    im.add_argument("--questions", help="FastChat question.jsonl (default: question.jsonl beside the answers' folder)")
+    im.set_defaults(func=cmd_import)
 
     q = sub.add_parser("quickstart", help="prepare the embedded model, fine-tune, compare base vs aligned",
                        description="The whole loop on this machine: prepare the embedded Gemma 3 270M base, "
