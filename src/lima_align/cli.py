@@ -89,6 +89,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    r = _recipe(args, _model_overrides(args))
+    serve(r.model, r.turns, r.generate, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import quickstart
 
@@ -232,6 +240,16 @@ def make_parser() -> argparse.ArgumentParser:
             g.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
         _overrides(g)
         g.set_defaults(func=func)
+
+    sv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
+                        description="Serve one model at /v1/chat/completions (streaming too) and /v1/models, with "
+                        "the same turn format and decoding as generate; the openai client works against it.")
+    sv.add_argument("--recipe", help="recipe whose model/turns/generate sections to use")
+    sv.add_argument("--model", help="'embedded', a model folder, or a run checkpoint (sets model.name)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (no authentication: keep it local)")
+    sv.add_argument("--port", type=int, default=8000)
+    _overrides(sv)
+    sv.set_defaults(func=cmd_serve)
 
     im = sub.add_parser("import", help="import existing answers (AlpacaEval, FastChat) as generations",
                         description="Turn published model outputs into our generations format, so they can be "
