@@ -97,6 +97,68 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judges(args: argparse.Namespace) -> list[Any]:
+    from .api import ChatClient
+    from .judge import ApiJudge, LongestJudge, Price
+
+    kinds = args.judge or ["api"]
+    judges: list[Any] = []
+    for kind in kinds:
+        if kind == "longest":
+            judges.append(LongestJudge())
+            continue
+        if not (args.api_base and args.api_model):
+            raise LimaError("an API judge needs --api-base and --api-model",
+                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`), "
+                            "or use --judge longest for the length baseline")
+        price = Price(args.price_in, args.price_out) if args.price_in is not None else None
+        for model in args.api_model:
+            client = ChatClient(args.api_base, model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
+            judges.append(ApiJudge(client, price=price, max_tokens=args.max_tokens))
+    return judges
+
+
+def cmd_judge_pairwise(args: argparse.Namespace) -> int:
+    from .judge import judge_pairwise
+    from .records import read_generations
+
+    summary = judge_pairwise(read_generations(args.a), read_generations(args.b), _judges(args), args.output,
+                             instructions_path=args.instructions, cache_path=args.cache,
+                             max_concurrency=args.concurrency, allow_partial=args.partial, sources=(args.a, args.b))
+    print(json.dumps(summary, indent=2))
+    print(f"judgments: {args.output}")
+    return 0
+
+
+def cmd_judge_absolute(args: argparse.Namespace) -> int:
+    from .judge import judge_absolute
+    from .records import read_generations
+
+    summary = judge_absolute(read_generations(args.generations), _judges(args), args.output, scale=args.scale,
+                             instructions_path=args.instructions, cache_path=args.cache,
+                             max_concurrency=args.concurrency)
+    print(json.dumps(summary, indent=2))
+    print(f"judgments: {args.output}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .stats import format_summary, summarize_files
+
+    s = summarize_files(args.files, n_boot=args.n_boot, seed=args.seed)
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    page = build_report([Path(p) for p in args.files], Path(args.output), title=args.title, n_boot=args.n_boot,
+                        seed=args.seed)
+    print(f"report: {page}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from .quickstart import quickstart
 
@@ -250,6 +312,51 @@ def make_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     _overrides(sv)
     sv.set_defaults(func=cmd_serve)
+
+    jd = sub.add_parser("judge", help="pairwise or absolute judging by LLM judges or the length baseline") \
+        .add_subparsers(dest="sub", required=True)
+
+    def judge_opts(x: argparse.ArgumentParser) -> None:
+        x.add_argument("--judge", action="append", choices=["api", "longest"],
+                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer wins'")
+        x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
+        x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
+        x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+        x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+        x.add_argument("--instructions", help="judge instructions file (default: the shipped one for this task)")
+        x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
+        x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply (a small local "
+                       "judge on CPU wants a low cap)")
+        x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
+        x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
+        x.add_argument("--output", required=True, help="judgments JSONL to append to (a rerun resumes)")
+
+    jp = jd.add_parser("pairwise", help="A better / B better / neither, both orders, for two generation files",
+                       description="LIMA's three-way preference for every prompt both files answered, judged in "
+                       "both orders; missing or extra prompts are reported before anything is spent.")
+    jp.add_argument("a", help="generations JSONL of model A")
+    jp.add_argument("b", help="generations JSONL of model B")
+    jp.add_argument("--partial", action="store_true", help="judge only the prompts both files answered")
+    judge_opts(jp)
+    jp.set_defaults(func=cmd_judge_pairwise)
+    ja = jd.add_parser("absolute", help="Fail / Pass / Excellent, or a 1-6 helpfulness score, per answer")
+    ja.add_argument("generations", help="generations JSONL")
+    ja.add_argument("--scale", default="fail_pass_excellent", choices=["fail_pass_excellent", "helpfulness_6"])
+    judge_opts(ja)
+    ja.set_defaults(func=cmd_judge_absolute)
+
+    for name, func, helptext in (("stats", cmd_stats, "win/tie/loss with CIs, agreement, biases, power"),
+                                 ("report", cmd_report, "one HTML page and a JSON file with every number")):
+        x = sub.add_parser(name, help=helptext, description=helptext + ", from judgments files.")
+        x.add_argument("files", nargs="+", help="judgments JSONL files")
+        x.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
+        x.add_argument("--seed", type=int, default=0)
+        if name == "stats":
+            x.add_argument("--json", action="store_true", help="print JSON")
+        else:
+            x.add_argument("--output", required=True, help="folder for report.html, report.json and charts/")
+            x.add_argument("--title", default="lima-align evaluation report")
+        x.set_defaults(func=func)
 
     im = sub.add_parser("import", help="import existing answers (AlpacaEval, FastChat) as generations",
                         description="Turn published model outputs into our generations format, so they can be "

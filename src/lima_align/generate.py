@@ -29,7 +29,7 @@ from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
 from .jsonl import JsonlAppender, read_jsonl
 from .models import LoadedModel, bf16_is_fast, load_model
-from .records import Conversation, Message
+from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)
 from .seed import load_dataset
 from .turns import TurnFormat
 
@@ -229,18 +229,6 @@ def _record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, A
             "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
             "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens}, "decoding": asdict(dec),
             "created": round(time.time(), 3)}
-
-
-def read_generations(path: str | Path) -> list[dict[str, Any]]:
-    """Read a generations file, checking each record has what later stages need."""
-    out = []
-    for n, r in read_jsonl(path):
-        missing = [k for k in ("prompt_id", "model", "messages", "output") if k not in r]
-        if missing:
-            raise LimaError(f"generation record lacks {', '.join(missing)}", where=f"{path}:{n}",
-                            fix="this file was not written by `lima-align generate`; regenerate or convert it")
-        out.append(r)
-    return out
 
 
 # ----------------------------------------------------------------- chat

@@ -266,3 +266,15 @@ def stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str, Any]:
         out["tokens"] = {"mean": round(statistics.mean(lens), 1), "median": statistics.median(lens),
                          "p95": lens[int(0.95 * (len(lens) - 1))], "max": lens[-1]}
     return out
+
+
+def read_generations(path: str | Path) -> list[dict[str, Any]]:
+    """Read a generations file, checking each record has what later stages need."""
+    out = []
+    for n, r in read_jsonl(path):
+        missing = [k for k in ("prompt_id", "model", "messages", "output") if k not in r]
+        if missing:
+            raise LimaError(f"generation record lacks {', '.join(missing)}", where=f"{path}:{n}",
+                            fix="this file was not written by `lima-align generate`; regenerate or convert it")
+        out.append(r)
+    return out

@@ -1,12 +1,16 @@
-"""Pages people read: for now, the side-by-side comparison of two generation files."""
+"""Pages people read: the side-by-side comparison of two generation files, and the LIMA-style evaluation
+report over judgment files (report.json with every number, a self-contained report.html, charts/*.png)."""
 
 from __future__ import annotations
 
 import html
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 from .jsonl import write_text_atomic
+from .stats import comparisons, is_consistent, load_judgments, short_judge, summarize
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}}
@@ -36,3 +40,438 @@ def side_by_side_html(a: list[dict[str, Any]], b: list[dict[str, Any]], path: st
     page = PAGE.format(title=html.escape(title), summary=html.escape(summary), a=html.escape(names[0]),
                        b=html.escape(names[1]), rows="\n".join(rows))
     return write_text_atomic(path, page)
+
+
+# ----------------------------------------------------------------- evaluation report
+
+# Colours: a wins / tie / b wins (LIMA Figure 1 style), and fail / pass / excellent (LIMA Figure 3 style).
+C_A, C_TIE, C_B = "#3b6fb6", "#c7ccd4", "#e0823d"
+C_FAIL, C_PASS, C_EXC = "#d1495b", "#edae49", "#3c9d74"
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=150)
+    FigureCanvasAgg(fig)  # render with Agg directly: no pyplot state, no display needed
+    return fig
+
+
+def _png(fig: Any, path: Path) -> str:
+    """Save the figure to `path` and return it base64-encoded for an <img src="data:...">."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
+    data = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return base64.b64encode(data).decode("ascii")
+
+
+def _style_axes(ax: Any) -> None:
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.spines["bottom"].set_color("#999")
+    ax.tick_params(axis="y", length=0, labelsize=10)
+    ax.tick_params(axis="x", colors="#555", labelsize=8)
+
+
+def _stacked_bars(labels: list[str], segments: list[tuple[str, str, list[float]]], notes: list[str],
+                  title: str, *, midline: bool) -> Any:
+    """Horizontal 100% stacked bars, top to bottom in the order given, percentages written in the segments."""
+    n = len(labels)
+    fig = _new_figure(9.5, 0.9 + 0.55 * n)
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(n))[::-1]
+    left = [0.0] * n
+    for name, color, values in segments:
+        ax.barh(ys, values, left=left, color=color, height=0.62, label=name, edgecolor="white", linewidth=1)
+        for y, x0, v in zip(ys, left, values, strict=True):
+            if v >= 0.06:  # narrower segments cannot hold a label without overlapping
+                dark = color in (C_TIE, C_PASS)
+                ax.text(x0 + v / 2, y, f"{100 * v:.0f}%", ha="center", va="center", fontsize=9,
+                        color="#222" if dark else "white", fontweight="bold")
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    for y, note in zip(ys, notes, strict=True):
+        ax.text(1.01, y, note, ha="left", va="center", fontsize=8, color="#666", transform=ax.get_yaxis_transform())
+    ax.set_yticks(ys, labels)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
+    if midline:  # where "no preference" lies
+        ax.axvline(0.5, color="#888", lw=0.6, ls=":", zorder=0)
+    _style_axes(ax)
+    ax.set_title(title, loc="left", fontsize=11, color="#222", pad=24)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(segments), frameon=False, fontsize=9,
+              handlelength=1.2, columnspacing=1.4, borderaxespad=0.2)
+    return fig
+
+
+def win_rate_chart(pairwise: list[dict[str, Any]], path: Path) -> str:
+    """LIMA Figure 1: one bar per comparison x judge with the a-wins / tie / b-wins shares."""
+    same_a = len({p["model_a"] for p in pairwise}) == 1
+    same_b = len({p["model_b"] for p in pairwise}) == 1
+    name_a = f"{pairwise[0]['model_a']} wins" if same_a else "first model wins"
+    name_b = (f"{pairwise[0]['model_b']} wins" if same_b else
+              f"{pairwise[0]['model_a']} loses" if same_a else "second model wins")  # LIMA's own legend wording
+    share = lambda p, k: p["rates"][k]["value"] or 0.0  # noqa: E731
+    notes = [f"n={p['n_parsed']}" + (f", {p['counts']['null']} unparsed" if p["counts"]["null"] else "")
+             for p in pairwise]
+    segments = [(name, color, [share(p, k) for p in pairwise])
+                for name, color, k in ((name_a, C_A, "a"), ("tie", C_TIE, "tie"), (name_b, C_B, "b"))]
+    fig = _stacked_bars([p["label"] for p in pairwise], segments, notes,
+                        "Share of prompts where each answer was preferred", midline=True)
+    return _png(fig, path)
+
+
+def rating_chart(absolute: list[dict[str, Any]], path: Path) -> str:
+    """LIMA Figure 3: Fail / Pass / Excellent shares per model (x judge)."""
+    rows = [a for a in absolute if a["scale"] == "fail_pass_excellent"]
+    share = lambda a, k: a["shares"][k]["value"] or 0.0  # noqa: E731
+    notes = [f"n={a['n_parsed']}" + (f", {a['null']} unparsed" if a["null"] else "") for a in rows]
+    segments = [(name, color, [share(a, name.lower()) for a in rows])
+                for name, color in (("Fail", C_FAIL), ("Pass", C_PASS), ("Excellent", C_EXC))]
+    fig = _stacked_bars([a["label"] for a in rows], segments, notes,
+                        "Share of answers rated Fail / Pass / Excellent", midline=False)
+    return _png(fig, path)
+
+
+def mean_score_chart(absolute: list[dict[str, Any]], path: Path) -> str:
+    """Mean 1-6 helpfulness score per model (x judge) with its 95% CI."""
+    rows = [a for a in absolute if a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None]
+    fig = _new_figure(9.5, 0.9 + 0.5 * len(rows))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = list(range(len(rows)))[::-1]
+    for y, a in zip(ys, rows, strict=True):
+        m, (lo, hi) = a["mean"]["value"], a["mean"]["ci"]
+        if lo is not None:
+            ax.plot([lo, hi], [y, y], color=C_A, lw=2.5, alpha=0.45, solid_capstyle="round")
+        ax.plot([m], [y], "o", color=C_A, ms=7)
+        ax.text(m, y + 0.22, f"{m:.2f}", ha="center", va="bottom", fontsize=8.5, color="#222")
+    ax.set_yticks(ys, [a["label"] for a in rows])
+    ax.set_xlim(0.8, 6.2)
+    ax.set_ylim(-0.6, len(rows) - 0.3)
+    ax.set_xticks([1, 2, 3, 4, 5, 6])
+    ax.grid(axis="x", color="#eee")
+    _style_axes(ax)
+    ax.set_title("Mean helpfulness (1-6) with 95% CI", loc="left", fontsize=11, color="#222")
+    return _png(fig, path)
+
+
+REPORT_CSS = """
+:root{--a:#3b6fb6;--b:#e0823d;--tie:#8a93a0;--ink:#1f2430;--mute:#6b7280;--line:#e4e7ec;--bg:#f6f7f9}
+*{box-sizing:border-box} body{margin:0;background:var(--bg);color:var(--ink);
+font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+main{max-width:1280px;margin:0 auto;padding:28px 24px 60px}
+header h1{margin:0 0 4px;font-size:24px} header .sub{color:var(--mute);font-size:13px}
+section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 20px;margin-top:18px}
+section h2{margin:0 0 12px;font-size:16px} .note{color:var(--mute);font-size:12.5px;margin:8px 0 0}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:18px}
+.card{flex:1 1 240px;background:#fff;border:1px solid var(--line);border-radius:10px;padding:14px 16px}
+.card .k{font-size:12px;color:var(--mute)} .card .v{font-size:22px;font-weight:650;margin:2px 0}
+.card .bar{display:flex;height:8px;border-radius:4px;overflow:hidden;margin:8px 0 6px;background:var(--line)}
+.card .bar span{display:block;height:100%}
+img.chart{max-width:100%;height:auto;display:block}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{padding:7px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{font-weight:600;color:#374151;background:#fafbfc;vertical-align:bottom}
+.scroll{overflow-x:auto} table:not(.items) td:first-child{white-space:nowrap}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} th.n{text-align:right}
+.ci{color:var(--mute);font-size:11.5px} .sig{font-weight:650;color:#0f7b4f}
+.filters{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0 12px}
+.filters button{border:1px solid var(--line);background:#fff;border-radius:16px;padding:4px 12px;cursor:pointer;
+font:inherit;font-size:12.5px;color:var(--ink)}
+.filters button.on{background:var(--ink);color:#fff;border-color:var(--ink)}
+.filters .count{color:var(--mute);font-size:12px;align-self:center;margin-left:6px}
+table.items td{width:36%} table.items td.p{width:28%;background:#fbfbfc}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;
+font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.pid{color:var(--mute);font-size:11.5px;margin-top:6px}
+.badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:11.5px;margin:6px 4px 0 0;color:#fff}
+.badge.a{background:var(--a)} .badge.b{background:var(--b)} .badge.tie{background:var(--tie)}
+.badge.null{background:#fff;color:#b42318;border:1px solid #f3b8b2}
+.badge.inconsistent{outline:2px dashed #b42318;outline-offset:1px}
+details{margin-top:6px} summary{cursor:pointer;color:var(--mute);font-size:12px}
+details pre{background:#f6f7f9;padding:6px 8px;border-radius:6px;margin-top:4px}
+.len{color:var(--mute);font-size:11.5px;margin-bottom:4px}
+"""
+
+REPORT_JS = """
+document.querySelectorAll('.filters button').forEach(function (btn) {
+  btn.addEventListener('click', function () {
+    var sec = btn.closest('section'), f = btn.dataset.f, shown = 0;
+    sec.querySelectorAll('.filters button').forEach(function (b) { b.classList.toggle('on', b === btn); });
+    sec.querySelectorAll('tr[data-o]').forEach(function (row) {
+      row.hidden = f !== 'all' && row.dataset.o.split(' ').indexOf(f) < 0;
+      if (!row.hidden) shown++;
+    });
+    sec.querySelector('.count').textContent = shown + ' shown';
+  });
+});
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt_pct(x: float | None, digits: int = 1) -> str:
+    return "&ndash;" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _fmt_est(e: dict[str, Any] | None, pct: bool = True) -> str:
+    """A value with its CI on a second, muted line."""
+    if not e or e["value"] is None:
+        return "&ndash;"
+    f = (lambda v: _fmt_pct(v)) if pct else (lambda v: f"{v:.2f}")
+    lo, hi = e["ci"]
+    ci = f'<br><span class=ci>[{f(lo)}, {f(hi)}]</span>' if lo is not None else ""
+    return f"{f(e['value'])}{ci}"
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "&ndash;"
+    text = "&lt;0.0001" if p < 1e-4 else f"{p:.4f}" if p < 0.01 else f"{p:.3f}"
+    return f"<span class=sig>{text}</span>" if p < 0.05 else text
+
+
+def _cards(pairwise: list[dict[str, Any]]) -> str:
+    out = []
+    for p in pairwise:
+        r = p["rates"]
+        seg = "".join(f'<span style="width:{100 * (r[k]["value"] or 0):.2f}%;background:{c}"></span>'
+                      for k, c in (("a", C_A), ("tie", C_TIE), ("b", C_B)))
+        score = r["score"]["value"]
+        out.append(f'<div class=card><div class=k>{_e(p["label"])}</div>'
+                   f'<div class=v>{_fmt_pct(score, 0)} <span class=ci>preference for {_e(p["model_a"])}</span></div>'
+                   f'<div class=bar>{seg}</div><div class=k>{_fmt_pct(r["a"]["value"], 0)} wins &middot; '
+                   f'{_fmt_pct(r["tie"]["value"], 0)} ties &middot; {_fmt_pct(r["b"]["value"], 0)} losses &middot; '
+                   f'sign test p = {_fmt_p(p["sign_test"]["p_value"])}</div></div>')
+    return f"<div class=cards>{''.join(out)}</div>" if out else ""
+
+
+def _table(head: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
+    """An HTML table in a horizontal scroller. Cells are HTML already; the first `text_cols` columns hold
+    text and the rest numbers, which are right-aligned with tabular digits so columns line up."""
+    def cells(tag: str, values: list[Any]) -> str:
+        return "".join(f"<{tag}{'' if i < text_cols else ' class=n'}>{v}</{tag}>" for i, v in enumerate(values))
+
+    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+    return f"<div class=scroll><table><tr>{cells('th', head)}</tr>{body}</table></div>"
+
+
+def _muted(text: str) -> str:
+    return f"<br><span class=ci>{text}</span>"
+
+
+def _summary_table(pairwise: list[dict[str, Any]]) -> str:
+    rows = []
+    for p in pairwise:
+        r, st = p["rates"], p["sign_test"]
+        rows.append([f"{_e(p['model_a'])} vs {_e(p['model_b'])}", _e(short_judge(p["judge"])), p["n"],
+                     *(_fmt_est(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
+                     f"{st['wins']}&ndash;{st['losses']}", _fmt_p(st["p_value"])])
+    return _table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",
+                   "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
+
+
+def _agreement_table(agreement: list[dict[str, Any]]) -> str:
+    if not agreement:
+        return ("<p class=note>No model pair was judged by two judges on the same prompts, so there is nothing to "
+                "compare. Judge the same generations with a second judge (or a human annotator) to see agreement.</p>")
+    rows = [[f"{_e(g['model_a'])} vs {_e(g['model_b'])}", _e(short_judge(g["judge_1"])), _e(short_judge(g["judge_2"])),
+             g["n"], _fmt_pct(g["tie_discounted_accuracy"]), _fmt_pct(g["with_ties"]),
+             f"{_fmt_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>",
+             "&ndash;" if g["kappa"] is None else format(g["kappa"], ".3f"), g["n_null"]] for g in agreement]
+    return (_table(["models", "judge 1", "judge 2", "shared prompts", "tie-discounted accuracy", "agreement w/ ties",
+                    "w/o ties", "Cohen's &kappa;", "unparsed"], rows, text_cols=3)
+            + "<p class=note>Tie-discounted accuracy (LIMA): 1 for the same verdict, 0.5 when exactly one judge says "
+            "tie, 0 for opposite verdicts. Agreement w/o ties counts only prompts where both judges picked a side "
+            "(MT-Bench). &kappa; uses the three classes a / tie / b.</p>")
+
+
+def _bias_table(pairwise: list[dict[str, Any]]) -> str:
+    rows = []
+    for p in pairwise:
+        pos, ln = p["position"], p["length"]
+        lc = ln["length_controlled"] or {}
+        first, longer = pos["first_position_share"], ln["longer_wins_share"]
+        rows.append([
+            _e(p["label"]), f"{_fmt_pct(pos['consistency'])} <span class=ci>n={pos['n_pairs']}</span>",
+            "&ndash;" if first is None else _fmt_pct(first) + _muted(f"p={_fmt_p(pos['first_position_p_value'])}"),
+            "&ndash;" if ln["mean_chars_a"] is None else f"{ln['mean_chars_a']:.0f} / {ln['mean_chars_b']:.0f}",
+            "&ndash;" if longer is None else _fmt_pct(longer) + _muted(f"p={_fmt_p(ln['longer_wins_p_value'])}"),
+            _fmt_pct(lc.get("raw_win_share")), _fmt_est(lc.get("win_share_at_equal_length")),
+            _fmt_est(lc.get("odds_ratio_per_doubling"), pct=False)])
+    return (_table(["comparison", "same verdict in both orders", "first position wins", "mean chars a / b",
+                    "longer answer wins", "a win share (decisive)", "a win share at equal length",
+                    "odds ratio per doubling"], rows)
+            + "<p class=note>Position: each pair is judged in both orders; a judge without position bias gives the "
+            "same verdict either way and lets the first-shown answer win 50% of decisive votes. Length: among decisive "
+            "verdicts, how often the longer answer wins; the length-controlled share comes from a logistic regression "
+            "of a-wins on log(chars a / chars b), read at equal length (weak ridge prior, bootstrap CI). An odds ratio "
+            "above 1 means the judge favours the relatively longer answer.</p>")
+
+
+def _power_block(pairwise: list[dict[str, Any]]) -> str:
+    rows = []
+    for p in pairwise:
+        pa = p["power"]
+        mds = pa["minimum_detectable_share"]
+        needs = [f"{t['decisive_prompts']}" + (_muted(f"&asymp;{t['prompts']} prompts") if t["prompts"] else "")
+                 for t in pa["needed"]]
+        rows.append([_e(p["label"]), pa["n_decisive"], "&ndash;" if mds is None else "&ge; " + _fmt_pct(mds), *needs])
+    head = [f"to detect {_fmt_pct(t['win_share'], 0)}" for t in pairwise[0]["power"]["needed"]]
+    return (_table(["comparison", "decisive prompts now", "detectable win share", *head], rows)
+            + "<p class=note>Two-sided sign test at &alpha; = 0.05 with power 0.8, normal approximation: "
+            "n = ((z<sub>0.975</sub>&middot;0.5 + z<sub>0.8</sub>&middot;&radic;(p(1&minus;p))) / "
+            "(p &minus; 0.5))&sup2; "
+            "decisive (non-tie) prompts; the prompt count divides by the observed non-tie share. "
+            "&ldquo;Detectable&rdquo; is the smallest true win share this many decisive prompts would detect.</p>")
+
+
+def _ratings_table(absolute: list[dict[str, Any]]) -> str:
+    rows = []
+    for a in absolute:
+        dist = " &middot; ".join(f"{_e(k)}: {_fmt_pct(v['value'], 0)}" for k, v in a["shares"].items())
+        key = _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False)
+        rows.append([_e(a["model"]), _e(short_judge(a["judge"])), _e(a["scale"]), dist, a["n"], a["null"], key])
+    return _table(["model", "judge", "scale", "distribution", "prompts", "unparsed", "pass or better / mean score"],
+                  rows, text_cols=4)
+
+
+def _prompt_text(messages: Any) -> tuple[str, str]:
+    """(last user turn, earlier turns as text) of a judgment's prompt messages."""
+    if not isinstance(messages, list) or not messages:
+        return "", ""
+    turns = [m for m in messages if isinstance(m, dict)]
+    last = turns[-1].get("content", "") if turns else ""
+    earlier = "\n\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in turns[:-1])
+    return str(last), earlier
+
+
+VERDICT_WORDS = {"a": "{a} wins", "b": "{b} wins", "tie": "tie", None: "unparsed"}
+
+
+def _items_section(records: list[dict[str, Any]], index: int) -> str:
+    """One comparison's prompts with both answers and every judge's verdict, filterable by outcome."""
+    a, b = records[0]["model_a"], records[0]["model_b"]
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    rows = []
+    for pid, rs in by_prompt.items():
+        first = rs[0]
+        outcomes, badges, raws = set(), [], []
+        for r in rs:
+            v, cons = r.get("verdict"), is_consistent(r)
+            outcomes.add("null" if v is None else v)
+            if cons is False:
+                outcomes.add("inconsistent")
+            word = VERDICT_WORDS[v].format(a=a, b=b)
+            klass = ("null" if v is None else v) + (" inconsistent" if cons is False else "")
+            title = "the two presentation orders disagreed" if cons is False else ""
+            badges.append(f'<span class="badge {klass}" title="{title}">{_e(short_judge(r["judge"]))}: {_e(word)}'
+                          + (" (orders disagree)" if cons is False else "") + "</span>")
+            for vote in r.get("votes", []):
+                if vote.get("raw"):
+                    raws.append(f"<div class=pid>{_e(short_judge(r['judge']))}, order {_e(vote.get('order'))}, verdict "
+                                f"{_e(vote.get('verdict'))}</div><pre>{_e(vote['raw'])}</pre>")
+        last, earlier = _prompt_text(first.get("prompt"))
+        history = f"<details><summary>earlier turns</summary><pre>{_e(earlier)}</pre></details>" if earlier else ""
+        judge_text = f"<details><summary>judge output</summary>{''.join(raws)}</details>" if raws else ""
+        rows.append(
+            f'<tr data-o="{" ".join(sorted(outcomes))}"><td class=p><pre>{_e(last)}</pre>{history}'
+            f"<div class=pid>{_e(pid)}</div>{''.join(badges)}{judge_text}</td>"
+            f"<td><div class=len>{len(first['output_a'])} chars</div><pre>{_e(first['output_a'])}</pre></td>"
+            f"<td><div class=len>{len(first['output_b'])} chars</div><pre>{_e(first['output_b'])}</pre></td></tr>")
+    buttons = "".join(f'<button data-f="{f}"{" class=on" if f == "all" else ""}>{_e(label)}</button>'
+                      for f, label in (("all", "all"), ("a", f"{a} wins"), ("b", f"{b} wins"), ("tie", "tie"),
+                                       ("inconsistent", "inconsistent")))
+    return (f'<section id="prompts-{index}"><h2>Prompts: {_e(a)} vs {_e(b)}</h2>'
+            f'<div class=filters>{buttons}<span class=count>{len(rows)} shown</span></div>'
+            f"<div class=scroll><table class=items><tr><th>prompt</th><th>{_e(a)} (a)</th><th>{_e(b)} (b)</th></tr>"
+            f"{''.join(rows)}</table></div>"
+            "<p class=note>A row matches a filter when any judge gave that outcome; &ldquo;inconsistent&rdquo; means a "
+            "judge's verdict changed when the answers were shown in the other order.</p></section>")
+
+
+def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: Path, *, title: str) -> Path:
+    """Write report.json, charts/*.png and report.html for a stats.summarize() result and its records."""
+    out_dir = Path(out_dir)
+    charts_dir = out_dir / "charts"
+    images: dict[str, str] = {}
+    if summary["pairwise"]:
+        images["win_rates"] = win_rate_chart(summary["pairwise"], charts_dir / "win_rates.png")
+    if any(a["scale"] == "fail_pass_excellent" for a in summary["absolute"]):
+        images["ratings"] = rating_chart(summary["absolute"], charts_dir / "ratings.png")
+    if any(a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None for a in summary["absolute"]):
+        images["mean_scores"] = mean_score_chart(summary["absolute"], charts_dir / "mean_scores.png")
+    charts = {name: f"charts/{name}.png" for name in images}
+
+    created = time.strftime("%Y-%m-%d %H:%M:%S")
+    report = {"title": title, "created": created, **summary, "charts": charts}
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+
+    def img(name: str, alt: str) -> str:
+        return f'<img src="data:image/png;base64,{images[name]}" class=chart alt="{_e(alt)}">' if name in images else ""
+
+    pw, ab = summary["pairwise"], summary["absolute"]
+    files = ", ".join(_e(Path(f).name) for f in summary.get("files", []))
+    boot = pw[0]["bootstrap"] if pw else {"n_boot": "&ndash;", "seed": "&ndash;"}
+    parts = [f"<header><h1>{_e(title)}</h1><div class=sub>{summary['n_records']} judgment records"
+             + (f" from {files}" if files else "") + f" &middot; generated {created}</div></header>"]
+    if pw:
+        parts.append(_cards(pw))
+        parts.append(f"<section><h2>Pairwise preference</h2>{img('win_rates', 'win / tie / loss shares')}"
+                     "<p class=note>Shares of parsed verdicts; unparsed judge outputs are counted beside each bar and "
+                     "in the tables, never dropped.</p></section>")
+        parts.append(f"<section><h2>Win rates, confidence intervals and significance</h2>{_summary_table(pw)}"
+                     "<p class=note>95% percentile bootstrap intervals resampling prompts "
+                     f"({boot['n_boot']} replicates, "
+                     f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
+                     "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
+                     "</p></section>")
+    if ab:
+        parts.append(f"<section><h2>Absolute ratings</h2>{img('ratings', 'fail / pass / excellent shares')}"
+                     f"{img('mean_scores', 'mean helpfulness scores')}{_ratings_table(ab)}</section>")
+    if pw:
+        parts.append(f"<section><h2>Judge agreement</h2>{_agreement_table(summary['agreement'])}</section>")
+        parts.append(f"<section><h2>Position consistency and length bias</h2>{_bias_table(pw)}</section>")
+        parts.append(f"<section><h2>Statistical power</h2>{_power_sentence(pw)}{_power_block(pw)}</section>")
+        seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for c in comparisons(records):
+            seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
+        parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{REPORT_CSS}</style>'
+            f"</head><body><main>{''.join(parts)}</main><script>{REPORT_JS}</script></body></html>")
+    return write_text_atomic(out_dir / "report.html", page)
+
+
+def _power_sentence(pairwise: list[dict[str, Any]]) -> str:
+    p = max(pairwise, key=lambda q: q["power"]["n_decisive"])
+    pa = p["power"]
+    needed = " / ".join(str(t["decisive_prompts"]) for t in pa["needed"])
+    shares = " / ".join(_fmt_pct(t["win_share"], 0) for t in pa["needed"])
+    mds = pa["minimum_detectable_share"]
+    which = f"{_e(p['model_a'])} vs {_e(p['model_b'])} judged by {_e(short_judge(p['judge']))}"
+    now = (f"With {pa['n_decisive']} decisive prompts (the most here: {which}), the sign test reliably detects only a "
+           f"true win share of {_fmt_pct(mds)} or more" if mds is not None else
+           f"With {pa['n_decisive']} decisive prompts (the most here: {which}), no win share can be reliably detected")
+    return f"<p>{now}; detecting {shares} needs about {needed} decisive prompts.</p>"
+
+
+def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lima-align evaluation report",
+                 n_boot: int = 2000, seed: int = 0) -> Path:
+    """Read judgment files, compute every statistic, and write out_dir/report.json, out_dir/report.html
+    (self-contained) and out_dir/charts/*.png. Returns the path of report.html."""
+    records = load_judgments(judgment_paths)
+    summary = {"files": [str(p) for p in judgment_paths], **summarize(records, n_boot=n_boot, seed=seed)}
+    return render_report(summary, records, Path(out_dir), title=title)

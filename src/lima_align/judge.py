@@ -1,0 +1,679 @@
+"""`lima-align judge`: compare two models' answers pairwise, or rate one model's answers, with judges.
+
+A judge is any object with a `name`, a `price` (a `Price` or None) and two async methods:
+
+    async def judge_pair(prompt_messages, shown_a, shown_b, instructions) -> Vote
+    async def rate(prompt_messages, text, scale, instructions) -> Rating
+
+and, optionally, `async def aclose()` (called when a run ends, to close connections).
+`shown_a` / `shown_b` are the two answers in the order the judge sees them ("Response A" is the
+one shown first). The judge answers in those terms; `judge_pairwise` shows every pair in both
+orders and maps each verdict back to the ORIGINAL model_a / model_b in one place (`show` /
+`unswap`), so no judge can get the swap wrong. A judge's whole answer is its text: `Vote.label`
+and `Rating.score` are parsed from that text, which is why a cached text reproduces a verdict
+exactly. The instructions are passed with every call so the hash stored in each record is the
+hash of the text the judge was actually given, and several judges can share one file.
+
+Judges here:
+- `ApiJudge(client)`: an LLM behind any OpenAI-compatible endpoint (`api.ChatClient`), temperature
+  0. A local model is the same judge pointed at `lima-align serve`:
+  `ApiJudge(ChatClient("http://127.0.0.1:8000/v1", "my-model"))`.
+- `LongestJudge()`: the baseline that prefers the longer answer (characters; equal -> tie).
+Several judges at once are a list; each writes its own records (the judge's name is in the id).
+
+Instruction files (data/judge/*.md) are templates: `{prompt}`, `{response_a}`, `{response_b}`
+(pairwise) or `{prompt}`, `{response}` (absolute) are replaced in one pass, so braces in the
+inserted conversation or answers are never touched. A leading `<!-- ... -->` comment documents
+the file and is not sent. The verdict is the LAST line `Verdict: A|B|tie` (`Rating:
+excellent|pass|fail`, `Score: 1..6`), case-insensitive, markdown emphasis tolerated. An answer
+without one is asked again once with a reminder appended; if it still has none the vote is kept
+with verdict null, its raw text kept, and counted as unparseable.
+
+Every judge answer is cached in SQLite (WAL, so parallel runs can share it) under the sha256 of
+(judge name, instructions sha256, order, prompt messages, answer shown first, answer shown
+second); a rerun, or a run writing another output file, makes no request for an answer it has
+already seen. Delete the cache file to ask again. Records are appended as each pair finishes;
+records whose id is already in the output are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import LimaError, Problem, ProblemList
+from .jsonl import JsonlAppender, read_jsonl
+
+INSTRUCTIONS_DIR = Path(__file__).parent / "data" / "judge"
+ORDERS = ("ab", "ba")
+SCALES = ("fail_pass_excellent", "helpfulness_6")
+# Instruction file and placeholders for each kind of judgment.
+DEFAULT_INSTRUCTIONS = {"pairwise": "pairwise.md", "fail_pass_excellent": "absolute_fpe.md",
+                        "helpfulness_6": "absolute_helpfulness6.md"}
+PAIRWISE_FIELDS = ("prompt", "response_a", "response_b")
+ABSOLUTE_FIELDS = ("prompt", "response")
+# Marks where a judge's second answer (after the reminder) starts in the kept raw text. Both
+# answers are kept; the first had no verdict line, so parsing the whole text gives the second's.
+RETRY_MARK = "\n\n[lima-align: no final verdict line found; a reminder was sent and this is the second answer]\n\n"
+
+
+# ----------------------------------------------------------------- parsing verdicts
+
+
+def _final_value(raw: str, key: str, value: str) -> str | None:
+    """The value of the LAST line `key: value` in raw, lower-cased, or None.
+
+    Tolerates markdown emphasis and code marks, headings, bullets, quotes and brackets around
+    the value, a leading "Final", and a trailing remark after punctuation ("Verdict: A (clearer)").
+    A value must be followed by the end of the line or punctuation, so "Verdict: a tie" is not "A".
+    """
+    line_re = re.compile(
+        rf"^[\s#>\-+]*(?:final\s+)?{key}\s*[:=\-\u2013\u2014]\s*[\[(\"']*\s*(?:response\s+)?({value})\s*[\])\"']*"
+        r"\s*(?:[.!;,:(\-\u2013\u2014/].*)?$", re.IGNORECASE)
+    for line in reversed(raw.splitlines()):
+        m = line_re.match(re.sub(r"[*_`]", "", line))
+        if m:
+            return m.group(1).lower()
+    return None
+
+
+def parse_verdict(raw: str) -> str | None:
+    """'A' (the response shown first), 'B' (shown second), 'tie', or None when there is no verdict line."""
+    v = _final_value(raw, "verdict", r"a|b|tie|neither")
+    return None if v is None else {"a": "A", "b": "B", "tie": "tie", "neither": "tie"}[v]
+
+
+def parse_score(raw: str, scale: str) -> str | int | None:
+    """'fail' / 'pass' / 'excellent' for fail_pass_excellent, 1..6 for helpfulness_6, None if unparseable."""
+    if scale == "fail_pass_excellent":
+        return _final_value(raw, "rating", r"excellent|pass|fail")
+    if scale == "helpfulness_6":
+        # "Score: 5/6" is fine; "Score: 4.5" or "Score: 10" is not a score on this scale.
+        v = _final_value(raw, "score", r"[1-6](?![.,]?\d)")
+        return None if v is None else int(v)
+    raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
+
+
+REMINDERS = {
+    "pairwise": "Your answer did not end with a verdict line. Reply with your verdict as a single line in "
+                "exactly one of these forms, and nothing else: `Verdict: A`, `Verdict: B` or `Verdict: tie`.",
+    "fail_pass_excellent": "Your answer did not end with a rating line. Reply with your rating as a single line "
+                           "in exactly one of these forms, and nothing else: `Rating: excellent`, "
+                           "`Rating: pass` or `Rating: fail`.",
+    "helpfulness_6": "Your answer did not end with a score line. Reply with your score as a single line of the "
+                     "form `Score: N` (N a whole number from 1 to 6), and nothing else.",
+}
+
+
+# ----------------------------------------------------------------- swapping the order
+
+
+def show(a_text: str, b_text: str, order: str) -> tuple[str, str]:
+    """The two original answers in the order the judge sees them: (shown as A, shown as B)."""
+    return (a_text, b_text) if order == "ab" else (b_text, a_text)
+
+
+def unswap(label: str | None, order: str) -> str | None:
+    """A verdict about the shown positions ('A', 'B', 'tie', None) in terms of the ORIGINAL a/b."""
+    if label in (None, "tie"):
+        return label
+    first, second = ("a", "b") if order == "ab" else ("b", "a")
+    return first if label == "A" else second
+
+
+def combine(ab: str | None, ba: str | None) -> tuple[str | None, bool | None]:
+    """(combined verdict, consistent) from the two orders' verdicts, both in original terms.
+
+    Agreement gives that verdict; a tie against a preference, or opposite preferences (the judge
+    followed the position, not the content), give a tie. Any unparseable vote gives (None, None).
+    """
+    if ab is None or ba is None:
+        return None, None
+    if ab == ba:
+        return ab, True
+    return "tie", False
+
+
+# ----------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True)
+class Instructions:
+    name: str      # the file's stem: "pairwise", "absolute_fpe", ...
+    sha256: str    # of the file's bytes, as stored in every record
+    template: str  # the text sent, with the leading documentation comment removed
+    path: Path
+
+    def fill(self, values: dict[str, str]) -> str:
+        """Replace each {name} in one pass: text coming in is never scanned for placeholders again."""
+        pattern = re.compile("|".join(re.escape("{" + k + "}") for k in values))
+        return pattern.sub(lambda m: values[m.group(0)[1:-1]], self.template)
+
+    def record(self) -> dict[str, str]:
+        return {"name": self.name, "sha256": self.sha256}
+
+
+def load_instructions(path: str | Path | None, kind: str) -> Instructions:
+    """Read an instruction file (None: the packaged one for `kind`) and check its placeholders."""
+    path = Path(path) if path is not None else INSTRUCTIONS_DIR / DEFAULT_INSTRUCTIONS[kind]
+    if not path.is_file():
+        raise LimaError(f"instruction file not found: {path}", where=str(path),
+                        fix="check the path, or leave the option out to use the packaged instructions")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LimaError("instruction file is not UTF-8 text", where=str(path), fix="save it as UTF-8") from None
+    template = re.sub(r"\A\s*<!--.*?-->\s*", "", text, flags=re.DOTALL)
+    needed = PAIRWISE_FIELDS if kind == "pairwise" else ABSOLUTE_FIELDS
+    missing = [f"{{{f}}}" for f in needed if f"{{{f}}}" not in template]
+    if missing:
+        raise LimaError(f"instruction file lacks the placeholder(s) {', '.join(missing)}", where=str(path),
+                        fix=f"a {kind} instruction file must contain {', '.join('{' + f + '}' for f in needed)}")
+    return Instructions(path.stem, hashlib.sha256(data).hexdigest(), template, path)
+
+
+def render_conversation(messages: list[dict[str, str]]) -> str:
+    """The prompt turns as the judge reads them, each labelled with its role."""
+    return "\n\n".join(f"[{m['role'].capitalize()}]\n{m['content']}" for m in messages)
+
+
+# ----------------------------------------------------------------- judges
+
+
+@dataclass
+class Price:
+    """US dollars per million tokens, to report what judging cost."""
+
+    input_per_1m: float
+    output_per_1m: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_1m + completion_tokens * self.output_per_1m) / 1e6
+
+
+@dataclass
+class Vote:
+    """One pairwise judgment of the two answers in the order shown."""
+
+    raw: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def label(self) -> str | None:  # 'A' (shown first), 'B' (shown second), 'tie', None
+        return parse_verdict(self.raw)
+
+
+@dataclass
+class Rating:
+    """One absolute judgment of one answer."""
+
+    raw: str
+    scale: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def score(self) -> str | int | None:
+        return parse_score(self.raw, self.scale)
+
+
+class Judge(Protocol):
+    name: str
+    price: Price | None
+
+    async def judge_pair(self, prompt_messages: list[dict[str, str]], shown_a: str, shown_b: str,
+                         instructions: Instructions) -> Vote: ...
+
+    async def rate(self, prompt_messages: list[dict[str, str]], text: str, scale: str,
+                   instructions: Instructions) -> Rating: ...
+
+
+class ApiJudge:
+    """An LLM judge through `api.ChatClient` (or any object with the same async `chat` method).
+
+    Temperature 0. An answer without a verdict line is asked again once, in the same conversation,
+    with a reminder; both answers are kept in the raw text.
+    """
+
+    def __init__(self, client: Any, *, name: str | None = None, price: Price | None = None,
+                 max_tokens: int = 1024):
+        self.client, self.price, self.max_tokens = client, price, max_tokens
+        if name is None:
+            model, base = getattr(client, "model", None), getattr(client, "base_url", None)
+            if model is None or base is None:
+                raise LimaError("cannot name the judge: the client has no `model` / `base_url` attribute",
+                                fix="pass name='api:<model>@<base_url>' to ApiJudge")
+            name = f"api:{model}@{str(base).rstrip('/')}"
+        self.name = name
+
+    async def _ask(self, text: str, parse: Callable[[str], Any], reminder: str) -> tuple[str, int, int]:
+        messages = [{"role": "user", "content": text}]
+        r = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0)
+        raw, p, c = r.text or "", r.prompt_tokens or 0, r.completion_tokens or 0
+        if parse(raw) is not None:
+            return raw, p, c
+        messages += [{"role": "assistant", "content": raw or "(no answer)"}, {"role": "user", "content": reminder}]
+        r = await self.client.chat(messages, max_tokens=self.max_tokens, temperature=0.0)
+        return raw + RETRY_MARK + (r.text or ""), p + (r.prompt_tokens or 0), c + (r.completion_tokens or 0)
+
+    async def aclose(self) -> None:
+        close = getattr(self.client, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def judge_pair(self, prompt_messages: list[dict[str, str]], shown_a: str, shown_b: str,
+                         instructions: Instructions) -> Vote:
+        text = instructions.fill({"prompt": render_conversation(prompt_messages),
+                                  "response_a": shown_a, "response_b": shown_b})
+        return Vote(*await self._ask(text, parse_verdict, REMINDERS["pairwise"]))
+
+    async def rate(self, prompt_messages: list[dict[str, str]], text: str, scale: str,
+                   instructions: Instructions) -> Rating:
+        filled = instructions.fill({"prompt": render_conversation(prompt_messages), "response": text})
+        raw, p, c = await self._ask(filled, lambda t: parse_score(t, scale), REMINDERS[scale])
+        return Rating(raw, scale, p, c)
+
+
+class LongestJudge:
+    """Baseline: the longer answer (in characters) wins; exactly equal lengths tie. Pairwise only."""
+
+    name = "longest"
+    price = None
+    can_rate = False  # length says nothing on an absolute scale
+
+    async def judge_pair(self, prompt_messages: list[dict[str, str]], shown_a: str, shown_b: str,
+                         instructions: Instructions) -> Vote:
+        la, lb = len(shown_a), len(shown_b)
+        label = "A" if la > lb else "B" if lb > la else "tie"
+        return Vote(f"Response A has {la} characters, Response B has {lb}.\nVerdict: {label}")
+
+    async def rate(self, prompt_messages: list[dict[str, str]], text: str, scale: str,
+                   instructions: Instructions) -> Rating:
+        raise LimaError("the 'longest' judge only compares two answers", fix="use an API judge for absolute ratings")
+
+
+# ----------------------------------------------------------------- cache
+
+
+def default_cache_path() -> Path:
+    from .models import cache_root
+
+    return cache_root() / "judge_cache.sqlite"
+
+
+def digest(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+class JudgeCache:
+    """Judges' raw answers and token counts by key, in SQLite (WAL: readers never block the writer)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses at most the last answers
+            self.db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
+                            "raw TEXT NOT NULL, prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+        except sqlite3.DatabaseError as e:
+            raise LimaError(f"cannot open the judge cache: {e}", where=str(self.path),
+                            fix="pass another cache path, or delete this file (cached answers are then asked again)"
+                            ) from None
+
+    def get(self, key: str) -> tuple[str, int, int] | None:
+        row = self.db.execute("SELECT raw, prompt_tokens, completion_tokens FROM answers WHERE key = ?",
+                              (key,)).fetchone()
+        return None if row is None else (row[0], row[1] or 0, row[2] or 0)
+
+    def put(self, key: str, judge: str, raw: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, judge, raw, prompt_tokens, completion_tokens, time.time()))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ----------------------------------------------------------------- running
+
+
+@dataclass
+class _Tally:
+    """What a run did, for the progress bar and the returned summary."""
+
+    calls: int = 0
+    cached: int = 0
+    retried: int = 0
+    unparseable: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = False
+    bar: Any = None
+
+    def answered(self, judge: Judge, raw: str, p: int, c: int, *, fresh: bool) -> None:
+        if fresh:
+            self.calls += 1
+            self.retried += RETRY_MARK in raw
+            self.prompt_tokens += p
+            self.completion_tokens += c
+            if judge.price is not None:
+                self.priced = True
+                self.cost_usd += judge.price.cost(p, c)
+        else:
+            self.cached += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(made=self.calls, cached=self.cached, refresh=False)
+
+    def summary(self, **head: Any) -> dict[str, Any]:
+        return {**head, "calls": self.calls, "cached": self.cached, "unparseable": self.unparseable,
+                "retried": self.retried,
+                "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+                "cost_usd": round(self.cost_usd, 6) if self.priced else None}
+
+
+async def _cached_call(cache: JudgeCache, key: str, judge: Judge, sem: asyncio.Semaphore, tally: _Tally,
+                       call: Callable[[], Awaitable[Vote | Rating]]) -> tuple[str, int, int]:
+    hit = cache.get(key)
+    if hit is not None:
+        tally.answered(judge, *hit, fresh=False)
+        return hit
+    async with sem:
+        answer = await call()
+    got = (answer.raw, answer.prompt_tokens, answer.completion_tokens)
+    cache.put(key, judge.name, *got)
+    tally.answered(judge, *got, fresh=True)
+    return got
+
+
+async def _run_all(coros: list[Awaitable[None]], judges: list[Judge], output: Path) -> None:
+    """Run every judgment concurrently. A request that failed for good (api.ApiError) loses only its
+    own judgment: the rest go on, and at the end one error says how many to rerun. Any other error,
+    or an ApiError that every request would hit (bad key, wrong model), cancels the rest at once.
+    Records already written stay, so a rerun resumes."""
+    from .api import ApiError
+
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    failures: list[Exception] = []
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                exc = t.exception()
+                if isinstance(exc, ApiError) and not exc.affects_all:
+                    failures.append(exc)
+                elif exc is not None:
+                    raise exc
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for j in judges:  # HTTP connections belong to this event loop: close them with it
+            close = getattr(j, "aclose", None)
+            if close is not None:
+                await close()
+    if failures:
+        raise LimaError(Problem(str(output), f"{len(failures)} of {len(tasks)} judgments failed after retries and "
+                                f"were not written; first: {failures[0]}",
+                                "rerun the same command: written judgments are kept and cached answers reused"))
+
+
+def _usage(judge: Judge, p: int, c: int) -> dict[str, Any]:
+    cost = judge.price.cost(p, c) if judge.price is not None else None
+    return {"prompt_tokens": p, "completion_tokens": c, "cost_usd": None if cost is None else round(cost, 6)}
+
+
+def _done_ids(output: Path) -> set[str]:
+    if not output.exists():
+        return set()
+    return {str(r["id"]) for _, r in read_jsonl(output, allow_partial_tail=True) if "id" in r}
+
+
+def _check_judges(judges: list[Judge]) -> None:
+    if not judges:
+        raise LimaError("no judge given", fix="name at least one judge (an API judge or 'longest')")
+    names = [j.name for j in judges]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LimaError(f"the same judge is named twice: {', '.join(twice)}",
+                        fix="give each judge once (records of one judge are identified by its name)")
+
+
+def _check_generations(gens: list[dict[str, Any]], source: str, problems: ProblemList) -> None:
+    for i, g in enumerate(gens):
+        if not isinstance(g.get("prompt_id"), str) or not isinstance(g.get("output"), str) \
+                or not isinstance(g.get("model"), str) or not isinstance(g.get("messages"), list):
+            problems.add(f"{source} record {i + 1}", "needs string 'prompt_id', 'model', 'output' and a "
+                         "'messages' list", "use a generations file written by `lima-align generate`")
+
+
+def _id_list(ids: list[str], limit: int = 20) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" ... and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _by_prompt_id(gens: list[dict[str, Any]], source: str, problems: ProblemList) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    dup = []
+    for g in gens:
+        if g["prompt_id"] in out:
+            dup.append(g["prompt_id"])
+        out[g["prompt_id"]] = g
+    if dup:
+        problems.add(source, f"{len(dup)} prompt id(s) answered more than once: {_id_list(dup)}",
+                     "keep one answer per prompt (one model per generations file)")
+    return out
+
+
+def _user_turns(messages: list[dict[str, Any]]) -> list[Any]:
+    return [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+
+
+def match_pairs(gens_a: list[dict[str, Any]], gens_b: list[dict[str, Any]], *, allow_partial: bool = False,
+                sources: tuple[str, str] = ("A", "B")) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], int]:
+    """Pair the two sides' answers by prompt_id, in A's order; returns (pairs, prompt ids skipped).
+
+    Prompt ids present on one side only are an error listing them, unless allow_partial, which
+    judges the intersection. Answers to different prompt texts under one id are always an error.
+    """
+    problems = ProblemList()
+    _check_generations(gens_a, sources[0], problems)
+    _check_generations(gens_b, sources[1], problems)
+    problems.raise_if_any()
+    a, b = _by_prompt_id(gens_a, sources[0], problems), _by_prompt_id(gens_b, sources[1], problems)
+    only_a = [p for p in a if p not in b]
+    only_b = [p for p in b if p not in a]
+    if not allow_partial:
+        if only_a:
+            problems.add(sources[1], f"lacks {len(only_a)} prompt id(s) that {sources[0]} answers: {_id_list(only_a)}",
+                         "generate the missing answers, or judge only the shared prompts (allow_partial / --partial)")
+        if only_b:
+            problems.add(sources[0], f"lacks {len(only_b)} prompt id(s) that {sources[1]} answers: {_id_list(only_b)}",
+                         "generate the missing answers, or judge only the shared prompts (allow_partial / --partial)")
+    differ = [p for p in a if p in b and _user_turns(a[p]["messages"]) != _user_turns(b[p]["messages"])]
+    if differ:
+        problems.add(f"{sources[0]} vs {sources[1]}", f"{len(differ)} prompt id(s) hold different prompts on the "
+                     f"two sides: {_id_list(differ)}", "generate both files from the same prompts file")
+    if not a or not b:
+        problems.add(f"{sources[0]} vs {sources[1]}", "nothing to judge: a side has no answers", "check the inputs")
+    problems.raise_if_any()
+    pairs = [(a[p], b[p]) for p in a if p in b]
+    if not pairs:
+        raise LimaError(f"{sources[0]} and {sources[1]} share no prompt id", fix="judge answers to the same prompts")
+    return pairs, len(only_a) + len(only_b)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True)
+
+
+def judge_pairwise(gens_a: list[dict[str, Any]], gens_b: list[dict[str, Any]], judges: list[Judge],
+                   output: str | Path, *, instructions_path: str | Path | None = None,
+                   cache_path: str | Path | None = None, max_concurrency: int = 8, allow_partial: bool = False,
+                   sources: tuple[str, str] = ("A", "B"), progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Judge every shared prompt's two answers with every judge, in both orders; append records to output.
+
+    Everything is checked (prompt ids on both sides, judges, instructions) before any request.
+    `sources` names the two sides in messages (the CLI passes the file paths). Returns a summary:
+    pairs (records written now), existing (already in output), skipped (unmatched prompt ids),
+    calls (judge calls made now), cached (answers taken from the cache), unparseable (null votes in the
+    records written now), retried (calls that needed the reminder), tokens and cost_usd of the calls
+    made now (cost None unless a judge has a price). Records carry each judgment's own tokens and cost,
+    cached or not, so a rerun writes identical records.
+    """
+    return asyncio.run(_judge_pairwise(
+        gens_a, gens_b, judges, Path(output), instructions_path=instructions_path, cache_path=cache_path,
+        max_concurrency=max_concurrency, allow_partial=allow_partial, sources=sources, progress=progress, log=log))
+
+
+async def _judge_pairwise(gens_a: list[dict[str, Any]], gens_b: list[dict[str, Any]], judges: list[Judge],
+                          output: Path, *, instructions_path: str | Path | None, cache_path: str | Path | None,
+                          max_concurrency: int, allow_partial: bool, sources: tuple[str, str], progress: bool,
+                          log: Any) -> dict[str, Any]:
+    _check_judges(judges)
+    if max_concurrency < 1:
+        raise LimaError(f"max_concurrency must be at least 1, got {max_concurrency}", fix="use 1 or more")
+    instructions = load_instructions(instructions_path, "pairwise")
+    pairs, skipped = match_pairs(gens_a, gens_b, allow_partial=allow_partial, sources=sources)
+    if skipped:
+        log(f"judging the {len(pairs)} prompt ids both sides answer; {skipped} prompt id(s) on one side only skipped")
+    done = _done_ids(output)
+    units = []
+    for ga, gb in pairs:
+        for j in judges:
+            rid = digest(["pairwise", j.name, instructions.sha256, ga["prompt_id"], ga["model"], gb["model"],
+                          ga["output"], gb["output"]])
+            if rid not in done:
+                units.append((rid, ga, gb, j))
+    tally = _Tally()
+    head = {"pairs": len(units), "existing": len(pairs) * len(judges) - len(units), "skipped": skipped}
+    if not units:
+        log(f"{output}: all {head['existing']} judgments already there")
+        return tally.summary(**head)
+    cache = JudgeCache(cache_path if cache_path is not None else default_cache_path())
+    sem = asyncio.Semaphore(max_concurrency)
+    tally.bar = _progress(2 * len(units), "judge pairwise", progress)
+
+    async def vote(ga: dict[str, Any], gb: dict[str, Any], judge: Judge, order: str) -> dict[str, Any]:
+        first, second = show(ga["output"], gb["output"], order)
+        key = digest(["pairwise", judge.name, instructions.sha256, order, ga["messages"], first, second])
+        raw, p, c = await _cached_call(cache, key, judge, sem, tally,
+                                       lambda: judge.judge_pair(ga["messages"], first, second, instructions))
+        return {"order": order, "raw": raw, "verdict": unswap(parse_verdict(raw), order), "_tokens": (p, c)}
+
+    async def one(rid: str, ga: dict[str, Any], gb: dict[str, Any], judge: Judge) -> None:
+        votes = list(await asyncio.gather(*(vote(ga, gb, judge, o) for o in ORDERS)))
+        p = sum(v["_tokens"][0] for v in votes)
+        c = sum(v["_tokens"][1] for v in votes)
+        for v in votes:
+            del v["_tokens"]
+            tally.unparseable += v["verdict"] is None
+        verdict, consistent = combine(votes[0]["verdict"], votes[1]["verdict"])
+        writer.write({"id": rid, "type": "pairwise", "prompt_id": ga["prompt_id"], "prompt": ga["messages"],
+                      "model_a": ga["model"], "model_b": gb["model"], "output_a": ga["output"],
+                      "output_b": gb["output"], "judge": judge.name, "instructions": instructions.record(),
+                      "votes": votes, "verdict": verdict, "consistent": consistent,
+                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)})
+
+    try:
+        with JsonlAppender(output) as writer:
+            await _run_all([one(*u) for u in units], judges, output)
+    finally:
+        cache.close()
+        if tally.bar is not None:
+            tally.bar.close()
+    return tally.summary(**head)
+
+
+def judge_absolute(gens: list[dict[str, Any]], judges: list[Judge], output: str | Path, *, scale: str,
+                   instructions_path: str | Path | None = None, cache_path: str | Path | None = None,
+                   max_concurrency: int = 8, progress: bool = True, log: Any = print) -> dict[str, Any]:
+    """Rate every answer in gens on `scale` with every judge; append records to output.
+
+    Returns the same summary as judge_pairwise, with `ratings` (written now) in place of pairs and
+    no `skipped`.
+    """
+    return asyncio.run(_judge_absolute(gens, judges, Path(output), scale=scale, instructions_path=instructions_path,
+                                       cache_path=cache_path, max_concurrency=max_concurrency, progress=progress,
+                                       log=log))
+
+
+async def _judge_absolute(gens: list[dict[str, Any]], judges: list[Judge], output: Path, *, scale: str,
+                          instructions_path: str | Path | None, cache_path: str | Path | None,
+                          max_concurrency: int, progress: bool, log: Any) -> dict[str, Any]:
+    if scale not in SCALES:
+        raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
+    _check_judges(judges)
+    cannot = [j.name for j in judges if not getattr(j, "can_rate", True)]
+    if cannot:
+        raise LimaError(f"judge(s) {', '.join(cannot)} cannot rate single answers",
+                        fix="use them for pairwise judging; rate with an API judge")
+    if max_concurrency < 1:
+        raise LimaError(f"max_concurrency must be at least 1, got {max_concurrency}", fix="use 1 or more")
+    instructions = load_instructions(instructions_path, scale)
+    problems = ProblemList()
+    _check_generations(gens, "generations", problems)
+    problems.raise_if_any()
+    seen: set[tuple[str, str]] = set()
+    dup = []
+    for g in gens:
+        if (g["model"], g["prompt_id"]) in seen:
+            dup.append(f"{g['model']}:{g['prompt_id']}")
+        seen.add((g["model"], g["prompt_id"]))
+    if dup:
+        raise LimaError(Problem("generations", f"{len(dup)} answer(s) appear more than once: {_id_list(dup)}",
+                                "keep one answer per model and prompt id"))
+    if not gens:
+        raise LimaError("nothing to rate: no generations", fix="check the input file")
+    done = _done_ids(output)
+    units = []
+    for g in gens:
+        for j in judges:
+            rid = digest(["absolute", j.name, instructions.sha256, scale, g["prompt_id"], g["model"], g["output"]])
+            if rid not in done:
+                units.append((rid, g, j))
+    tally = _Tally()
+    head = {"ratings": len(units), "existing": len(gens) * len(judges) - len(units)}
+    if not units:
+        log(f"{output}: all {head['existing']} ratings already there")
+        return tally.summary(**head)
+    cache = JudgeCache(cache_path if cache_path is not None else default_cache_path())
+    sem = asyncio.Semaphore(max_concurrency)
+    tally.bar = _progress(len(units), f"judge {scale}", progress)
+
+    async def one(rid: str, g: dict[str, Any], judge: Judge) -> None:
+        key = digest(["absolute", judge.name, instructions.sha256, scale, g["messages"], g["output"], ""])
+        raw, p, c = await _cached_call(cache, key, judge, sem, tally,
+                                       lambda: judge.rate(g["messages"], g["output"], scale, instructions))
+        score = parse_score(raw, scale)
+        tally.unparseable += score is None
+        writer.write({"id": rid, "type": "absolute", "prompt_id": g["prompt_id"], "prompt": g["messages"],
+                      "model": g["model"], "output": g["output"], "judge": judge.name,
+                      "instructions": instructions.record(), "scale": scale, "raw": raw, "score": score,
+                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)})
+
+    try:
+        with JsonlAppender(output) as writer:
+            await _run_all([one(*u) for u in units], judges, output)
+    finally:
+        cache.close()
+        if tally.bar is not None:
+            tally.bar.close()
+    return tally.summary(**head)

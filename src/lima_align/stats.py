@@ -1,0 +1,670 @@
+"""Numbers over judgment records: win rates with CIs, significance, judge agreement, biases, power.
+
+Everything here is a pure function over lists of judgment records (the JSONL format written by
+judge.py and the annotation app, see EVAL_SPEC.md) and returns plain JSON-able dicts, so the CLI,
+the report and tests all read the same numbers.
+
+Conventions:
+- A *comparison* is one unordered pair of models judged by one judge. Its orientation (which
+  model is "a") is the one of the first record read; records written the other way round are
+  flipped on load, so "a" always means the same model within a comparison.
+- The unit of resampling is the prompt: each prompt contributes one judgment per comparison, and
+  bootstrap CIs resample prompts with replacement (seeded, percentile intervals).
+- A null verdict or score (the judge's text could not be parsed) is never dropped silently: it is
+  counted under "null", and rates are shares of the parsed judgments, with the null count beside them.
+- Answer length is measured in characters of the output text (tokenizer-free, so every judge and
+  model is measured the same way).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from .errors import ProblemList
+from .jsonl import read_jsonl
+
+VERDICTS = ("a", "tie", "b")
+ORDERS = ("ab", "ba")
+FPE = ("fail", "pass", "excellent")
+SCALES = {"fail_pass_excellent": FPE, "helpfulness_6": (1, 2, 3, 4, 5, 6)}
+POWER_TARGETS = (0.55, 0.60, 0.65)
+MAX_LISTED_PROBLEMS = 30  # a wholly wrong file would otherwise print one problem per line
+
+Record = dict[str, Any]
+
+# ----------------------------------------------------------------- reading
+
+
+def _check_str(r: Record, key: str, where: str, problems: ProblemList, fix: str) -> None:
+    if not isinstance(r.get(key), str) or not r[key]:
+        got = "missing" if key not in r else f"got {r[key]!r}"[:80]
+        problems.add(f"{where} {key}", f"needs a non-empty string ({got})", fix)
+
+
+def _check_verdict(v: Any, where: str, problems: ProblemList) -> None:
+    if v is not None and v not in VERDICTS:
+        problems.add(where, f"unknown verdict {v!r}",
+                     'use "a", "b", "tie", or null when the judge text was unparseable')
+
+
+def _check_pairwise(r: Record, where: str, problems: ProblemList) -> None:
+    for key in ("prompt_id", "model_a", "model_b", "judge"):
+        _check_str(r, key, where, problems, "judgment files are written by `lima-align judge`; rejudge or fix the line")
+    for key in ("output_a", "output_b"):
+        if not isinstance(r.get(key), str):
+            problems.add(f"{where} {key}", "needs the answer text as a string",
+                         "write the model's output (\"\" if empty)")
+    if isinstance(r.get("model_a"), str) and r.get("model_a") == r.get("model_b"):
+        problems.add(f"{where} model_b", f"compares {r['model_a']!r} with itself",
+                     "give the two generation files distinct model labels")
+    if "verdict" not in r:
+        problems.add(f"{where} verdict", "missing", 'add "verdict": "a" | "b" | "tie" | null')
+    else:
+        _check_verdict(r["verdict"], f"{where} verdict", problems)
+    votes = r.get("votes", [])
+    if not isinstance(votes, list):
+        problems.add(f"{where} votes", f"expected a list, got {type(votes).__name__}",
+                     'write "votes": [{"order": "ab", "raw": "...", "verdict": "a"}, ...]')
+        return
+    seen = set()
+    for i, v in enumerate(votes):
+        here = f"{where} votes[{i}]"
+        if not isinstance(v, dict):
+            problems.add(here, "each vote must be an object", '{"order": "ab"|"ba", "raw": str, "verdict": ...}')
+            continue
+        if v.get("order") not in ORDERS:
+            problems.add(f"{here}.order", f"expected \"ab\" or \"ba\", got {v.get('order')!r}",
+                         '"ab" = output_a was shown first, "ba" = output_b was shown first')
+        elif v["order"] in seen:
+            problems.add(f"{here}.order", f"order {v['order']!r} appears twice", "keep one vote per presentation order")
+        else:
+            seen.add(v["order"])
+        if "verdict" not in v:
+            problems.add(f"{here}.verdict", "missing", 'add the verdict in terms of the original a/b, or null')
+        else:
+            _check_verdict(v["verdict"], f"{here}.verdict", problems)
+    if "consistent" in r and r["consistent"] not in (True, False, None):
+        problems.add(f"{where} consistent", f"expected true, false or null, got {r['consistent']!r}",
+                     "recompute it from votes")
+
+
+def _check_absolute(r: Record, where: str, problems: ProblemList) -> None:
+    for key in ("prompt_id", "model", "judge"):
+        _check_str(r, key, where, problems, "judgment files are written by `lima-align judge`; rejudge or fix the line")
+    if not isinstance(r.get("output"), str):
+        problems.add(f"{where} output", "needs the answer text as a string", "write the model's output (\"\" if empty)")
+    scale = r.get("scale")
+    if scale not in SCALES:
+        problems.add(f"{where} scale", f"unknown scale {scale!r}", f"use one of {', '.join(SCALES)}")
+        return
+    score = r.get("score")
+    if "score" not in r:
+        problems.add(f"{where} score", "missing", "add the score, or null when the judge text was unparseable")
+    elif score is not None and (isinstance(score, bool) or score not in SCALES[scale]):
+        allowed = ", ".join(map(str, SCALES[scale]))
+        problems.add(f"{where} score", f"{score!r} is not on the {scale} scale", f"use one of {allowed}, or null")
+
+
+def read_judgments(path: str | Path) -> list[Record]:
+    """Read one judgments JSONL file, checking every record; all problems are reported at once with file:line.
+
+    Each returned record carries "_where" ("file:line") so later messages can point back at it.
+    """
+    problems = ProblemList()
+    out = []
+    for n, r in read_jsonl(path):
+        where = f"{path}:{n}"
+        kind = r.get("type")
+        if kind == "pairwise":
+            _check_pairwise(r, where, problems)
+        elif kind == "absolute":
+            _check_absolute(r, where, problems)
+        else:
+            problems.add(f"{where} type", f"expected \"pairwise\" or \"absolute\", got {kind!r}",
+                         "this line is not a judgment record; was a generations file passed by mistake?")
+        if len(problems.problems) >= MAX_LISTED_PROBLEMS:
+            problems.add(str(path), f"stopped after {MAX_LISTED_PROBLEMS} problems",
+                         "fix these and rerun to see the rest")
+            break
+        out.append({**r, "_where": where})
+    problems.raise_if_any()
+    return out
+
+
+def _key(r: Record) -> tuple:
+    """What one judgment is about: the same judge on the same prompt and the same model(s)."""
+    if r["type"] == "pairwise":
+        return ("pairwise", r["judge"], r["prompt_id"], frozenset((r["model_a"], r["model_b"])))
+    return ("absolute", r["judge"], r["prompt_id"], r["model"], r["scale"])
+
+
+def load_judgments(paths: Sequence[str | Path]) -> list[Record]:
+    """Read and check several files. A record whose id was already read (the same file passed twice)
+    is kept once; two *different* judgments of the same item by the same judge are an error, because
+    counting both would weigh that prompt twice."""
+    out: list[Record] = []
+    seen_ids: set[str] = set()
+    by_key: dict[tuple, Record] = {}
+    problems = ProblemList()
+    for path in paths:
+        for r in read_judgments(path):
+            rid = r.get("id")
+            if isinstance(rid, str) and rid in seen_ids:
+                continue
+            k = _key(r)
+            if k in by_key:
+                problems.add(r["_where"], f"judge {r['judge']!r} already judged prompt {r['prompt_id']!r} for these "
+                             f"models at {by_key[k]['_where']}",
+                             "pass only one of the two judgment files (e.g. one per instruction set), "
+                             "or delete one line")
+                continue
+            if isinstance(rid, str):
+                seen_ids.add(rid)
+            by_key[k] = r
+            out.append(r)
+    problems.raise_if_any()
+    return out
+
+
+# ----------------------------------------------------------------- grouping
+
+FLIP = {"a": "b", "b": "a", "tie": "tie", None: None}
+
+
+def flip(r: Record) -> Record:
+    """The same pairwise judgment with the roles of a and b swapped (verdicts and orders follow)."""
+    out = dict(r, model_a=r["model_b"], model_b=r["model_a"], output_a=r["output_b"], output_b=r["output_a"],
+               verdict=FLIP[r.get("verdict")])
+    out["votes"] = [dict(v, order="ba" if v.get("order") == "ab" else "ab", verdict=FLIP[v.get("verdict")])
+                    for v in r.get("votes", [])]
+    return out
+
+
+def comparisons(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Group pairwise records into comparisons (model pair x judge), all oriented the same way.
+
+    Returns [{"model_a", "model_b", "judge", "records": [...]}] in first-seen order; the orientation of a
+    model pair is taken from the first record of that pair, whichever judge wrote it.
+    """
+    orientation: dict[frozenset, tuple[str, str]] = {}
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") != "pairwise":
+            continue
+        pair = frozenset((r["model_a"], r["model_b"]))
+        a, b = orientation.setdefault(pair, (r["model_a"], r["model_b"]))
+        rr = r if r["model_a"] == a else flip(r)
+        g = groups.setdefault((a, b, r["judge"]), {"model_a": a, "model_b": b, "judge": r["judge"], "records": []})
+        g["records"].append(rr)
+    return list(groups.values())
+
+
+def short_judge(judge: str) -> str:
+    """A judge name for labels: "api:gpt-4o@https://host/v1" -> "api:gpt-4o" (the endpoint stays in the JSON)."""
+    return judge.split("@", 1)[0]
+
+
+def comparison_label(model_a: str, model_b: str, judge: str) -> str:
+    return f"{model_a} vs {model_b} ({short_judge(judge)})"
+
+
+# ----------------------------------------------------------------- bootstrap and tests
+
+
+def _ci(samples: np.ndarray, confidence: float) -> list[float | None]:
+    """Percentile interval of bootstrap samples (NaN samples, from resamples with nothing to measure, ignored)."""
+    samples = samples[~np.isnan(samples)]
+    if samples.size == 0:
+        return [None, None]
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+def _resample_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) indices drawn with replacement: each row is one bootstrap replicate of the prompts."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
+
+
+def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def _estimate(value: float | None, ci: list[float | None]) -> dict[str, Any]:
+    return {"value": value, "ci": ci}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (binomial test with p = 1/2) on the decisive outcomes; ties are left out.
+
+    Paired by construction: each prompt gives both models one chance, and we ask whether "a beats b" is more
+    or less frequent than "b beats a". p = min(1, 2 * P(X <= min(wins, losses))) with X ~ Binomial(wins+losses, 1/2).
+    Example: 8 wins vs 2 losses -> 2 * (1 + 10 + 45) / 1024 = 0.109375.
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)  # exact big-int sum, one rounding
+
+
+def verdict_counts(verdicts: Sequence[str | None]) -> dict[str, int]:
+    counts = {"a": 0, "tie": 0, "b": 0, "null": 0}
+    for v in verdicts:
+        counts["null" if v is None else v] += 1
+    return counts
+
+
+def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int = 0,
+              confidence: float = 0.95) -> dict[str, Any]:
+    """Win/tie/loss shares of model a over b, one verdict per prompt, with bootstrap CIs and a sign test.
+
+    Shares are over parsed verdicts (n_parsed); nulls are counted, never dropped silently. Besides the three
+    shares: "a_or_tie" (LIMA's "as good or better") and "score" = (wins + ties/2) / n_parsed, the
+    preference probability where 0.5 means no preference.
+    """
+    counts = verdict_counts(verdicts)
+    n_parsed = counts["a"] + counts["tie"] + counts["b"]
+    codes = np.array([{"a": 0, "tie": 1, "b": 2, None: 3}[v] for v in verdicts], dtype=np.int64)
+    idx = _resample_idx(len(codes), n_boot, seed)
+    boot = codes[idx]
+    bw, bt, bl = ((boot == c).sum(axis=1) for c in range(3))
+    bn = bw + bt + bl
+    point = {"a": counts["a"], "tie": counts["tie"], "b": counts["b"]}
+
+    def est(num: float, boot_num: np.ndarray) -> dict[str, Any]:
+        return _estimate(num / n_parsed if n_parsed else None, _ci(_share(boot_num, bn), confidence))
+
+    rates = {"a": est(point["a"], bw), "tie": est(point["tie"], bt), "b": est(point["b"], bl),
+             "a_or_tie": est(point["a"] + point["tie"], bw + bt),
+             "score": est(point["a"] + point["tie"] / 2, bw + bt / 2)}
+    return {"n": len(verdicts), "n_parsed": n_parsed, "counts": counts,
+            "null_share": counts["null"] / len(verdicts) if verdicts else None, "rates": rates,
+            "sign_test": {"wins": counts["a"], "losses": counts["b"], "p_value": sign_test(counts["a"], counts["b"]),
+                          "test": "two-sided exact sign test on non-tie prompts"},
+            "bootstrap": {"n_boot": n_boot, "seed": seed, "confidence": confidence, "unit": "prompt"}}
+
+
+# ----------------------------------------------------------------- agreement
+
+
+def cohen_kappa(x: Sequence[str], y: Sequence[str], labels: Sequence[str] = VERDICTS) -> float | None:
+    """Cohen's kappa over the given classes: (p_o - p_e) / (1 - p_e). None when p_e = 1 (one class only)."""
+    n = len(x)
+    if n == 0:
+        return None
+    pos = {lab: i for i, lab in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)))
+    for u, v in zip(x, y, strict=True):
+        m[pos[u], pos[v]] += 1
+    p_o = np.trace(m) / n
+    p_e = float((m.sum(axis=1) / n) @ (m.sum(axis=0) / n))
+    return None if math.isclose(p_e, 1.0) else float((p_o - p_e) / (1 - p_e))
+
+
+def agreement(x: Sequence[str | None], y: Sequence[str | None]) -> dict[str, Any]:
+    """Agreement between two raters on the same items (x[i] and y[i] judge item i).
+
+    - tie_discounted_accuracy (LIMA): 1 when equal, 0.5 when exactly one of the two says tie, 0 otherwise.
+    - with_ties: share of identical labels over all items (MT-Bench's "w/ tie").
+    - without_ties: share of identical labels over items where *both* gave a non-tie (MT-Bench's "w/o tie").
+    - kappa: Cohen's kappa with the three classes a / tie / b.
+    Items where either label is null are left out and counted in n_null.
+    """
+    pairs = [(u, v) for u, v in zip(x, y, strict=True) if u is not None and v is not None]
+    n = len(pairs)
+    decisive = [(u, v) for u, v in pairs if u != "tie" and v != "tie"]
+
+    def tda(u: str, v: str) -> float:
+        return 1.0 if u == v else 0.5 if (u == "tie") != (v == "tie") else 0.0
+
+    return {"n": n, "n_null": len(x) - n,
+            "tie_discounted_accuracy": sum(tda(u, v) for u, v in pairs) / n if n else None,
+            "with_ties": sum(u == v for u, v in pairs) / n if n else None,
+            "n_without_ties": len(decisive),
+            "without_ties": sum(u == v for u, v in decisive) / len(decisive) if decisive else None,
+            "kappa": cohen_kappa([u for u, _ in pairs], [v for _, v in pairs])}
+
+
+def judge_agreement(comps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Agreement for every pair of judges that judged the same model pair, on the prompts both judged."""
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in comps:
+        by_pair.setdefault((c["model_a"], c["model_b"]), []).append(c)
+    out = []
+    for (a, b), cs in by_pair.items():
+        for c1, c2 in combinations(cs, 2):
+            v1 = {r["prompt_id"]: r["verdict"] for r in c1["records"]}
+            v2 = {r["prompt_id"]: r["verdict"] for r in c2["records"]}
+            common = [p for p in v1 if p in v2]
+            out.append({"model_a": a, "model_b": b, "judge_1": c1["judge"], "judge_2": c2["judge"],
+                        **agreement([v1[p] for p in common], [v2[p] for p in common])})
+    return out
+
+
+# ----------------------------------------------------------------- position bias
+
+
+def vote_pair(r: Record) -> tuple[str | None, str | None]:
+    """(verdict when a was shown first, verdict when b was shown first); None where that order is absent."""
+    by_order = {v.get("order"): v.get("verdict") for v in r.get("votes", [])}
+    return by_order.get("ab"), by_order.get("ba")
+
+
+def is_consistent(r: Record) -> bool | None:
+    """Did both presentation orders give the same verdict? None when either order is missing or unparsed."""
+    first, second = vote_pair(r)
+    if first is None or second is None:
+        return r.get("consistent") if not r.get("votes") else None
+    return first == second
+
+
+def position_bias(records: Sequence[Record]) -> dict[str, Any]:
+    """Position consistency and first-position preference of one judge.
+
+    consistency: share of prompts where both orders (ab, ba) gave the same verdict, over prompts with
+    both votes parsed. first_position_wins: among decisive votes (a or b), the share won by the answer shown
+    first; 0.5 means no position preference, with a two-sided sign test against 0.5.
+    """
+    flags = [is_consistent(r) for r in records]
+    judged = [f for f in flags if f is not None]
+    first = second = 0
+    for r in records:
+        for v in r.get("votes", []):
+            if v.get("verdict") in ("a", "b"):
+                shown_first = "a" if v.get("order") == "ab" else "b"
+                if v["verdict"] == shown_first:
+                    first += 1
+                else:
+                    second += 1
+    return {"n_pairs": len(judged), "consistent": sum(judged),
+            "consistency": sum(judged) / len(judged) if judged else None,
+            "n_decisive_votes": first + second, "first_position_wins": first,
+            "first_position_share": first / (first + second) if first + second else None,
+            "first_position_p_value": sign_test(first, second)}
+
+
+# ----------------------------------------------------------------- length bias
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, ridge: float = 1.0, iters: int = 30) -> np.ndarray:
+    """Logistic regression y ~ sigmoid(b0 + b1 x) by Newton's method, batched over rows.
+
+    x, y: (B, n) arrays (B independent fits, e.g. bootstrap replicates) or 1-d for one fit. Returns (B, 2)
+    (or (2,)) coefficients. The ridge term is a weak Gaussian prior (precision `ridge`) pulling both
+    coefficients to 0 ("no preference, no length effect"); it keeps the fit finite when one side or the
+    longer answer always wins, where the unpenalised maximum lies at infinity. The objective is then
+    strictly concave, so plain Newton steps from 0 converge in a handful of iterations.
+    """
+    single = x.ndim == 1
+    x, y = np.atleast_2d(x).astype(float), np.atleast_2d(y).astype(float)
+    b = np.zeros((x.shape[0], 2))
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(b[:, :1] + b[:, 1:] * x)))
+        w = p * (1 - p)
+        g0 = (y - p).sum(axis=1) - ridge * b[:, 0]
+        g1 = ((y - p) * x).sum(axis=1) - ridge * b[:, 1]
+        h00 = w.sum(axis=1) + ridge
+        h01 = (w * x).sum(axis=1)
+        h11 = (w * x * x).sum(axis=1) + ridge
+        det = h00 * h11 - h01 * h01
+        b[:, 0] += (h11 * g0 - h01 * g1) / det
+        b[:, 1] += (h00 * g1 - h01 * g0) / det
+    return b[0] if single else b
+
+
+def _sigmoid(z: np.ndarray | float) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(z, dtype=float)))
+
+
+LENGTH_BUCKETS = (("a much shorter", 0.0, 2 / 3), ("similar", 2 / 3, 3 / 2), ("a much longer", 3 / 2, math.inf))
+
+
+def length_bias(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0,
+                confidence: float = 0.95) -> dict[str, Any]:
+    """How much answer length drives one judge's decisive verdicts.
+
+    longer_wins: among decisive prompts (verdict a or b) whose answers differ in length, the share won by the
+    longer answer (0.5 = no length preference), with a sign test against 0.5.
+
+    length_controlled: a logistic regression of "a wins" on x = log((chars_a + 1) / (chars_b + 1)) over the
+    decisive prompts (see fit_logistic). sigmoid(b0) is the predicted share of a's wins when both answers have
+    the same length; compare it with raw_win_share = wins / (wins + losses). odds_ratio_per_doubling =
+    exp(b1 * ln 2) says how much a's odds of winning multiply when a's answer is twice as long relative to b's.
+    The CI bootstraps prompts and refits. by_ratio: the same decisive outcomes split by length ratio a/b.
+    """
+    dec = [r for r in records if r.get("verdict") in ("a", "b")]
+    la = np.array([len(r["output_a"]) for r in dec], dtype=float)
+    lb = np.array([len(r["output_b"]) for r in dec], dtype=float)
+    y = np.array([r["verdict"] == "a" for r in dec], dtype=float)
+    unequal = la != lb
+    longer_won = ((la > lb) == (y == 1))[unequal]
+    n_longer = int(longer_won.sum())
+    out: dict[str, Any] = {
+        "length_unit": "characters", "n_decisive": len(dec), "n_unequal": int(unequal.sum()),
+        "longer_wins": n_longer, "longer_wins_share": n_longer / int(unequal.sum()) if unequal.any() else None,
+        "longer_wins_p_value": sign_test(n_longer, int(unequal.sum()) - n_longer),
+        "mean_chars_a": float(np.mean([len(r["output_a"]) for r in records])) if records else None,
+        "mean_chars_b": float(np.mean([len(r["output_b"]) for r in records])) if records else None,
+    }
+    ratio = (la + 1) / (lb + 1)
+    out["by_ratio"] = [{"bucket": name, "ratio_range": [lo, None if hi == math.inf else hi],
+                        "a": int(((ratio >= lo) & (ratio < hi) & (y == 1)).sum()),
+                        "b": int(((ratio >= lo) & (ratio < hi) & (y == 0)).sum())} for name, lo, hi in LENGTH_BUCKETS]
+    if not dec:
+        out["length_controlled"] = None
+        return out
+    x = np.log(ratio)
+    b0, b1 = fit_logistic(x, y)
+    idx = _resample_idx(len(dec), n_boot, seed)
+    boot = fit_logistic(x[idx], y[idx])
+    out["length_controlled"] = {
+        "method": "logistic regression of a-wins on log length ratio over decisive prompts, ridge 1.0; "
+                  "value at equal length",
+        "raw_win_share": float(y.mean()),
+        "win_share_at_equal_length": _estimate(float(_sigmoid(b0)), _ci(_sigmoid(boot[:, 0]), confidence)),
+        "odds_ratio_per_doubling": _estimate(float(np.exp(b1 * math.log(2))),
+                                             _ci(np.exp(boot[:, 1] * math.log(2)), confidence)),
+        "intercept": float(b0), "slope": float(b1)}
+    return out
+
+
+# ----------------------------------------------------------------- absolute ratings
+
+
+def rating_shares(scores: Sequence[Any], scale: str, *, n_boot: int = 2000, seed: int = 0,
+                  confidence: float = 0.95) -> dict[str, Any]:
+    """Distribution of absolute scores for one model and judge, with bootstrap CIs over prompts.
+
+    shares: for each scale value, the share of parsed scores (nulls counted apart). For helpfulness_6 also
+    the mean score with a CI. For fail_pass_excellent, "pass_or_better" (LIMA reports ~88% for LIMA).
+    """
+    values = SCALES[scale]
+    codes = np.array([len(values) if s is None else values.index(s) for s in scores], dtype=np.int64)
+    idx = _resample_idx(len(codes), n_boot, seed)
+    boot = codes[idx]
+    bcounts = np.stack([(boot == i).sum(axis=1) for i in range(len(values))], axis=1)  # (B, k)
+    bn = bcounts.sum(axis=1)
+    counts = np.array([(codes == i).sum() for i in range(len(values))])
+    n_parsed = int(counts.sum())
+    out: dict[str, Any] = {"scale": scale, "n": len(scores), "n_parsed": n_parsed, "null": len(scores) - n_parsed,
+                           "counts": {str(v): int(c) for v, c in zip(values, counts, strict=True)}, "shares": {}}
+    for i, v in enumerate(values):
+        out["shares"][str(v)] = _estimate(counts[i] / n_parsed if n_parsed else None,
+                                          _ci(_share(bcounts[:, i], bn), confidence))
+    if scale == "fail_pass_excellent":
+        out["pass_or_better"] = _estimate((counts[1] + counts[2]) / n_parsed if n_parsed else None,
+                                          _ci(_share(bcounts[:, 1] + bcounts[:, 2], bn), confidence))
+    else:
+        weights = np.array(values, dtype=float)
+        out["mean"] = _estimate(float(counts @ weights / n_parsed) if n_parsed else None,
+                                _ci(_share(bcounts @ weights, bn), confidence))
+    return out
+
+
+def ratings(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """rating_shares for every (model, judge, scale) among the absolute records, in first-seen order."""
+    groups: dict[tuple, list[Any]] = {}
+    for r in records:
+        if r.get("type") == "absolute":
+            groups.setdefault((r["model"], r["judge"], r["scale"]), []).append(r["score"])
+    return [{"model": m, "judge": j, "label": f"{m} ({short_judge(j)})",
+             **rating_shares(s, scale, n_boot=n_boot, seed=seed)} for (m, j, scale), s in groups.items()]
+
+
+# ----------------------------------------------------------------- power
+
+
+def sign_test_sample_size(p1: float, *, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Decisive (non-tie) prompts the two-sided sign test needs to detect a true win share p1 against 0.5.
+
+    Normal approximation for a one-sample test of a proportion:
+        n = ((z_{1-alpha/2} * sqrt(p0 q0) + z_{power} * sqrt(p1 q1)) / (p1 - p0))^2,  p0 = 0.5,
+    rounded up. E.g. p1 = 0.60 -> 194, 0.55 -> 783, 0.65 -> 85 at alpha 0.05, power 0.8.
+    """
+    if not 0 < p1 < 1 or p1 == 0.5:
+        raise ValueError(f"p1 must be in (0, 1) and differ from 0.5, got {p1}")
+    z = NormalDist()
+    za, zb = z.inv_cdf(1 - alpha / 2), z.inv_cdf(power)
+    n = ((za * 0.5 + zb * math.sqrt(p1 * (1 - p1))) / (p1 - 0.5)) ** 2
+    return math.ceil(n - 1e-9)
+
+
+def minimum_detectable_share(n_decisive: int, *, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest win share above 0.5 that n_decisive non-tie prompts detect (same approximation as
+    sign_test_sample_size, solved by bisection). None when even a 100% win share would not be detected."""
+    z = NormalDist()
+    za, zb = z.inv_cdf(1 - alpha / 2), z.inv_cdf(power)
+
+    def needed(p: float) -> float:  # decreasing in p on (0.5, 1)
+        return ((za * 0.5 + zb * math.sqrt(p * (1 - p))) / (p - 0.5)) ** 2
+
+    if n_decisive <= 0 or needed(1.0) > n_decisive:
+        return None
+    lo, hi = 0.5, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if needed(mid) > n_decisive else (lo, mid)
+    return hi
+
+
+def power_analysis(n_decisive: int, tie_share: float | None, *, targets: Sequence[float] = POWER_TARGETS,
+                   alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
+    """Prompts needed for each target win share, and what the current number of decisive prompts can detect.
+
+    The sign test only sees decisive prompts, so the prompt count scales the decisive count by 1 / (1 - ties)
+    at the observed tie share.
+    """
+    keep = 1 - tie_share if tie_share is not None and tie_share < 1 else None
+    needs = []
+    for p in targets:
+        n = sign_test_sample_size(p, alpha=alpha, power=power)
+        needs.append({"win_share": p, "decisive_prompts": n, "prompts": math.ceil(n / keep) if keep else None})
+    mds = minimum_detectable_share(n_decisive, alpha=alpha, power=power)
+    return {"alpha": alpha, "power": power, "test": "two-sided sign test, normal approximation",
+            "n_decisive": n_decisive, "tie_share": tie_share, "needed": needs,
+            "minimum_detectable_share": mds, "minimum_detectable_difference": None if mds is None else mds - 0.5}
+
+
+# ----------------------------------------------------------------- everything at once
+
+
+def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """All statistics for a set of judgment records (see load_judgments), as one JSON-able dict:
+    {"n_records", "pairwise": [per comparison], "agreement": [per judge pair], "absolute": [per model x judge]}."""
+    comps = comparisons(records)
+    pairwise = []
+    for c in comps:
+        rs = c["records"]
+        wr = win_rates([r["verdict"] for r in rs], n_boot=n_boot, seed=seed)
+        tie_share = wr["rates"]["tie"]["value"]
+        pairwise.append({"label": comparison_label(c["model_a"], c["model_b"], c["judge"]),
+                         "model_a": c["model_a"], "model_b": c["model_b"], "judge": c["judge"], **wr,
+                         "position": position_bias(rs), "length": length_bias(rs, n_boot=n_boot, seed=seed),
+                         "power": power_analysis(wr["counts"]["a"] + wr["counts"]["b"], tie_share)})
+    return {"n_records": len(records), "pairwise": pairwise, "agreement": judge_agreement(comps),
+            "absolute": ratings(records, n_boot=n_boot, seed=seed)}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _pct_ci(e: dict[str, Any]) -> str:
+    lo, hi = e["ci"]
+    if e["value"] is None:
+        return "-"
+    return f"{100 * e['value']:.1f}% [{_pct(lo)[:-1]}, {_pct(hi)}]" if lo is not None else _pct(e["value"])
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Plain-text tables of a summarize() result, for printing in a terminal."""
+    parts = [f"{summary['n_records']} judgment records"]
+    pw = summary["pairwise"]
+    if pw:
+        rows = [[p["label"], str(p["n"]), *(_pct_ci(p["rates"][k]) for k in ("a", "tie", "b")),
+                 str(p["counts"]["null"]), _pct_ci(p["rates"]["score"]), _num(p["sign_test"]["p_value"], ".4g")]
+                for p in pw]
+        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)\n" + _table(
+            ["comparison", "n", "a wins", "tie", "b wins", "null", "score", "sign p"], rows))
+        rows = []
+        for p in pw:
+            pos, ln = p["position"], p["length"]
+            lc = ln["length_controlled"]
+            rows.append([p["label"], _pct(pos["consistency"]), _pct(pos["first_position_share"]),
+                         _pct(ln["longer_wins_share"]),
+                         _pct(lc["raw_win_share"]) if lc else "-",
+                         _pct_ci(lc["win_share_at_equal_length"]) if lc else "-"])
+        parts.append("biases (consistency across orders; shares among decisive verdicts)\n" + _table(
+            ["comparison", "consistent", "1st pos wins", "longer wins", "a share", "a share at equal length"],
+            rows))
+        rows = []
+        for p in pw:
+            pa = p["power"]
+            needed = ", ".join(f"{round(100 * t['win_share'])}%: {t['prompts'] or t['decisive_prompts']}"
+                               for t in pa["needed"])
+            rows.append([p["label"], str(pa["n_decisive"]), _pct(pa["minimum_detectable_share"]), needed])
+        parts.append("power (sign test, alpha 0.05, power 0.8; prompts at the observed tie share)\n" + _table(
+            ["comparison", "decisive", "detects >=", "prompts needed for a win share of"], rows))
+    if summary["agreement"]:
+        rows = [[f"{g['model_a']} vs {g['model_b']}", f"{short_judge(g['judge_1'])} ~ {short_judge(g['judge_2'])}",
+                 str(g["n"]), _pct(g["tie_discounted_accuracy"]), _pct(g["with_ties"]),
+                 f"{_pct(g['without_ties'])} (n={g['n_without_ties']})", _num(g["kappa"])]
+                for g in summary["agreement"]]
+        parts.append("judge agreement\n" + _table(
+            ["models", "judges", "n", "tie-discounted", "w/ ties", "w/o ties", "kappa"], rows))
+    if summary["absolute"]:
+        rows = []
+        for a in summary["absolute"]:
+            dist = ", ".join(f"{k} {_pct(v['value'])}" for k, v in a["shares"].items())
+            extra = _pct_ci(a["pass_or_better"]) if "pass_or_better" in a else _num(a["mean"]["value"], ".2f") + (
+                f" [{_num(a['mean']['ci'][0], '.2f')}, {_num(a['mean']['ci'][1], '.2f')}]")
+            rows.append([a["label"], a["scale"], str(a["n"]), str(a["null"]), dist, extra])
+        parts.append("absolute ratings (pass or better / mean score, 95% CI)\n" + _table(
+            ["model (judge)", "scale", "n", "null", "distribution", "pass+ / mean"], rows))
+    return "\n\n".join(parts)
+
+
+def summarize_files(paths: Sequence[str | Path], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """load_judgments + summarize, with the file list recorded."""
+    out = summarize(load_judgments(paths), n_boot=n_boot, seed=seed)
+    return {"files": [str(p) for p in paths], **out}
+
