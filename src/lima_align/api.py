@@ -262,14 +262,15 @@ class ChatClient:
         return Problem(f"{self.url} (model {self.model!r})", what, fix)
 
 
-async def run_all(coros: list[Awaitable[T]], desc: str, *, on_done: Callable[[int, T | ApiError], None] | None = None,
+async def run_all(coros: list[Awaitable[T]], desc: str | None, *, on_done: Callable[[int, T | ApiError], None] | None = None,
                   total: int | None = None, initial: int = 0) -> list[T | ApiError]:
     """Run many requests at once (the client's semaphore limits how many are in flight) under a progress bar.
 
     Results come back in input order. A request that fails for good gives its ApiError in place of a
     result, so one bad prompt does not lose the others; an ApiError with affects_all (bad key, wrong
     model) is raised at once and cancels the rest, since every other request would fail the same way.
-    on_done(index, result) runs as each one finishes, e.g. to append it to a file.
+    on_done(index, result) runs as each one finishes, e.g. to append it to a file. desc=None: no bar
+    (the caller keeps its own).
     """
     from tqdm.auto import tqdm
 
@@ -277,7 +278,7 @@ async def run_all(coros: list[Awaitable[T]], desc: str, *, on_done: Callable[[in
     index = {t: i for i, t in enumerate(tasks)}
     results: list[Any] = [None] * len(tasks)
     bar = tqdm(total=total if total is not None else len(tasks), initial=initial, desc=desc, unit="req",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=desc is None)
     try:
         pending = set(tasks)
         while pending:

@@ -403,30 +403,18 @@ async def _run_all(coros: list[Awaitable[None]], judges: list[Judge], output: Pa
     own judgment: the rest go on, and at the end one error says how many to rerun. Any other error,
     or an ApiError that every request would hit (bad key, wrong model), cancels the rest at once.
     Records already written stay, so a rerun resumes."""
-    from .api import ApiError
+    from .api import ApiError, run_all
 
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    failures: list[Exception] = []
     try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                exc = t.exception()
-                if isinstance(exc, ApiError) and not exc.affects_all:
-                    failures.append(exc)
-                elif exc is not None:
-                    raise exc
+        results = await run_all(coros, None)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         for j in judges:  # HTTP connections belong to this event loop: close them with it
             close = getattr(j, "aclose", None)
             if close is not None:
                 await close()
+    failures = [r for r in results if isinstance(r, ApiError)]
     if failures:
-        raise LimaError(Problem(str(output), f"{len(failures)} of {len(tasks)} judgments failed after retries and "
+        raise LimaError(Problem(str(output), f"{len(failures)} of {len(results)} judgments failed after retries and "
                                 f"were not written; first: {failures[0]}",
                                 "rerun the same command: written judgments are kept and cached answers reused"))
 
