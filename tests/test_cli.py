@@ -49,3 +49,47 @@ def test_help_on_every_subcommand(capsys):
             main(argv)
         assert e.value.code == 0
     assert "usage" in capsys.readouterr().out
+
+
+def _gens(path, model, outputs):
+    with path.open("w") as f:
+        for i, out in enumerate(outputs):
+            f.write(json.dumps({"id": f"{model}:p{i}", "prompt_id": f"p{i}", "model": model,
+                                "messages": [{"role": "user", "content": f"Question {i}?"}], "output": out,
+                                "finish_reason": "eot", "tokens": None, "decoding": {}}) + "\n")
+    return path
+
+
+def test_judge_stats_report_pipeline_with_the_length_judge(tmp_path, capsys):
+    a = _gens(tmp_path / "a.jsonl", "base", ["short", "a much longer answer", "same", "x"])
+    b = _gens(tmp_path / "b.jsonl", "aligned", ["a longer answer here", "tiny", "same", "yy"])
+    out = tmp_path / "j.jsonl"
+    assert main(["judge", "pairwise", str(a), str(b), "--judge", "longest", "--output", str(out),
+                 "--cache", str(tmp_path / "cache.sqlite")]) == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["verdict"] for r in recs] == ["b", "a", "tie", "b"]
+    assert all(len(r["votes"]) == 2 for r in recs)
+    capsys.readouterr()
+    assert main(["stats", str(out), "--json", "--n-boot", "200"]) == 0
+    comp = json.loads(capsys.readouterr().out)["pairwise"][0]
+    assert comp["counts"] == {"a": 1, "tie": 1, "b": 2, "null": 0} and comp["label"] == "base vs aligned (longest)"
+    assert main(["report", str(out), "--output", str(tmp_path / "rep"), "--n-boot", "200"]) == 0
+    assert (tmp_path / "rep" / "report.html").read_text().count("base vs aligned") >= 1
+
+
+def test_missing_prompts_are_reported_before_judging(tmp_path, capsys):
+    a = _gens(tmp_path / "a.jsonl", "base", ["one", "two", "three"])
+    b = _gens(tmp_path / "b.jsonl", "aligned", ["one", "two"])
+    rc = main(["judge", "pairwise", str(a), str(b), "--judge", "longest", "--output", str(tmp_path / "j.jsonl"),
+               "--cache", str(tmp_path / "c.sqlite")])
+    assert rc == 2 and "p2" in capsys.readouterr().err
+    assert not (tmp_path / "j.jsonl").exists() or (tmp_path / "j.jsonl").read_text() == ""
+
+
+def test_import_alpaca_eval_outputs(tmp_path):
+    src = tmp_path / "outputs.json"
+    src.write_text(json.dumps([{"instruction": "Name a colour.", "output": "Blue.", "generator": "davinci",
+                                "dataset": "x"}]))
+    assert main(["import", "alpaca_eval", str(src), "--output", str(tmp_path / "g.jsonl")]) == 0
+    rec = json.loads((tmp_path / "g.jsonl").read_text())
+    assert rec["model"] == "davinci" and rec["prompt_id"].startswith("ae-") and rec["output"] == "Blue."
