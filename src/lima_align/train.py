@@ -13,6 +13,7 @@ lr 1e-5 round away). Runs unchanged on one CPU, or under `accelerate launch` / `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -319,7 +320,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
             tensors = {key: torch.tensor([val], device=acc.device) for key, val in cols.items()}
             tensors["weight"] = tensors["weight"].float()
             sync = k == len(rows) - 1
-            ctx = acc.no_sync(wrapped) if not sync else _null()
+            ctx = acc.no_sync(wrapped) if not sync else contextlib.nullcontext()
             with ctx, acc.autocast():
                 ls, _ = wrapped(**tensors)
                 # DDP/FSDP average gradients over processes; multiply back so the result is
@@ -382,10 +383,3 @@ def _save_state(acc: Any, state_dir: Path, step: int) -> None:
             shutil.rmtree(old)
     acc.wait_for_everyone()
 
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
