@@ -22,6 +22,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import os
 import platform
 import random
 import statistics
@@ -128,12 +129,17 @@ def layout_report(encoded: list[Encoded], filler: int, seed: int, epochs: int) -
 
     # lima-align's layout, rebuilt from the training loop's own calls; the computed count is read off
     # the collated rows (batch dimension 1, no padding) rather than assumed.
-    computed = rows = 0
+    computed = rows = pairs_real = pairs_dense = 0
     for epoch in range(epochs):
         for step in plan_steps(n, LIMA_BATCH, epoch, seed):
             for row in rows_for_rank(step, lengths, ROW_TOKENS, 1, 0):
-                computed += len(collate(row, encoded, filler)["input_ids"])
+                width = len(collate(row, encoded, filler)["input_ids"])
+                computed += width
                 rows += 1
+                # Attention is the one place packing still computes waste: a dense kernel with
+                # the block-diagonal mask (SDPA on CPU) scores every pair of the row.
+                pairs_real += sum(lengths[i] ** 2 for i in row.examples)
+                pairs_dense += width ** 2
     real_all = real * epochs
     return {
         "examples": n, "real_tokens": real, "median_len": sorted(lengths)[n // 2], "max_len": max(lengths),
@@ -145,6 +151,7 @@ def layout_report(encoded: list[Encoded], filler: int, seed: int, epochs: int) -
         "lima_align": round(real_all / computed, 4),
         "lima_align_row_fill": round(real_all / (rows * ROW_TOKENS), 4),
         "lima_align_rows_per_epoch": rows / epochs,
+        "lima_align_attention_pair_efficiency": round(pairs_real / pairs_dense, 4),
         "lima_align_epochs_measured": epochs,
         "target": TARGET_EFFICIENCY,
         "meets_target": real_all / computed >= TARGET_EFFICIENCY,
@@ -238,35 +245,48 @@ def plain_step_fn(model: nn.Module, recipe: Recipe, pad_id: int,
     return step
 
 
-def time_loop(step: Callable[[list[int]], float], batches: list[list[int]]) -> dict[str, Any]:
-    marks, losses = [], []
-    for b in batches:
-        losses.append(step(b))
-        marks.append(time.perf_counter())
-    return {"marks": marks, "losses": losses}
+Step = Callable[[list[int]], float]
 
 
-def summarise(name: str, run: dict[str, Any], batches: list[list[int]], examples: list[Encoded],
+def timed_step(step: Step, batch: list[int], record: dict[str, list], seed: int) -> None:
+    # Step-keyed randomness, as train() does: interleaved contenders draw the same dropout masks.
+    torch.manual_seed(seed * 1_000_003 + len(record["durations"]))
+    t = time.perf_counter()
+    record["losses"].append(step(batch))
+    record["durations"].append(time.perf_counter() - t)
+
+
+def rotated(names: list[str], k: int) -> list[str]:
+    # No contender always runs right after the same neighbour (TRL's logging, a freed tensor).
+    k %= max(1, len(names))
+    return names[k:] + names[:k]
+
+
+def summarise(name: str, record: dict[str, list], batches: list[list[int]], examples: list[Encoded],
               warmup: int) -> dict[str, Any]:
     timed = batches[warmup:]
-    marks = run["marks"]
-    seconds = marks[-1] - marks[warmup - 1]
+    step_s = record["durations"][warmup:]
+    seconds = sum(step_s)
     tokens = sum(len(examples[i].input_ids) for b in timed for i in b)
     trained = sum(examples[i].n_trained for b in timed for i in b)
-    step_s = [b - a for a, b in zip(marks[warmup - 1:], marks[warmup:])]
     # A burst of other work on the machine lands in one step; the median step rate shrugs it off.
     step_rates = [sum(len(examples[i].input_ids) for i in b) / s for b, s in zip(timed, step_s)]
     return {"name": name, "steps": len(timed), "seconds": round(seconds, 3), "tokens": tokens,
             "trained_tokens": trained, "tokens_per_s": round(tokens / seconds, 1),
             "median_step_tokens_per_s": round(statistics.median(step_rates), 1),
-            "step_seconds": [round(s, 3) for s in step_s],
-            "losses": [None if x is None else round(float(x), 4) for x in run["losses"]],
-            **({"settings": run["settings"]} if "settings" in run else {})}
+            "step_seconds": [round(x, 3) for x in step_s],
+            "losses": [None if x is None else round(float(x), 4) for x in record["losses"]],
+            **({"settings": record["settings"]} if "settings" in record else {})}
 
 
 def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches: list[list[int]], batch: int,
-            max_len: int, grad_ckpt: bool, workdir: Path) -> dict[str, Any]:
-    """TRL's SFTTrainer on the same examples in the same batches; its own optimizer, scheduler and loss."""
+            max_len: int, grad_ckpt: bool, workdir: Path,
+            between: Callable[[int], None] | None = None) -> dict[str, list]:
+    """TRL's SFTTrainer on the same examples in the same batches; its own optimizer, scheduler and loss.
+
+    `between(k)` runs after TRL's step k, outside TRL's clock: that is how the other contenders'
+    steps are interleaved with TRL's own training loop.
+    """
     import datasets
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -282,15 +302,23 @@ def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches:
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
-            self.marks: list[float] = []
-            self.losses: list[float | None] = []
+            self.record: dict[str, list] = {"durations": [], "losses": []}
+            self.resume = time.perf_counter()
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.resume = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.marks.append(time.perf_counter())
+            # From the end of the previous step (or of the interleaved work) to the end of this one,
+            # so TRL's batch loading, collation and logging count as part of its step.
+            self.record["durations"].append(time.perf_counter() - self.resume)
+            if between is not None:
+                between(len(self.record["durations"]) - 1)
+            self.resume = time.perf_counter()
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
             if logs and "loss" in logs:
-                self.losses.append(logs["loss"])
+                self.record["losses"].append(logs["loss"])
 
     cfg = SFTConfig(
         output_dir=str(workdir),
@@ -316,13 +344,14 @@ def trl_run(model: nn.Module, fmt: TurnFormat, examples: list[Encoded], batches:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=fmt.tok, callbacks=[clock])
     trainer.remove_callback(PrinterCallback)  # its per-step log lines would bury the summary
     trainer.train()
-    settings = {"optimizer": type(trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer")
-                                  else trainer.optimizer).__name__,
-                "optim": str(cfg.optim), "learning_rate": cfg.learning_rate, "weight_decay": cfg.weight_decay,
-                "max_grad_norm": cfg.max_grad_norm, "gradient_checkpointing": cfg.gradient_checkpointing,
-                "loss_type": cfg.loss_type}
-    losses = clock.losses + [None] * (len(batches) - len(clock.losses))
-    return {"marks": clock.marks, "losses": losses, "settings": settings}
+    opt = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    record = clock.record
+    record["losses"] += [None] * (len(batches) - len(record["losses"]))
+    record["settings"] = {"optimizer": type(opt).__name__, "optim": str(cfg.optim),
+                          "learning_rate": cfg.learning_rate, "weight_decay": cfg.weight_decay,
+                          "lr_scheduler": str(cfg.lr_scheduler_type), "max_grad_norm": cfg.max_grad_norm,
+                          "gradient_checkpointing": cfg.gradient_checkpointing, "loss_type": cfg.loss_type}
+    return record
 
 
 # ----------------------------------------------------------------- main
@@ -346,6 +375,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "comparable: they see the same weights and tokens, and only dropout masks differ)")
     p.add_argument("--skip-no-recompute", action="store_true",
                    help="leave out the extra run of lima-align's step without output-layer recomputation")
+    p.add_argument("--sequential", action="store_true",
+                   help="run the contenders one after another, each freed before the next (less memory; "
+                        "by default they take turns step by step, which needs every model in memory at once)")
     p.add_argument("--skip-padding", action="store_true", help="leave out (a)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ShareGPT-format LIMA-derived training set")
     p.add_argument("--threads", type=int, default=2)
@@ -402,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe.train.seed = args.seed
     if args.residual_dropout_top is not None:
         recipe.train.residual_dropout_top = args.residual_dropout_top
-    first = fresh_base()
+    first: LoadedModel | None = fresh_base()
     fmt = TurnFormat(first.tokenizer, recipe.turns, method=args.method)
     data = prepare_data(recipe, fmt, load_conversations(args.data))
 
@@ -411,8 +443,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "max_len": args.max_len, "steps": args.steps, "warmup": args.warmup, "precision": "fp32",
                    "threads": args.threads, "turn_format": fmt.describe(),
                    "gradient_checkpointing": False, "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
-                   "residual_dropout_top": recipe.train.residual_dropout_top},
-        "machine": {"cpu": cpu_name(), "cores": torch.get_num_threads(), "torch": torch.__version__,
+                   "residual_dropout_top": recipe.train.residual_dropout_top,
+                   "schedule": "sequential" if args.sequential else "interleaved"},
+        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "transformers": transformers.__version__, "python": platform.python_version()},
         "data": {"path": str(args.data), **data.report},
     }
@@ -429,6 +462,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  lima-align (steps of {LIMA_BATCH}, unpadded packed rows) {pad['lima_align']:.3f}  "
               f"(target >= {TARGET_EFFICIENCY}: {'met' if pad['meets_target'] else 'NOT met'}; rows filled "
               f"{pad['lima_align_row_fill']:.3f}, {pad['lima_align_rows_per_epoch']:.1f} rows/epoch)")
+        print(f"  (attention pairs inside one example / pairs a dense masked kernel scores in lima-align's "
+              f"rows: {pad['lima_align_attention_pair_efficiency']:.3f})")
 
     need = (args.warmup + args.steps) * args.batch
     examples, n_trimmed = pick_examples(data.encoded, need, args.max_len, args.seed)
@@ -436,47 +471,76 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["examples"] = {"count": need, "trimmed_to_max_len": n_trimmed,
                           "tokens": sum(len(e.input_ids) for e in examples),
                           "trained_tokens": sum(e.n_trained for e in examples),
-                          "mean_len": round(statistics.mean(len(e.input_ids) for e in examples), 1)}
+                          "mean_len": round(statistics.mean(len(e.input_ids) for e in examples), 1),
+                          "padded_batch_efficiency": round(padded_efficiency(
+                              [len(e.input_ids) for e in examples], list(range(need)), args.batch), 4)}
 
     def built() -> nn.Module:
+        nonlocal first
         base = first if first is not None else fresh_base()
+        first = None
         torch.manual_seed(args.seed)  # identical LoRA initialisation for every contender
         return build_model(recipe, fmt, base)
 
-    runs: dict[str, dict[str, Any]] = {}
-
-    def measure(name: str, make: Callable[[nn.Module], dict[str, Any]]) -> None:
-        nonlocal first
-        model = built()
-        first = None
-        torch.manual_seed(args.seed)
-        runs[name] = summarise(name, make(model), batches, examples, args.warmup)
-        del model
-        gc.collect()
-        r = runs[name]
-        print(f"  {name:<32} {r['tokens_per_s']:>9.1f} tokens/s  (median step {r['median_step_tokens_per_s']:.1f}; "
-              f"{r['seconds']:.2f} s for {args.steps} steps; losses {r['losses']})", flush=True)
-
-    print(f"\n(b)/(c) training throughput: {args.model}, {args.method}, fp32, {args.threads} threads; "
-          f"{args.steps} timed steps of {args.batch} examples (<= {args.max_len} tokens, "
-          f"{result['examples']['mean_len']} on average) after {args.warmup} warm-up", flush=True)
-    measure("lima_align", lambda m: time_loop(lima_step_fn(m, TrainedPositionLoss, recipe, fmt, examples),
-                                              batches))
-    measure("lima_align_all_positions", lambda m: time_loop(lima_step_fn(m, AllPositionLoss, recipe, fmt, examples),
-                                                            batches))
-    if not args.skip_no_recompute:
-        measure("lima_align_no_recompute", lambda m: time_loop(
-            lima_step_fn(m, NoRecomputeLoss, recipe, fmt, examples), batches))
-    measure("plain_padded_full_vocab", lambda m: time_loop(plain_step_fn(m, recipe, fmt.tok.pad_token_id, examples),
-                                                           batches))
-    if not args.skip_trl:
+    # name -> makes the contender's step function from a freshly built model
+    makers: dict[str, Callable[[nn.Module], Step]] = {
+        "lima_align": lambda m: lima_step_fn(m, TrainedPositionLoss, recipe, fmt, examples),
+        "lima_align_all_positions": lambda m: lima_step_fn(m, AllPositionLoss, recipe, fmt, examples),
+        "lima_align_no_recompute": lambda m: lima_step_fn(m, NoRecomputeLoss, recipe, fmt, examples),
+        "plain_padded_full_vocab": lambda m: plain_step_fn(m, recipe, fmt.tok.pad_token_id, examples),
+    }
+    if args.skip_no_recompute:
+        del makers["lima_align_no_recompute"]
+    use_trl = not args.skip_trl
+    if use_trl:
         try:
             import trl
         except ImportError:
             sys.exit("TRL is not installed: pip install trl (or pass --skip-trl)")
         result["machine"]["trl"] = trl.__version__
-        measure("trl_sft_trainer", lambda m: trl_run(m, fmt, examples, batches, args.batch, args.max_len,
-                                                     args.trl_gradient_checkpointing, Path(tmp.name) / "trl"))
+
+    def run_trl(model: nn.Module, between: Callable[[int], None] | None) -> dict[str, list]:
+        return trl_run(model, fmt, examples, batches, args.batch, args.max_len, args.trl_gradient_checkpointing,
+                       Path(tmp.name) / "trl", between)
+
+    print(f"\n(b)/(c) training throughput: {args.model}, {args.method}, fp32, {args.threads} threads; "
+          f"{args.steps} timed steps of {args.batch} examples (<= {args.max_len} tokens, "
+          f"{result['examples']['mean_len']} on average; padded batches {result['examples']['padded_batch_efficiency']:.2f} "
+          f"real) after {args.warmup} warm-up; "
+          f"{'sequential' if args.sequential else 'interleaved step by step'}", flush=True)
+    records: dict[str, dict[str, list]] = {}
+    if args.sequential:
+        for name, make in makers.items():
+            step = make(built())
+            records[name] = {"durations": [], "losses": []}
+            for b in batches:
+                timed_step(step, b, records[name], args.seed)
+            del step
+            gc.collect()
+        if use_trl:
+            records["trl_sft_trainer"] = run_trl(built(), None)
+    else:
+        # Every contender lives side by side and they take turns, one optimizer step each: work
+        # from elsewhere on the machine then lands on all of them alike instead of on whichever
+        # happened to be running at the time.
+        steps = {name: make(built()) for name, make in makers.items()}
+        names = list(steps)
+        records = {name: {"durations": [], "losses": []} for name in names}
+
+        def others(k: int) -> None:
+            for name in rotated(names, k):
+                timed_step(steps[name], batches[k], records[name], args.seed)
+
+        if use_trl:
+            records["trl_sft_trainer"] = run_trl(built(), others)
+        else:
+            for k in range(len(batches)):
+                others(k)
+
+    runs = {name: summarise(name, rec, batches, examples, args.warmup) for name, rec in records.items()}
+    for name, r in runs.items():
+        print(f"  {name:<26} {r['tokens_per_s']:>9.1f} tokens/s  (median step {r['median_step_tokens_per_s']:.1f}; "
+              f"{r['seconds']:.2f} s for {r['steps']} steps; losses {r['losses']})", flush=True)
 
     lima = runs["lima_align"]["tokens_per_s"]
     result["throughput"] = {
