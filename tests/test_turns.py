@@ -37,7 +37,7 @@ def test_last_assistant_and_all(tok):
     fmt = TurnFormat(tok, TurnsConfig(format="plain", eot="eos"), method="lora")
     assert trained_text(fmt, fmt.encode(CONV, "last_assistant")) == "Six minutes.<eos>"
     enc_all = fmt.encode(CONV, "all")
-    assert enc_all.n_trained == len(enc_all.input_ids)
+    assert enc_all.n_trained == len(enc_all.input_ids) - 1  # every token but the first is a target
 
 
 def test_prompt_encoding_is_a_prefix_of_training_encoding(tok):

@@ -50,7 +50,8 @@ class Encoded:
 
     @property
     def n_trained(self) -> int:
-        return sum(1 for t in self.labels if t != IGNORE)
+        # labels[0] is never a target: nothing comes before the first token to predict it.
+        return sum(1 for t in self.labels[1:] if t != IGNORE)
 
 
 class TurnFormat:
