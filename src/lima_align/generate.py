@@ -26,7 +26,6 @@ import torch
 from transformers import LogitsProcessorList
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
-from .errors import LimaError
 from .jsonl import JsonlAppender, read_jsonl
 from .models import LoadedModel, bf16_is_fast, load_model
 from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)

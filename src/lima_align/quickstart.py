@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, dump_recipe
+from .config import ModelConfig, Recipe, TurnsConfig, dump_recipe
 from .generate import generate_file, read_generations
 from .jsonl import write_text_atomic
 from .models import EMBEDDED, prepare_embedded
