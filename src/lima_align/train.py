@@ -148,7 +148,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
 
 
 def token_loss_sum(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, softcap: float | None,
-                   chunk_elems: int = 1 << 25) -> torch.Tensor:
+                   chunk_elems: int = 1 << 27) -> torch.Tensor:
     """Sum of cross-entropy over the given positions, the output layer applied chunk by chunk."""
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
     chunk = max(1, chunk_elems // vocab)
