@@ -67,7 +67,7 @@ def test_judge_stats_report_pipeline_with_the_length_judge(tmp_path, capsys):
     assert main(["judge", "pairwise", str(a), str(b), "--judge", "longest", "--output", str(out),
                  "--cache", str(tmp_path / "cache.sqlite")]) == 0
     recs = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [r["verdict"] for r in recs] == ["b", "a", "tie", "b"]
+    assert {r["prompt_id"]: r["verdict"] for r in recs} == {"p0": "b", "p1": "a", "p2": "tie", "p3": "b"}
     assert all(len(r["votes"]) == 2 for r in recs)
     capsys.readouterr()
     assert main(["stats", str(out), "--json", "--n-boot", "200"]) == 0

@@ -398,20 +398,25 @@ async def _cached_call(cache: JudgeCache, key: str, judge: Judge, sem: asyncio.S
     return got
 
 
-async def _run_all(coros: list[Awaitable[None]], judges: list[Judge], output: Path) -> None:
-    """Run every judgment concurrently. A request that failed for good (api.ApiError) loses only its
-    own judgment: the rest go on, and at the end one error says how many to rerun. Any other error,
-    or an ApiError that every request would hit (bad key, wrong model), cancels the rest at once.
-    Records already written stay, so a rerun resumes."""
+async def _run_all(coros: list[Awaitable[dict[str, Any]]], judges: list[Judge], output: Path, cache: JudgeCache,
+                   tally: _Tally) -> None:
+    """Run every judgment concurrently, appending each record as it finishes. A request that failed
+    for good (api.ApiError) loses only its own judgment: the rest go on, and at the end one error says
+    how many to rerun. Any other error, or an ApiError that every request would hit (bad key, wrong
+    model), cancels the rest at once. Records already written stay, so a rerun resumes."""
     from .api import ApiError, run_all
 
     try:
-        results = await run_all(coros, None)
+        with JsonlAppender(output) as writer:
+            results = await run_all(coros, None, on_done=lambda _, r: writer.write(r) if isinstance(r, dict) else None)
     finally:
         for j in judges:  # HTTP connections belong to this event loop: close them with it
             close = getattr(j, "aclose", None)
             if close is not None:
                 await close()
+        cache.close()
+        if tally.bar is not None:
+            tally.bar.close()
     failures = [r for r in results if isinstance(r, ApiError)]
     if failures:
         raise LimaError(Problem(str(output), f"{len(failures)} of {len(results)} judgments failed after retries and "
@@ -566,7 +571,7 @@ async def _judge_pairwise(gens_a: list[dict[str, Any]], gens_b: list[dict[str, A
                                        lambda: judge.judge_pair(ga["messages"], first, second, instructions))
         return {"order": order, "raw": raw, "verdict": unswap(parse_verdict(raw), order), "_tokens": (p, c)}
 
-    async def one(rid: str, ga: dict[str, Any], gb: dict[str, Any], judge: Judge) -> None:
+    async def one(rid: str, ga: dict[str, Any], gb: dict[str, Any], judge: Judge) -> dict[str, Any]:
         votes = list(await asyncio.gather(*(vote(ga, gb, judge, o) for o in ORDERS)))
         p = sum(v["_tokens"][0] for v in votes)
         c = sum(v["_tokens"][1] for v in votes)
@@ -574,19 +579,13 @@ async def _judge_pairwise(gens_a: list[dict[str, Any]], gens_b: list[dict[str, A
             del v["_tokens"]
             tally.unparseable += v["verdict"] is None
         verdict, consistent = combine(votes[0]["verdict"], votes[1]["verdict"])
-        writer.write({"id": rid, "type": "pairwise", "prompt_id": ga["prompt_id"], "prompt": ga["messages"],
+        return {"id": rid, "type": "pairwise", "prompt_id": ga["prompt_id"], "prompt": ga["messages"],
                       "model_a": ga["model"], "model_b": gb["model"], "output_a": ga["output"],
                       "output_b": gb["output"], "judge": judge.name, "instructions": instructions.record(),
                       "votes": votes, "verdict": verdict, "consistent": consistent,
-                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)})
+                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)}
 
-    try:
-        with JsonlAppender(output) as writer:
-            await _run_all([one(*u) for u in units], judges, output)
-    finally:
-        cache.close()
-        if tally.bar is not None:
-            tally.bar.close()
+    await _run_all([one(*u) for u in units], judges, output, cache, tally)
     return tally.summary(**head)
 
 
@@ -646,22 +645,16 @@ async def _judge_absolute(gens: list[dict[str, Any]], judges: list[Judge], outpu
     sem = asyncio.Semaphore(max_concurrency)
     tally.bar = _progress(len(units), f"judge {scale}", progress)
 
-    async def one(rid: str, g: dict[str, Any], judge: Judge) -> None:
+    async def one(rid: str, g: dict[str, Any], judge: Judge) -> dict[str, Any]:
         key = digest(["absolute", judge.name, instructions.sha256, scale, g["messages"], g["output"], ""])
         raw, p, c = await _cached_call(cache, key, judge, sem, tally,
                                        lambda: judge.rate(g["messages"], g["output"], scale, instructions))
         score = parse_score(raw, scale)
         tally.unparseable += score is None
-        writer.write({"id": rid, "type": "absolute", "prompt_id": g["prompt_id"], "prompt": g["messages"],
+        return {"id": rid, "type": "absolute", "prompt_id": g["prompt_id"], "prompt": g["messages"],
                       "model": g["model"], "output": g["output"], "judge": judge.name,
                       "instructions": instructions.record(), "scale": scale, "raw": raw, "score": score,
-                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)})
+                      "usage": _usage(judge, p, c), "created": round(time.time(), 3)}
 
-    try:
-        with JsonlAppender(output) as writer:
-            await _run_all([one(*u) for u in units], judges, output)
-    finally:
-        cache.close()
-        if tally.bar is not None:
-            tally.bar.close()
+    await _run_all([one(*u) for u in units], judges, output, cache, tally)
     return tally.summary(**head)
