@@ -338,9 +338,12 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     filler = fmt.eot_id
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     t_start, tokens_seen = time.time(), 0
+    plan: tuple[int, list[list[int]]] = (-1, [])
     while step < total_steps:
         epoch, within = divmod(step, steps_per_epoch)
-        batch = plan_steps(len(data.encoded), t.batch_size, epoch, t.seed)[within]
+        if plan[0] != epoch:  # the epoch's seeded order, computed once per epoch
+            plan = (epoch, plan_steps(len(data.encoded), t.batch_size, epoch, t.seed))
+        batch = plan[1][within]
         # Fresh, step-keyed randomness: dropout masks are the same whether or not the run was resumed.
         torch.manual_seed(t.seed * 1_000_003 + step)
         rows = rows_for_rank(batch, lengths, t.micro_batch_tokens, acc.num_processes, acc.process_index)
