@@ -415,6 +415,15 @@ def make_parser() -> argparse.ArgumentParser:
     ml = m.add_parser("list", help="list prepared models")
     ml.add_argument("--cache-dir")
     ml.set_defaults(func=cmd_models_list)
+
+    # Stages that register their own subcommands (each module imports heavy libraries lazily).
+    from .analyze.cli import add_commands as add_analyze
+    from .annotate.cli import add_commands as add_annotate
+    from .curate.cli import add_commands as add_curate
+
+    add_curate(sub)
+    add_annotate(sub)
+    add_analyze(sub)
     return p
 
 

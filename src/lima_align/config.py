@@ -286,8 +286,11 @@ def resolve_recipe_path(name: str) -> Path:
                     fix=(f"did you mean {close[0]!r}? " if close else "") + f"shipped recipes: {', '.join(known)}")
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
-    """Load a recipe file (or the defaults), apply overrides, validate everything, raise once."""
+def load_recipe(path: str | Path | None, overrides: list[str] = (), cls: type = Recipe) -> Any:
+    """Load a recipe file (or the defaults), apply overrides, validate everything, raise once.
+
+    `cls` is the recipe's top-level dataclass: `Recipe` for training jobs; other stages (curation,
+    ablation grids) bring their own, with an optional `check(problems)` for cross-field rules."""
     problems = ProblemList()
     raw: dict[str, Any] = {}
     where = "defaults"
@@ -305,9 +308,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
             raise LimaError("a recipe must be a mapping of sections", where=str(rpath))
         raw = loaded
     raw = _merge(raw, parse_overrides(list(overrides), problems))
-    recipe = _build(Recipe, raw, "", problems)
+    recipe = _build(cls, raw, "", problems)
     try:
-        recipe.check(problems)  # also when types were wrong, so every problem is listed in one go
+        if hasattr(recipe, "check"):
+            recipe.check(problems)  # also when types were wrong, so every problem is listed in one go
     except TypeError:
         pass  # a value of the wrong type, already reported above
     if problems:

@@ -1,0 +1,1 @@
+"""Human evaluation and review: the web annotation app and its database."""
