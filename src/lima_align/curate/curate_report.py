@@ -1,0 +1,95 @@
+"""report.html for a curation run: where the data came from, what each rule removed, and how the
+selected set spreads over domains and lengths (charts as PNG files and inline)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import write_text_atomic
+from ..report import REPORT_CSS, _e, _new_figure, _png, _style_axes, _table
+
+C_CAND, C_SEL = "#c7ccd4", "#3b6fb6"
+
+
+def _response_len(r: dict[str, Any]) -> int:
+    msgs = r.get("messages") or []
+    return sum(len(m.get("content", "")) for m in msgs if m.get("role") == "assistant")
+
+
+def spread_chart(manifest: dict[str, Any], path: Path) -> str:
+    """Records per group and per domain: candidates (grey) beside selected (blue)."""
+    cand, sel = manifest["counts"]["candidates"], manifest["counts"]["selected"]
+    fig = _new_figure(9.5, 3.6)
+    for i, key in enumerate(("group", "domain")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        labels = sorted(set(cand[key]) | set(sel[key]))
+        ys = list(range(len(labels)))[::-1]
+        ax.barh([y + 0.2 for y in ys], [cand[key].get(x, 0) for x in labels], height=0.4, color=C_CAND,
+                label="candidates")
+        ax.barh([y - 0.2 for y in ys], [sel[key].get(x, 0) for x in labels], height=0.4, color=C_SEL,
+                label="selected")
+        ax.set_yticks(ys, labels)
+        _style_axes(ax)
+        ax.set_title(f"records per {key}", loc="left", fontsize=11, color="#222")
+        if i == 0:
+            ax.legend(frameon=False, fontsize=8)
+    return _png(fig, path)
+
+
+def length_chart(candidates: list[dict[str, Any]], selected: list[dict[str, Any]], path: Path) -> str:
+    """Response length distributions (characters), per source, candidates and selected."""
+    sources = sorted({str((r.get("meta") or {}).get("source", r.get("source", ""))) for r in candidates})
+    fig = _new_figure(9.5, 1.2 + 1.9 * max(1, len(sources)))
+    for i, src in enumerate(sources or ["all"]):
+        ax = fig.add_subplot(max(1, len(sources)), 1, i + 1)
+        for recs, color, label in ((candidates, C_CAND, "candidates"), (selected, C_SEL, "selected")):
+            lens = [_response_len(r) for r in recs if str((r.get("meta") or {}).get("source", r.get("source", ""))) == src]
+            if lens:
+                ax.hist(lens, bins=30, color=color, alpha=0.85, label=f"{label} (n={len(lens)})")
+        _style_axes(ax)
+        ax.set_title(f"{src}: response length (characters)", loc="left", fontsize=10, color="#222")
+        ax.legend(frameon=False, fontsize=8)
+    return _png(fig, path)
+
+
+def _rules_table(rules: dict[str, Any]) -> str:
+    rows = []
+    for src, r in rules.items():
+        rows.append([f"<b>{_e(src)}</b>", r["seen"], "", r["kept"]])
+        rows += [[f"&nbsp;&nbsp;{_e(rule)}", "", n, ""] for rule, n in r["dropped"].items()]
+        rows += [[f"&nbsp;&nbsp;<i>{_e(t)}</i> (rewrite)", "", n, ""] for t, n in r["transforms"].items()]
+    return _table(["source / rule", "seen", "dropped", "kept"], rows)
+
+
+def write_report(out: Path, manifest: dict[str, Any], candidates: list[dict[str, Any]],
+                 selected: list[dict[str, Any]]) -> Path:
+    spread = spread_chart(manifest, out / "charts" / "domain_spread.png")
+    lengths = length_chart(candidates, selected, out / "charts" / "response_lengths.png")
+    bad = manifest["bad_rows"]
+    dd = manifest["dedup"]
+    parts = [(f"<header><h1>Curation report</h1><div class=sub>{len(candidates)} candidates &middot; "
+             f"{len(selected)} selected &middot; config {manifest['config_hash']} &middot; "
+              f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}</div></header>"),
+             (f"<section><h2>Domain spread</h2><img src=\"data:image/png;base64,{spread}\" class=chart "
+              "alt=\"records per group and domain\"></section>"),
+             (f"<section><h2>Response lengths</h2><img src=\"data:image/png;base64,{lengths}\" class=chart "
+              "alt=\"response length histograms\"></section>"),
+             (f"<section><h2>What each rule removed</h2>{_rules_table(manifest['rules'])}<p class=note>A record is "
+              "dropped by the first rule it fails, in the order shown.</p></section>")]
+    if dd:
+        parts.append("<section><h2>Duplicates</h2>" + _table(["", "records"], [["in", dd["in"]], ["kept", dd["kept"]]]
+                     + [[_e(k), v] for k, v in dd["dropped"].items()]) + "</section>")
+    parts.append("<section><h2>Inputs</h2>" + _table(
+        ["file", "source", "MB", "sha256"],
+        [[_e(i["path"]), _e(i["source"]), f"{i['bytes'] / 1e6:.1f}", f"<code>{i['sha256'][:16]}</code>"]
+         for i in manifest["inputs"]], text_cols=2) + "</section>")
+    if bad["count"]:
+        parts.append(f"<section><h2>Bad rows skipped: {bad['count']}</h2>"
+                     + _table(["where", "what"], [[_e(x["where"]), _e(x["what"])] for x in bad["locations"][:50]],
+                              text_cols=2) + "</section>")
+    page = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            'content="width=device-width, initial-scale=1"><title>Curation report</title>'
+            f"<style>{REPORT_CSS}</style></head><body><main>{''.join(parts)}</main></body></html>")
+    return write_text_atomic(out / "report.html", page)

@@ -1,0 +1,182 @@
+"""`lima-align curate run`: sources -> rules -> dedup -> select -> outputs, resumable.
+
+Output folder:
+  candidates.jsonl    every record that passed its source's rules (input to `curate select`)
+  eval_prompts.jsonl  self-contained Reddit titles as evaluation prompts (when any)
+  dedup_dropped.jsonl which candidates dedup removed, and which record each duplicates
+  selected.jsonl      the final dataset (our format; source, site/category, ids, URL, licence in meta)
+  manifest.json       resolved config, sha256 of every input, per-rule drops per source, bad rows
+                      with locations, dedup counts, final counts per source / group / domain
+  report.html, charts/*.png
+  state.json          which stages finished, under which config hash (for resume)
+
+Resume: a stage whose hash matches state.json is not run again. A folder holds one candidate pool:
+other sources, rules or inputs there are refused unless `restart=True`. Another dedup/select
+config on the same pool is allowed: it replaces selected.jsonl, the manifest and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import LimaError
+from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
+from ..seed import spec_paths
+from .config import CurateRecipe
+from .inputs import BadRows, sha256_file
+from .rules import RuleCounts
+
+OUTPUTS = ("candidates.jsonl", "eval_prompts.jsonl", "dedup_dropped.jsonl", "selected.jsonl", "manifest.json",
+           "report.html", "state.json")
+SOURCE_KEYS = ("seed", "on_error", "max_bad_fraction", "max_bad_rows", "stackexchange", "wikihow", "reddit",
+               "datasets")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def input_files(recipe: CurateRecipe) -> list[tuple[str, Path]]:
+    """(source, file) for every input, in recipe order (the manifest hashes each)."""
+    from .stackexchange import find_dumps
+
+    out = [("stackexchange", d.path) for d in find_dumps(recipe.stackexchange.paths)]
+    for source, paths in (("wikihow", recipe.wikihow.paths), ("reddit", recipe.reddit.paths)):
+        for p in paths:
+            if not Path(p).is_file():
+                raise LimaError(f"{source} dump not found: {p}", where=f"{source}.paths", fix="check the path")
+            out.append((source, Path(p)))
+    for spec in recipe.datasets.paths:
+        for p in spec_paths(spec):
+            if not p.is_file():
+                raise LimaError(f"dataset not found: {p}", where="datasets.paths",
+                                fix="give a dataset file (ours, LIMA, Alpaca or ShareGPT format) or a seed split")
+            out.append(("dataset", p))
+    return out
+
+
+def tally(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts per source, group, domain and stratum."""
+    out: dict[str, Counter] = {"source": Counter(), "group": Counter(), "domain": Counter(), "stratum": Counter()}
+    for r in records:
+        meta = r.get("meta") or {}
+        out["source"][str(meta.get("source") or r.get("source") or "")] += 1
+        for key in ("group", "domain", "stratum"):
+            out[key][str(meta.get(key, ""))] += 1
+    return {k: dict(sorted(v.items())) for k, v in out.items()}
+
+
+def _candidates(recipe: CurateRecipe, counts: RuleCounts, bad: BadRows,
+                eval_out: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every source in turn, each record once (a repeated id is counted as rule duplicate_id)."""
+    from .existing import dataset_records
+    from .reddit import reddit_records
+    from .stackexchange import stackexchange_records
+    from .wikihow import wikihow_records
+
+    seen: set[str] = set()
+    streams = [stackexchange_records(recipe.stackexchange, recipe.seed, counts, bad) if recipe.stackexchange.paths
+               else iter(()),
+               wikihow_records(recipe.wikihow, counts, bad),
+               reddit_records(recipe.reddit, counts, bad, eval_out) if recipe.reddit.paths else iter(()),
+               dataset_records(recipe.datasets, counts)]
+    for stream in streams:
+        for rec in stream:
+            if rec["id"] in seen:
+                src = rec["meta"]["source"]
+                counts.kept[src] -= 1
+                counts.drop(src, "duplicate_id")
+                continue
+            seen.add(rec["id"])
+            yield rec
+
+
+def _read_state(out: Path) -> dict[str, Any]:
+    p = out / "state.json"
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise LimaError(f"{p} is damaged", where=str(p), fix="rerun with --restart to start this folder over") from None
+
+
+def run_curate(recipe: CurateRecipe, *, restart: bool = False, candidates_only: bool = False) -> Path:
+    """Run the whole curation job into recipe.output_dir; returns the folder."""
+    out = Path(recipe.output_dir)
+    config = dataclasses.asdict(recipe)
+    inputs = [{"source": s, "path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+              for s, p in input_files(recipe)]
+    cand_hash = _hash({"config": {k: config[k] for k in SOURCE_KEYS}, "inputs": [i["sha256"] for i in inputs]})
+    full_hash = _hash({"cand": cand_hash, "dedup": config["dedup"], "select": config["select"]})
+    state = _read_state(out)
+    if restart:
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        state = {}
+    elif state and state.get("candidates_hash") != cand_hash:
+        raise LimaError(f"{out} holds a curation run with another config or other inputs (sources, rules, seed "
+                        f"or input files differ: hash {state.get('candidates_hash')}, now {cand_hash})",
+                        where=str(out / "state.json"),
+                        fix="use another output_dir, or rerun with --restart to replace that run")
+    out.mkdir(parents=True, exist_ok=True)
+    stages = state.get("stages", {})
+    if stages.get("selected", {}).get("hash") not in (None, full_hash):  # another selection on the same pool
+        for name in ("dedup_dropped.jsonl", "selected.jsonl", "manifest.json", "report.html"):
+            (out / name).unlink(missing_ok=True)
+        stages.pop("selected")
+    state = {"candidates_hash": cand_hash, "stages": stages}
+    write_text_atomic(out / "state.json", json.dumps(state, indent=2))
+
+    stage = state["stages"].get("candidates", {})
+    if stage.get("hash") == cand_hash and (out / "candidates.jsonl").exists():
+        print(f"candidates: reusing {out / 'candidates.jsonl'} (same sources, rules and inputs)")
+    else:
+        counts = RuleCounts()
+        bad = BadRows(recipe.on_error, recipe.max_bad_fraction, recipe.max_bad_rows)
+        eval_prompts: list[dict[str, Any]] = []
+        write_jsonl_atomic(out / "candidates.jsonl", _candidates(recipe, counts, bad, eval_prompts))
+        if eval_prompts:
+            write_jsonl_atomic(out / "eval_prompts.jsonl", eval_prompts)
+        stage = {"hash": cand_hash, "rules": counts.to_manifest(), "bad_rows": bad.to_manifest(),
+                 "eval_prompts": len(eval_prompts)}
+        state["stages"] = {"candidates": stage}  # later stages depend on these candidates
+        write_text_atomic(out / "state.json", json.dumps(state, indent=2))
+    candidates = [r for _, r in read_jsonl(out / "candidates.jsonl")]
+
+    dedup_info: dict[str, Any] = {}
+    selected: list[dict[str, Any]] = []
+    if not candidates_only:
+        from .dedup import count_reasons, dedup
+        from .select import select
+
+        kept, dropped = dedup(candidates, recipe.dedup, seed=recipe.seed)
+        write_jsonl_atomic(out / "dedup_dropped.jsonl", dropped)
+        dedup_info = {"in": len(candidates), "kept": len(kept), "dropped": count_reasons(dropped)}
+        sel_done = state["stages"].get("selected", {}).get("hash") == full_hash and (out / "selected.jsonl").exists()
+        if sel_done:
+            print(f"selected: reusing {out / 'selected.jsonl'}")
+            selected = [r for _, r in read_jsonl(out / "selected.jsonl")]
+        else:
+            selected = select(kept, recipe.select, seed=recipe.seed, cache_dir=out / "cache")
+            write_jsonl_atomic(out / "selected.jsonl", selected)
+            state["stages"]["selected"] = {"hash": full_hash}
+            write_text_atomic(out / "state.json", json.dumps(state, indent=2))
+
+    manifest = {"config_hash": full_hash, "candidates_hash": cand_hash, "config": config, "inputs": inputs,
+                "rules": stage["rules"], "bad_rows": stage["bad_rows"], "dedup": dedup_info,
+                "counts": {"candidates": tally(candidates), "selected": tally(selected),
+                           "eval_prompts": stage["eval_prompts"]},
+                "outputs": [n for n in OUTPUTS if (out / n).exists() and n not in ("manifest.json", "state.json")]}
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    if recipe.report:
+        from .curate_report import write_report
+
+        write_report(out, manifest, candidates, selected)
+    return out
