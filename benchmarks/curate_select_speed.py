@@ -1,8 +1,8 @@
-"""Speed of curate selection pieces (lead: move to benchmarks/curate_select_speed.py if wanted).
+"""Speed of curate selection pieces: facility location and k-center on fake clustered embeddings, MiniLM.
 
 Run on a quiet machine from /work/main:
-    .venv/bin/python /work/notes/curate-select-bench.py --n 10000 --k 1000 --big 50000 --texts 1000
-Tiny check:  .venv/bin/python /work/notes/curate-select-bench.py --n 500 --k 50 --big 0 --texts 16
+    .venv/bin/python benchmarks/curate_select_speed.py --n 10000 --k 1000 --big 50000 --texts 1000
+Tiny check:  .venv/bin/python benchmarks/curate_select_speed.py --n 500 --k 50 --big 0 --texts 16
 """
 
 from __future__ import annotations
