@@ -35,7 +35,7 @@ def _model_overrides(args: argparse.Namespace) -> list[str]:
     extra = []
     if getattr(args, "model", None):
         extra.append(f"model.name={args.model}")
-    for flag, key in (("prompts", "generate.prompts"), ("output", "generate.output")):
+    for flag, key in (("prompts", "generate.prompts"), ("output", "generate.output"), ("backend", "generate.backend")):
         if getattr(args, flag, None):
             extra.append(f"{key}={getattr(args, flag)}")
     return extra
@@ -47,6 +47,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.api_base or args.api_model:
         return _generate_from_api(args)
     r = _recipe(args, _model_overrides(args))
+    if args.method == "icl":  # the base model with in-context examples, no training (analyze/icl.py)
+        from .analyze.icl import generate_icl_file
+
+        out = generate_icl_file(r.model, r.generate, examples=args.icl_examples)
+        print(f"generations: {out}")
+        return 0
     out = generate_file(r.model, r.turns, r.generate)
     print(f"generations: {out}")
     return 0
@@ -300,6 +306,12 @@ def make_parser() -> argparse.ArgumentParser:
             g.add_argument("--api-model", help="model name to ask the API for")
             g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
             g.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+            g.add_argument("--backend", choices=["transformers", "vllm"],
+                           help="generation engine (sets generate.backend; vllm: pip install 'lima-align[vllm]')")
+            g.add_argument("--method", default="model", choices=["model", "icl"],
+                           help="'icl': the (base) model answers with a system text and example exchanges in its "
+                           "prompt, no training; labelled '<model>+icl'")
+            g.add_argument("--icl-examples", help="examples JSON for --method icl (default: the shipped set)")
         _overrides(g)
         g.set_defaults(func=func)
 
@@ -310,6 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", help="'embedded', a model folder, or a run checkpoint (sets model.name)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (no authentication: keep it local)")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--backend", choices=["transformers", "vllm"], help="generation engine (sets generate.backend)")
     _overrides(sv)
     sv.set_defaults(func=cmd_serve)
 
@@ -344,6 +357,9 @@ def make_parser() -> argparse.ArgumentParser:
     ja.add_argument("--scale", default="fail_pass_excellent", choices=["fail_pass_excellent", "helpfulness_6"])
     judge_opts(ja)
     ja.set_defaults(func=cmd_judge_absolute)
+    from .dialogue_cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)
+
+    add_judge_commands(jd, judge_opts)
 
     for name, func, helptext in (("stats", cmd_stats, "win/tie/loss with CIs, agreement, biases, power"),
                                  ("report", cmd_report, "one HTML page and a JSON file with every number")):
@@ -380,6 +396,9 @@ def make_parser() -> argparse.ArgumentParser:
     cs.add_argument("--fields", action="store_true", help="list every field with its default and meaning")
     _overrides(cs)
     cs.set_defaults(func=cmd_config_show)
+    from .distributed import add_config_commands
+
+    add_config_commands(c)  # config accelerate, config memory
 
     d = sub.add_parser("data", help="convert, validate and inspect datasets").add_subparsers(dest="sub", required=True)
 
@@ -424,6 +443,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_curate(sub)
     add_annotate(sub)
     add_analyze(sub)
+    from .dialogue_cli import add_commands as add_dialogue  # `converse`, `dialogue train|eval|report`
+
+    add_dialogue(sub)
     return p
 
 

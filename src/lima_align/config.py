@@ -48,6 +48,15 @@ class TurnsConfig:
 
 
 @dataclass
+class MixEntry:
+    """One dataset of a training mixture (`data.mix`); see mixture.py."""
+
+    dataset: str = _f("", "a path or seed split, as in data.train")
+    count: int | None = _f(None, "draw exactly this many examples (without replacement, seeded by train.seed)")
+    weight: float | None = _f(None, "draw this share of data.mix_total examples (weights are normalised)")
+
+
+@dataclass
 class DataConfig:
     train: list[str] = _f(["seed"], "training datasets: paths (JSONL/JSON, any supported format) or 'seed', "
                           "'seed:dialogues', 'seed:all'")
@@ -57,6 +66,41 @@ class DataConfig:
         "assistant", "which tokens carry loss: every assistant turn, only the last one, or everything")
     max_examples: int | None = _f(None, "use only the first N examples (after shuffling with the seed)")
     max_example_tokens: int | None = _f(None, "drop (not trim) examples longer than this; None keeps all")
+    mix: list[MixEntry] = _f([], "datasets sampled into the training set on top of data.train, e.g. "
+                             "[{dataset: 'seed:dialogues', count: 30}]; an entry with neither count nor weight is "
+                             "used whole; realised counts are written to run.json")
+    mix_total: int | None = _f(None, "examples drawn over the data.mix entries that carry a weight")
+
+    def check_mix(self, problems: ProblemList) -> None:
+        """Mixture rules (dataset sizes are checked when the data is read, see mixture.py)."""
+        seen = set(self.train)
+        weighted = False
+        for i, m in enumerate(self.mix):
+            here = f"data.mix[{i}]"
+            if not isinstance(m, MixEntry):
+                continue  # already reported as not a mapping
+            if not str(m.dataset).strip():
+                problems.add(f"{here}.dataset", "missing", "name a path or seed split, e.g. dataset: seed:dialogues")
+            elif m.dataset in seen:
+                problems.add(f"{here}.dataset", f"{m.dataset!r} is listed twice (in data.train or data.mix)",
+                             "keep one entry per dataset")
+            seen.add(m.dataset)
+            if m.count is not None and m.weight is not None:
+                problems.add(here, "has both count and weight", "give one of them (or neither to use it whole)")
+            if m.count is not None and m.count <= 0:
+                problems.add(f"{here}.count", f"must be > 0, got {m.count}", "drop the entry to leave it out")
+            if m.weight is not None:
+                weighted = True
+                if m.weight <= 0:
+                    problems.add(f"{here}.weight", f"must be > 0, got {m.weight}", "drop the entry to leave it out")
+        if weighted and self.mix_total is None:
+            problems.add("data.mix_total", "is needed when a data.mix entry has a weight",
+                         "set how many examples the weighted entries share, e.g. data.mix_total=100")
+        if self.mix_total is not None and not weighted:
+            problems.add("data.mix_total", "is set but no data.mix entry has a weight",
+                         "give entries a weight, or remove data.mix_total")
+        if self.mix_total is not None and self.mix_total <= 0:
+            problems.add("data.mix_total", f"must be > 0, got {self.mix_total}")
 
 
 @dataclass
@@ -89,6 +133,12 @@ class TrainConfig:
     precision: Literal["auto", "bf16", "fp32"] = _f(
         "auto", "bf16 autocast over fp32 master weights where the hardware has bf16; 'fp32' disables autocast")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    compile: bool = _f(False, "torch.compile each decoder layer (dynamic shapes: packed rows vary in length)")
+    quantization: Literal["none", "4bit"] = _f(
+        "none", "'4bit': QLoRA, the frozen base loaded in 4-bit NF4 by bitsandbytes (needs method lora, a CUDA GPU)")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
+        "auto", "attention kernel: 'auto' keeps the model's default (sdpa); packed rows stay apart in every one "
+        "(flash_attention_2 runs its variable-length kernel off the restarting position ids; needs CUDA + flash-attn)")
     seed: int = _f(0, "seed for data order, dropout and initialisation")
     lora: LoraConfig = field(
         default_factory=LoraConfig, metadata={"help": "LoRA settings (used when method is 'lora')"})
@@ -108,6 +158,10 @@ class GenerateConfig:
     batch_size: int = _f(8, "prompts per batch")
     seed: int = _f(0, "sampling seed")
     limit: int | None = _f(None, "generate only the first N prompts")
+    backend: Literal["transformers", "vllm"] = _f(
+        "transformers", "generation engine: transformers, or vLLM (pip install 'lima-align[vllm]', a GPU)")
+    cache: Literal["dynamic", "static"] = _f(
+        "dynamic", "transformers KV cache: 'static' preallocates it (fixed shapes; pays off with torch.compile on GPU)")
 
 
 @dataclass
@@ -158,8 +212,9 @@ class Recipe:
             problems.add("generate.temperature", f"must be >= 0, got {g.temperature}")
         if g.repetition_penalty <= 0:
             problems.add("generate.repetition_penalty", f"must be > 0, got {g.repetition_penalty}")
-        if not d.train:
+        if not d.train and not d.mix:
             problems.add("data.train", "no training datasets", "give at least one path or 'seed'")
+        d.check_mix(problems)
         if t.lora.r <= 0:
             problems.add("train.lora.r", f"must be > 0, got {t.lora.r}")
 

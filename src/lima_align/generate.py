@@ -128,8 +128,9 @@ class FastTopP:
 class Generator:
     """Batched sampling with LIMA's settings for one loaded model."""
 
-    def __init__(self, lm: LoadedModel, fmt: TurnFormat, decoding: Decoding):
+    def __init__(self, lm: LoadedModel, fmt: TurnFormat, decoding: Decoding, *, cache: str = "dynamic"):
         self.lm, self.fmt, self.dec = lm, fmt, decoding
+        self.cache = cache  # "static": a preallocated KV cache (generate.cache)
         self.model = lm.model.eval()
         self.tok = lm.tokenizer
         self.suppress = banned_tokens(self.tok, fmt.stop_ids)
@@ -167,6 +168,8 @@ class Generator:
         if self.fmt.kind == "plain":
             kwargs.update(stop_strings=[ROLE_STOP], tokenizer=self.tok)
         kwargs["logits_processor"] = processors
+        if self.cache == "static":
+            kwargs["cache_implementation"] = "static"
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
         replies = []
         for i, p in enumerate(prompts):
@@ -206,16 +209,24 @@ def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateCon
     if not todo:
         log(f"{out}: all {len(prompts)} prompts already answered")
         return out
-    lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
     dec = Decoding.from_config(g)
-    gen = Generator(lm, fmt, dec)
-    label = g.model_label or (lm.adapter or lm.path)
+    step = g.batch_size
+    if g.backend == "vllm":
+        from .vllm_backend import load_generator
+
+        gen, path = load_generator(model_cfg, turns_cfg, g)
+        label = g.model_label or path
+        step = max(g.batch_size, 1024)  # vLLM schedules its own batches; chunks only bound lost work
+    else:
+        lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
+        gen = Generator(lm, fmt, dec, cache=g.cache)
+        label = g.model_label or (lm.adapter or lm.path)
     todo.sort(key=lambda c: len(gen.prompt_ids(c.messages)))  # similar lengths batch with little padding
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {Path(label).name}",
                unit="prompt", dynamic_ncols=True)
     with JsonlAppender(out) as w:
-        for s in range(0, len(todo), g.batch_size):
-            batch = todo[s:s + g.batch_size]
+        for s in range(0, len(todo), step):
+            batch = todo[s:s + step]
             replies = gen.generate([c.messages for c in batch], seed_key=batch[0].id)
             w.write_many(_record(c, r, label, dec) for c, r in zip(batch, replies))
             bar.update(len(batch))

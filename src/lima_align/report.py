@@ -449,6 +449,9 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
         for c in comparisons(records):
             seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
         parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
+    from .dialogue_report import report_section  # dialogue: turn ratings and conversation verdicts, if any
+
+    parts.append(report_section(records, charts_dir))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{REPORT_CSS}</style>'
             f"</head><body><main>{''.join(parts)}</main><script>{REPORT_JS}</script></body></html>")
@@ -472,6 +475,11 @@ def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lim
                  n_boot: int = 2000, seed: int = 0) -> Path:
     """Read judgment files, compute every statistic, and write out_dir/report.json, out_dir/report.html
     (self-contained) and out_dir/charts/*.png. Returns the path of report.html."""
+    # analysis: `analyze shift` / `analyze retention` summaries ({"kind": ...} JSON) add their own sections
+    from .analyze.report_sections import add_sections, split_section_files
+
+    judgment_paths, sections = split_section_files(judgment_paths)
     records = load_judgments(judgment_paths)
     summary = {"files": [str(p) for p in judgment_paths], **summarize(records, n_boot=n_boot, seed=seed)}
-    return render_report(summary, records, Path(out_dir), title=title)
+    page = render_report(summary, records, Path(out_dir), title=title)
+    return add_sections(page, sections) if sections else page

@@ -372,8 +372,14 @@ def serve(model_cfg: ModelConfig, turns_cfg: TurnsConfig, gen_cfg: GenerateConfi
     if not log.handlers and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
-    lm, fmt = load_for_generation(model_cfg, turns_cfg)
-    gen = Generator(lm, fmt, Decoding.from_config(gen_cfg))
+    if gen_cfg.backend == "vllm":  # answers arrive whole (a stream sends them as one piece)
+        from .vllm_backend import load_generator
+
+        gen, _ = load_generator(model_cfg, turns_cfg, gen_cfg)
+        fmt = gen.fmt
+    else:
+        lm, fmt = load_for_generation(model_cfg, turns_cfg)
+        gen = Generator(lm, fmt, Decoding.from_config(gen_cfg), cache=gen_cfg.cache)
     name = gen_cfg.model_label or model_cfg.name
     log.info("serving %s (%s) at http://%s:%d/v1", name, fmt.describe(), host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -50,16 +50,16 @@ class PreparedData:
 
 
 def load_training_conversations(recipe: Recipe) -> list[Conversation]:
-    convs: list[Conversation] = []
-    for spec in recipe.data.train:
-        convs += load_dataset(spec, fmt=recipe.data.format, purpose="train")
-    return convs
+    from .mixture import load_training_set  # data.train whole + data.mix sampled, each example tagged
+
+    return load_training_set(recipe.data, recipe.train.seed)
 
 
 def prepare_data(recipe: Recipe, fmt: TurnFormat, convs: list[Conversation]) -> PreparedData:
     """Encode, trim to max_seq_len (as LIMA), drop examples with nothing left to train on."""
     d = recipe.data
     encoded, ids = [], []
+    kept: list[Conversation] = []
     trimmed = dropped_long = dropped_empty = 0
     for c in convs:
         e = fmt.encode(c, d.loss_on)
@@ -74,12 +74,14 @@ def prepare_data(recipe: Recipe, fmt: TurnFormat, convs: list[Conversation]) -> 
             continue
         encoded.append(e)
         ids.append(c.id)
+        kept.append(c)
     if d.max_examples is not None and len(encoded) > d.max_examples:
         # A seeded sample of the examples that passed the filters, kept in file order.
         import random
 
         keep = sorted(random.Random(recipe.train.seed).sample(range(len(encoded)), d.max_examples))
         encoded, ids = [encoded[i] for i in keep], [ids[i] for i in keep]
+        kept = [kept[i] for i in keep]
     if not encoded:
         raise LimaError("no training examples left after encoding", where="data.train",
                         fix="check data.max_seq_len / data.max_example_tokens and that examples have assistant turns")
@@ -88,6 +90,9 @@ def prepare_data(recipe: Recipe, fmt: TurnFormat, convs: list[Conversation]) -> 
               "dropped_nothing_to_train": dropped_empty, "tokens": sum(lens),
               "trained_tokens": sum(e.n_trained for e in encoded),
               "median_len": lens[len(lens) // 2], "max_len": lens[-1]}
+    from .mixture import mixture_report
+
+    report["mixture"] = mixture_report(convs, kept)  # examples drawn / trained per dataset
     return PreparedData(encoded, ids, report)
 
 
@@ -171,6 +176,9 @@ class TrainedPositionLoss(nn.Module):
         super().__init__()
         self.lm = lm
         self.softcap = getattr(getattr(lm, "config", None), "final_logit_softcapping", None)
+        # FSDP's transformer-based wrap policy reads the decoder layer classes from the root module.
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        self._no_split_modules = list(getattr(base, "_no_split_modules", None) or [])
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,6 +211,9 @@ def build_model(recipe: Recipe, fmt: TurnFormat, base: Any) -> nn.Module:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if recipe.train.method == "lora":
             model.enable_input_require_grads()
+    from .distributed import apply_speed_options
+
+    apply_speed_options(model, recipe.train.attn_implementation, recipe.train.compile)
     ResidualDropout(model, recipe.train.residual_dropout_bottom, recipe.train.residual_dropout_top)
     model.train()
     return model
@@ -243,6 +254,9 @@ def _train_identity(recipe: Recipe) -> dict[str, Any]:
     ident = {k: d[k] for k in ("model", "turns", "data", "train")}
     ident["train"] = {k: v for k, v in ident["train"].items() if k not in ("output_dir", "log_every_steps",
                                                                           "state_every_steps")}
+    # How the same computation is run (kernel, compilation) may change when a run resumes elsewhere.
+    for k in ("compile", "attn_implementation"):
+        ident["train"].pop(k, None)
     return ident
 
 
@@ -279,6 +293,9 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     main = acc.is_main_process
 
     # Everything that can fail cheaply fails before the model is loaded.
+    from .distributed import check_speed_options, load_quantized
+
+    check_speed_options(t)
     convs = load_training_conversations(recipe)
     ident = _train_identity(recipe)
     if (run / "run.json").exists() and not restart:
@@ -294,8 +311,11 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         return run
 
     set_seed(t.seed)
-    base = load_model(recipe.model.name, dtype="float32", revision=recipe.model.revision,
-                      cache_dir=recipe.model.cache_dir)
+    if t.quantization == "4bit":  # QLoRA: frozen 4-bit base, LoRA adapters trained in fp32
+        base = load_quantized(recipe.model, t.gradient_checkpointing)
+    else:
+        base = load_model(recipe.model.name, dtype="float32", revision=recipe.model.revision,
+                          cache_dir=recipe.model.cache_dir)
     fmt = TurnFormat(base.tokenizer, recipe.turns, method=t.method)
     data = prepare_data(recipe, fmt, convs)
     model = build_model(recipe, fmt, base)
@@ -410,7 +430,10 @@ def _save_state(acc: Any, state_dir: Path, step: int) -> None:
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
+    # Sharded (FSDP) state is written by every rank; accelerate makes the folder on rank 0 only.
+    (tmp / "accelerate").mkdir(parents=True, exist_ok=True)
     acc.save_state(str(tmp / "accelerate"))
+    acc.wait_for_everyone()  # every rank has written its random state (and shards) before the swap
     if acc.is_main_process:
         (tmp / "progress.json").write_text(json.dumps({"step": step}))
         old = state_dir.with_name("state.old")

@@ -1,0 +1,544 @@
+"""`lima-align ablate`: LIMA's ablations (Figures 5 and 6) as one recipe that describes a grid.
+
+Each cell of the grid is one setting of the axes (data source, selection strategy, number of
+examples, epochs, with or without dialogues). For every cell: draw the examples (seeded), train
+with the base recipe, answer the eval prompts, judge the answers, and summarise them as a mean score
+with a 95% bootstrap interval over prompts. Everything a cell makes lives in `cells/<cell-id>/`:
+
+    cell.json  data.jsonl  run/ (a train run folder)  answers-<eval>.jsonl  judgments.jsonl  score.json
+
+A stage whose output is complete is skipped, so a killed grid resumes where it stopped, and the cell
+id is a hash of the cell's settings: changing the grid adds or drops cells, never redoes one.
+`grid.json`, `grid.html` and `charts/grid.png` summarise the cells of the current grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import hashlib
+import itertools
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, _f, load_recipe, recipe_to_dict
+from ..errors import LimaError, ProblemList
+from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
+from ..train import train
+
+Strategy = Literal["random", "lima", "longest", "kcenter", "facility_location", "quality"]
+Axis = Literal["auto", "source", "strategy", "examples", "epochs", "dialogues"]
+AXES = ("source", "strategy", "examples", "epochs", "dialogues")
+FPE_POINTS = {"fail": 1, "pass": 2, "excellent": 3}  # Fail / Pass / Excellent as numbers for a mean
+
+
+@dataclass
+class GridAxes:
+    source: list[str] = _f(["seed"], "datasets to draw examples from: a path or seed split each; join several "
+                           "with '+' to pool them (LIMA Fig. 5: filtered vs unfiltered Stack Exchange, wikiHow)")
+    strategy: list[Strategy] = _f(["random"], "how examples are chosen: 'random' (seeded; smaller draws are "
+                                  "subsets of larger ones) or a curate.select strategy")
+    examples: list[int] = _f([0], "examples per cell, counted after dropping what the base recipe would drop "
+                             "(data.max_example_tokens); 0 means all (LIMA Fig. 6: 2K..32K)")
+    epochs: list[int] = _f([2], "training epochs per cell")
+    dialogues: list[bool] = _f([False], "also train on `dialogues_data`, appended after selection")
+
+
+@dataclass
+class EvalSettings:
+    prompts: str = _f("seed:dev", "prompts every cell answers (a file or a seed split)")
+    limit: int | None = _f(12, "answer only the first N prompts; None answers all")
+    max_new_tokens: int = _f(160, "answer length cap; the rest of the decoding comes from the base recipe")
+
+
+@dataclass
+class JudgeSettings:
+    kind: Literal["longest", "api"] = _f("longest", "'longest' (offline length baseline, pairwise only) or "
+                                         "'api' (an OpenAI-compatible judge model)")
+    mode: Literal["pairwise", "absolute"] = _f("pairwise", "pairwise against `reference`, or an absolute rating")
+    scale: Literal["fail_pass_excellent", "helpfulness_6"] = _f(
+        "helpfulness_6", "absolute scale; Fail/Pass/Excellent count 1/2/3 in the mean")
+    reference: str = _f("base", "pairwise reference: 'base' (the untrained base model's answers) or a "
+                        "generations file answering the same prompts")
+    api_base: str | None = _f(None, "judge endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_model: str | None = _f(None, "judge model name")
+    api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key")
+    max_tokens: int = _f(1024, "cap on each judge reply")
+    concurrency: int = _f(8, "judge requests in flight")
+    cache: str | None = _f(None, "judgment cache (default: <output_dir>/judge_cache.sqlite)")
+    n_boot: int = _f(2000, "bootstrap resamples for the 95% intervals")
+
+
+@dataclass
+class AblationRecipe:
+    base: str = _f("quickstart", "training recipe every cell starts from (a file or a shipped name)")
+    overrides: list[str] = _f([], "key=value overrides applied to the base recipe, e.g. ['train.lr=2e-5']")
+    output_dir: str = _f("runs/ablate", "grid folder: cells/, grid.json, grid.html, charts/")
+    seed: int = _f(0, "seed for drawing examples")
+    dialogues_data: str = _f("seed:dialogues", "dialogues appended when a cell has dialogues: true")
+    plot_axis: Axis = _f("auto", "axis on the chart's x ('auto': the first axis with several values)")
+    grid: GridAxes = field(default_factory=GridAxes, metadata={"help": "the axes; every combination is a cell"})
+    eval: EvalSettings = field(default_factory=EvalSettings, metadata={"help": "what each cell answers"})
+    judge: JudgeSettings = field(default_factory=JudgeSettings, metadata={"help": "how answers are scored"})
+
+    def check(self, problems: ProblemList) -> None:
+        for name in AXES:
+            if not getattr(self.grid, name):
+                problems.add(f"grid.{name}", "has no values", "give at least one value")
+        for i, n in enumerate(self.grid.examples):
+            if n < 0:
+                problems.add(f"grid.examples[{i}]", f"must be >= 0 (0 = all), got {n}")
+        for i, e in enumerate(self.grid.epochs):
+            if e <= 0:
+                problems.add(f"grid.epochs[{i}]", f"must be > 0, got {e}")
+        if self.eval.max_new_tokens <= 0:
+            problems.add("eval.max_new_tokens", f"must be > 0, got {self.eval.max_new_tokens}")
+        j = self.judge
+        if j.kind == "longest" and j.mode == "absolute":
+            problems.add("judge.mode", "the 'longest' judge only compares two answers",
+                         "use judge.mode=pairwise, or judge.kind=api for absolute ratings")
+        if j.kind == "api" and not (j.api_base and j.api_model):
+            problems.add("judge.api_base", "an API judge needs judge.api_base and judge.api_model",
+                         "e.g. judge.api_base=http://127.0.0.1:8000/v1 judge.api_model=local")
+        if j.n_boot < 100:
+            problems.add("judge.n_boot", f"{j.n_boot} resamples give unstable intervals", "use 1000 or more")
+        try:
+            base_recipe(self)
+        except LimaError as e:
+            for p in e.problems:
+                problems.add(f"base: {p.where}", p.what, p.fix)
+
+
+def base_recipe(r: AblationRecipe) -> Recipe:
+    return load_recipe(r.base, r.overrides)
+
+
+# ----------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    source: str
+    strategy: str
+    examples: int
+    epochs: int
+    dialogues: bool
+
+    def settings(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def plan_cells(r: AblationRecipe) -> list[Cell]:
+    g = r.grid
+    return [Cell(*v) for v in itertools.product(g.source, g.strategy, g.examples, g.epochs, g.dialogues)]
+
+
+def _slug(text: str, width: int = 20) -> str:
+    stem = Path(text).stem if ("/" in text or text.endswith((".jsonl", ".json"))) else text
+    return re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-")[:width] or "data"
+
+
+def _base_identity(base: Recipe) -> dict[str, Any]:
+    # What a cell's training depends on besides its own settings (its data and epochs are the cell's).
+    d = recipe_to_dict(base)
+    ident = {k: d[k] for k in ("model", "turns", "data", "train")}
+    ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("train", "max_examples")}
+    ident["train"] = {k: v for k, v in ident["train"].items() if k not in (
+        "epochs", "save_from_epoch", "save_to_epoch", "output_dir", "log_every_steps", "state_every_steps")}
+    return ident
+
+
+def cell_id(cell: Cell, base: Recipe, seed: int, dialogues_data: str) -> str:
+    """A readable slug plus a hash of everything that decides the cell's trained model."""
+    key = {"cell": cell.settings(), "base": _base_identity(base), "seed": seed,
+           "dialogues_data": dialogues_data if cell.dialogues else None}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    n = cell.examples or "all"
+    return f"{_slug(cell.source)}-{cell.strategy}-n{n}-e{cell.epochs}{'-dlg' if cell.dialogues else ''}-{h}"
+
+
+def _eval_key(r: AblationRecipe, base: Recipe) -> str:
+    g = dataclasses.asdict(base.generate)
+    g = {k: v for k, v in g.items() if k not in ("output", "model_label", "batch_size", "prompts", "limit",
+                                                 "max_new_tokens")}
+    # Not the limit: answers are kept per prompt id, so a larger limit extends the same file.
+    key = {"prompts": r.eval.prompts, "max_new_tokens": r.eval.max_new_tokens, "decoding": g}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------- data
+
+
+def load_pool(spec: str, base: Recipe) -> list[dict[str, Any]]:
+    """Every example of the source, minus those the base recipe would drop as too long."""
+    from ..seed import load_dataset
+
+    convs = []
+    for part in spec.split("+"):
+        convs += load_dataset(part.strip(), fmt=base.data.format, purpose="train")
+    cap = base.data.max_example_tokens
+    if cap is not None:
+        from ..models import load_tokenizer, resolve_model_path
+        from ..turns import TurnFormat
+
+        tok = load_tokenizer(resolve_model_path(base.model.name, base.model.cache_dir), base.model.revision)
+        fmt = TurnFormat(tok, base.turns, method=base.train.method)
+        convs = [c for c in convs if len(fmt.encode(c, base.data.loss_on).input_ids) <= cap]
+    return [c.to_dict() for c in convs]
+
+
+def draw(pool: list[dict[str, Any]], cell: Cell, seed: int, cache_dir: Path, base: Recipe) -> list[dict[str, Any]]:
+    """The cell's examples, in pool order. Random draws are nested: n=200 is a subset of n=400."""
+    n = cell.examples or len(pool)
+    if n >= len(pool):
+        return list(pool)
+    if cell.strategy == "random":
+        order = list(range(len(pool)))
+        random.Random(seed).shuffle(order)
+        return [pool[i] for i in sorted(order[:n])]
+    try:
+        from ..curate.select import SelectConfig, select
+    except ImportError:
+        raise LimaError(f"selection strategy {cell.strategy!r} needs lima_align.curate.select, which this "
+                        "installation does not have", where="grid.strategy", fix="use strategy 'random'") from None
+    # 'quality' scores examples with a language model: the grid's own base model.
+    quality_model = base.model.name if cell.strategy == "quality" else None
+    return select(pool, SelectConfig(strategy=cell.strategy, n=n, quality_model=quality_model), seed=seed,
+                  cache_dir=cache_dir)
+
+
+# ----------------------------------------------------------------- judging and scores
+
+
+def make_judge(j: JudgeSettings) -> Any:
+    """A fresh judge (an API judge's connections close with the event loop that used them)."""
+    from ..judge import ApiJudge, LongestJudge
+
+    if j.kind == "longest":
+        return LongestJudge()
+    from ..api import ChatClient
+
+    client = ChatClient(j.api_base, j.api_model, api_key_env=j.api_key_env, max_concurrency=j.concurrency)
+    return ApiJudge(client, max_tokens=j.max_tokens)
+
+
+def check_judge(j: JudgeSettings) -> None:
+    """One tiny request to an API judge, so an unreachable judge fails before hours of training, not after."""
+    if j.kind != "api":
+        return
+    import asyncio
+
+    judge = make_judge(j)
+
+    async def ping() -> None:
+        try:
+            await judge.client.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=1, temperature=0.0)
+        finally:
+            await judge.aclose()
+    asyncio.run(ping())
+
+
+def mean_ci(values: list[float], n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Mean with a 95% percentile bootstrap interval, prompts resampled with replacement."""
+    import numpy as np
+
+    if not values:
+        return {"value": None, "ci": [None, None]}
+    x = np.asarray(values, dtype=float)
+    boot = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"value": float(x.mean()), "ci": [float(lo), float(hi)]}
+
+
+def score_records(records: list[dict[str, Any]], model: str, judge_name: str, mode: str, *,
+                  prompt_ids: set[str], n_boot: int, reference: str | None = None) -> dict[str, Any]:
+    """One model's score from judgment records: pairwise preference score vs the reference (wins + ties/2,
+    0.5 = no preference), or the mean absolute rating; with a 95% bootstrap interval over prompts."""
+    from ..stats import win_rates
+
+    if mode == "pairwise":
+        verdicts = []
+        for r in records:
+            if r.get("type") != "pairwise" or r["judge"] != judge_name or r["prompt_id"] not in prompt_ids:
+                continue
+            if r["model_a"] == model and (reference is None or r["model_b"] == reference):
+                verdicts.append(r["verdict"])
+            elif r["model_b"] == model and (reference is None or r["model_a"] == reference):
+                verdicts.append({"a": "b", "b": "a"}.get(r["verdict"], r["verdict"]))
+        w = win_rates(verdicts, n_boot=n_boot)
+        return {"metric": "preference score vs reference", "n": w["n"], "n_parsed": w["n_parsed"],
+                "counts": w["counts"], **w["rates"]["score"]}
+    scores = [r["score"] for r in records if r.get("type") == "absolute" and r["model"] == model
+              and r["judge"] == judge_name and r["prompt_id"] in prompt_ids]
+    values = [float(FPE_POINTS.get(s, s)) for s in scores if s is not None]
+    return {"metric": "mean rating", "n": len(scores), "n_parsed": len(values), **mean_ci(values, n_boot)}
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [r for _, r in read_jsonl(path, allow_partial_tail=True)] if path.exists() else []
+
+
+# ----------------------------------------------------------------- the grid
+
+
+def _generate(model: str, base: Recipe, turns: TurnsConfig, r: AblationRecipe, out: Path, label: str,
+              log: Any) -> list[dict[str, Any]]:
+    from ..generate import generate_file
+    from ..records import read_generations
+
+    g: GenerateConfig = dataclasses.replace(base.generate, prompts=r.eval.prompts, limit=r.eval.limit,
+                                            max_new_tokens=r.eval.max_new_tokens, output=str(out), model_label=label)
+    generate_file(ModelConfig(name=model, dtype=base.model.dtype, revision=base.model.revision,
+                              cache_dir=base.model.cache_dir), turns, g, log=log)
+    gc.collect()
+    # The file may hold answers to prompts a larger eval.limit asked for earlier: keep the current ones.
+    from ..seed import load_dataset
+
+    wanted = {c.id for c in load_dataset(r.eval.prompts, purpose="prompt")[: r.eval.limit]}
+    return [x for x in read_generations(out) if x["prompt_id"] in wanted]
+
+
+def _reference(r: AblationRecipe, base: Recipe, out: Path, ekey: str, log: Any) -> tuple[list[dict[str, Any]], str]:
+    from ..records import read_generations
+
+    if r.judge.reference != "base":
+        gens = read_generations(r.judge.reference)
+        return gens, gens[0]["model"] if gens else "reference"
+    turns = TurnsConfig(format=base.turns.format, eot="eos", system=base.turns.system)  # a base model knows EOS only
+    return _generate(base.model.name, base, turns, r, out / f"reference-{ekey}.jsonl", "base", log), "base"
+
+
+def write_cell_data(cell: Cell, cid: str, r: AblationRecipe, base: Recipe, pools: dict[str, list[dict[str, Any]]],
+                    out: Path) -> Path:
+    """The cell's training examples (drawn once; a rerun keeps the file)."""
+    d = out / "cells" / cid
+    d.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(d / "cell.json", json.dumps({"id": cid, **cell.settings(), "seed": r.seed,
+                                                   "base": r.base, "overrides": r.overrides}, indent=2))
+    data = d / "data.jsonl"
+    if not data.exists():
+        if cell.source not in pools:
+            pools[cell.source] = load_pool(cell.source, base)
+        rows = draw(pools[cell.source], cell, r.seed, out / "select_cache", base)
+        if cell.dialogues:
+            from ..seed import load_dataset
+
+            rows += [c.to_dict() for c in load_dataset(r.dialogues_data, purpose="train")]
+        write_jsonl_atomic(data, rows)
+    return data
+
+
+def run_cell(cell: Cell, cid: str, r: AblationRecipe, base: Recipe, ref: tuple[list[dict[str, Any]], str] | None,
+             ekey: str, out: Path, log: Any) -> dict[str, Any]:
+    from ..judge import judge_absolute, judge_pairwise
+
+    d = out / "cells" / cid
+    data = d / "data.jsonl"
+    run = d / "run"
+    if not (run / "done.json").exists():
+        cr = copy.deepcopy(base)
+        cr.data.train, cr.data.format, cr.data.max_examples = [str(data)], "ours", None
+        cr.train.epochs = cr.train.save_from_epoch = cr.train.save_to_epoch = cell.epochs
+        cr.train.output_dir = str(run)
+        train(cr, log=log)
+        gc.collect()
+    final = json.loads((run / "done.json").read_text())["final_checkpoint"]
+    gens = _generate(final, base, base.turns, r, d / f"answers-{ekey}.jsonl", cid, log)
+    judgments = d / "judgments.jsonl"
+    cache = r.judge.cache or str(out / "judge_cache.sqlite")
+    judge = make_judge(r.judge)
+    if r.judge.mode == "pairwise":
+        judge_pairwise(gens, ref[0], [judge], judgments, cache_path=cache, max_concurrency=r.judge.concurrency,
+                       allow_partial=True, sources=(cid, ref[1]), progress=False, log=log)
+    else:
+        judge_absolute(gens, [judge], judgments, scale=r.judge.scale, cache_path=cache,
+                       max_concurrency=r.judge.concurrency, progress=False, log=log)
+    score = score_records(read_records(judgments), cid, judge.name, r.judge.mode,
+                          prompt_ids={g["prompt_id"] for g in gens}, n_boot=r.judge.n_boot,
+                          reference=ref[1] if ref else None)
+    run_info = json.loads((run / "run.json").read_text())
+    metrics = read_records(run / "metrics.jsonl")
+    summary = {"id": cid, **cell.settings(), "trained_examples": run_info["data"]["examples"],
+               "final_loss": metrics[-1]["loss"] if metrics else None, "judge": judge.name,
+               "scale": r.judge.scale if r.judge.mode == "absolute" else None, "score": score,
+               "answers": len(gens), "ended_their_turn": sum(g["finish_reason"] == "eot" for g in gens)}
+    write_text_atomic(d / "score.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def run_grid(r: AblationRecipe, *, log: Any = print) -> Path:
+    """Run (or resume) every cell of the grid; returns the grid folder."""
+    from tqdm.auto import tqdm
+
+    base = base_recipe(r)
+    out = Path(r.output_dir)
+    cells = plan_cells(r)
+    ids = [cell_id(c, base, r.seed, r.dialogues_data) for c in cells]
+    # Fail before any training: every source must hold enough examples for its largest cell.
+    pools: dict[str, list[dict[str, Any]]] = {}
+    problems = ProblemList()
+    for c, cid in zip(cells, ids, strict=True):
+        if (out / "cells" / cid / "data.jsonl").exists():
+            continue
+        if c.source not in pools:
+            pools[c.source] = load_pool(c.source, base)
+        if c.examples > len(pools[c.source]):
+            problems.add(f"grid.examples ({c.examples})", f"source {c.source!r} has only {len(pools[c.source])} "
+                         "usable examples", "lower grid.examples, or use 0 for all")
+    problems.raise_if_any()
+    check_judge(r.judge)
+    for c, cid in zip(cells, ids, strict=True):  # every draw before any training: a strategy error fails now
+        write_cell_data(c, cid, r, base, pools, out)
+    ekey = _eval_key(r, base)
+    ref = _reference(r, base, out, ekey, log) if r.judge.mode == "pairwise" else None
+    done = sum((out / "cells" / cid / "score.json").exists() for cid in ids)
+    log(f"grid of {len(cells)} cells in {out} ({done} already scored)")
+    summaries = []
+    bar = tqdm(list(zip(cells, ids, strict=True)), desc="ablate", unit="cell", dynamic_ncols=True)
+    for c, cid in bar:
+        bar.set_postfix_str(cid)
+        summaries.append(run_cell(c, cid, r, base, ref, ekey, out, log))
+    bar.close()
+    axis = pick_axis(r)
+    grid = {"recipe": dataclasses.asdict(r), "axis": axis, "reference": ref[1] if ref else None,
+            "cells": summaries, "created": round(time.time(), 3)}
+    write_text_atomic(out / "grid.json", json.dumps(grid, indent=2))
+    write_grid_page(grid, out)
+    print_summary(summaries, log)
+    return out
+
+
+def pick_axis(r: AblationRecipe) -> str:
+    if r.plot_axis != "auto":
+        return r.plot_axis
+    return next((a for a in AXES if len(getattr(r.grid, a)) > 1), "examples")
+
+
+def format_score(s: dict[str, Any]) -> str:
+    v, (lo, hi) = s["value"], s["ci"]
+    if v is None:
+        return "-"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v:.3f}"
+
+
+def print_summary(summaries: list[dict[str, Any]], log: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ablation grid: score with 95% interval per cell")
+    for col in ("cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "loss", "score"):
+        table.add_column(col)
+    for s in summaries:
+        table.add_row(s["id"], s["source"], s["strategy"], str(s["examples"] or "all"), str(s["epochs"]),
+                      "yes" if s["dialogues"] else "no", str(s["trained_examples"]),
+                      "-" if s["final_loss"] is None else f"{s['final_loss']:.3f}", format_score(s["score"]))
+    console = Console()
+    if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
+        console = Console(width=170)
+    console.print(table)
+
+
+# ----------------------------------------------------------------- chart and page (LIMA Figures 5 and 6)
+
+Y_LABELS = {"pairwise": "preference vs reference (0.5 = no preference)",
+            "helpfulness_6": "mean helpfulness (1-6)", "fail_pass_excellent": "mean rating (Fail 1, Pass 2, Excellent 3)"}
+
+
+def score_chart(series: dict[str, list[tuple[Any, dict[str, Any]]]], x_label: str, y_label: str, path: Path, *,
+                title: str, midline: float | None = None) -> str:
+    """Mean score with its 95% interval at each x, one line per series; numbers on a log2 axis when they
+    span a factor of 4 or more (LIMA Figure 6), categories evenly spaced (Figure 5)."""
+    from ..report import C_A, C_B, _new_figure, _png, _style_axes
+
+    xs = [x for pts in series.values() for x, _ in pts]
+    numeric = all(isinstance(x, int) and not isinstance(x, bool) for x in xs)
+    cats = [] if numeric else list(dict.fromkeys(str(x) for x in xs))
+    vals = sorted(set(xs)) if numeric else []
+    log2 = bool(vals) and vals[0] > 0 and vals[-1] / vals[0] >= 4
+    span = (vals[-1] - vals[0]) if len(vals) > 1 else 1
+    fig = _new_figure(7.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = [C_A, C_B, "#3c9d74", "#8e6bbf", "#d1495b", "#6b7280"]
+    for k, (name, pts) in enumerate(series.items()):
+        pts = [(x, s) for x, s in pts if s["value"] is not None]
+        if not pts:
+            continue
+        shift = (k - (len(series) - 1) / 2) * 0.04  # lines side by side, so their intervals stay readable
+        if not numeric:
+            px = [cats.index(str(x)) + shift for x, _ in pts]
+        else:
+            px = [x * 2 ** shift if log2 else x + shift * span for x, _ in pts]
+        py = [s["value"] for _, s in pts]
+        lo = [v - (s["ci"][0] if s["ci"][0] is not None else v) for v, (_, s) in zip(py, pts, strict=True)]
+        hi = [(s["ci"][1] if s["ci"][1] is not None else v) - v for v, (_, s) in zip(py, pts, strict=True)]
+        ax.errorbar(px, py, yerr=[lo, hi], marker="o", ms=6, capsize=4, lw=1.6, color=colors[k % len(colors)],
+                    label=name or None)
+    if midline is not None:
+        ax.axhline(midline, color="#888", lw=0.8, ls=":", zorder=0)
+    if numeric:
+        if log2:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(vals, [str(v) for v in vals])
+    else:
+        ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+    ax.grid(axis="y", color="#eee")
+    _style_axes(ax)
+    ax.tick_params(axis="x", labelsize=9)
+    ax.set_xlabel(x_label, fontsize=10)
+    ax.set_ylabel(y_label, fontsize=10)
+    ax.set_title(title, loc="left", fontsize=11, color="#222")
+    if any(series):
+        ax.legend(frameon=False, fontsize=8.5)
+    return _png(fig, path)
+
+
+def grid_series(cells: list[dict[str, Any]], axis: str) -> dict[str, list[tuple[Any, dict[str, Any]]]]:
+    """Cells grouped into lines: x is the plotted axis, a line per setting of the other axes that vary."""
+    varying = [a for a in AXES if a != axis and len({json.dumps(c[a]) for c in cells}) > 1]
+    series: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for c in cells:
+        name = ", ".join(f"{a}={c[a]}" for a in varying)
+        x = c[axis] if axis != "examples" else (c["trained_examples"] if c["examples"] == 0 else c["examples"])
+        series.setdefault(name, []).append((x, c["score"]))
+    for pts in series.values():
+        pts.sort(key=lambda p: (isinstance(p[0], str), p[0]))
+    return series
+
+
+def write_grid_page(grid: dict[str, Any], out: Path) -> Path:
+    import html
+
+    from ..report import REPORT_CSS, _table
+
+    cells, axis = grid["cells"], grid["axis"]
+    j = grid["recipe"]["judge"]
+    y_label = Y_LABELS["pairwise" if j["mode"] == "pairwise" else j["scale"]]
+    chart = score_chart(grid_series(cells, axis), axis, y_label, out / "charts" / "grid.png",
+                        title=f"Score per cell along '{axis}', 95% intervals",
+                        midline=0.5 if j["mode"] == "pairwise" else None) if cells else ""
+    e = lambda x: html.escape(str(x))  # noqa: E731
+    rows = [[e(c["id"]), e(c["source"]), e(c["strategy"]), c["examples"] or "all", c["epochs"],
+             "yes" if c["dialogues"] else "no", c["trained_examples"],
+             "-" if c["final_loss"] is None else f"{c['final_loss']:.3f}", f"{c['ended_their_turn']}/{c['answers']}",
+             e(format_score(c["score"]))] for c in cells]
+    table = _table(["cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "final loss",
+                    "ended turn", "score [95% CI]"], rows, text_cols=3)
+    ref = f" against <b>{e(grid['reference'])}</b>" if grid.get("reference") else ""
+    judge = cells[0]["judge"] if cells else j["kind"]
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>lima-align ablation grid</title>"
+            f"<style>{REPORT_CSS}</style></head><body><main><header><h1>Ablation grid</h1>"
+            f"<div class=sub>{len(cells)} cells, judged by {e(judge)} ({e(j['mode'])}){ref}; eval prompts "
+            f"{e(grid['recipe']['eval']['prompts'])}; base recipe {e(grid['recipe']['base'])}</div></header>"
+            f"<section><h2>{e(y_label)}</h2><img class=chart alt='score per cell' src='data:image/png;base64,{chart}'>"
+            f"<p class=note>Points are means over the eval prompts; bars are 95% bootstrap intervals (prompts "
+            f"resampled). Overlapping intervals mean the grid cannot tell those cells apart.</p></section>"
+            f"<section><h2>Cells</h2>{table}<p class=note>Each cell's data, run, answers and judgments are in "
+            f"cells/&lt;cell&gt;/.</p></section></main></body></html>")
+    return write_text_atomic(out / "grid.html", page)

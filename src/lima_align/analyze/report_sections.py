@@ -1,0 +1,209 @@
+"""Report sections for `analyze shift` and `analyze retention` summaries ("What alignment changed").
+
+`lima-align report` takes these JSON summaries beside judgment files: `split_section_files` picks them
+out by their "kind" field, and `add_sections` appends their sections to the written report.html and
+their numbers to report.json (under "analysis").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import write_text_atomic
+from ..report import C_A, C_B, C_EXC, C_PASS, C_TIE, _e, _fmt_pct, _new_figure, _png, _stacked_bars, _style_axes, _table
+
+KINDS = ("shift", "retention")
+C_UNSHIFTED, C_MARGINAL, C_SHIFTED = C_EXC, C_PASS, "#d1495b"
+
+
+def section_kind(path: Path) -> str | None:
+    """"shift" or "retention" for one of our summaries, else None (a judgments file, read as before)."""
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    kind = obj.get("kind") if isinstance(obj, dict) else None
+    return kind if kind in KINDS else None
+
+
+def split_section_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """(judgment files, loaded analysis summaries) from the report's file list, order kept."""
+    judgments, sections = [], []
+    for p in paths:
+        if section_kind(Path(p)):
+            sections.append({**json.loads(Path(p).read_text(encoding="utf-8")), "file": str(p)})
+        else:
+            judgments.append(p)
+    return judgments, sections
+
+
+# ----------------------------------------------------------------- charts
+
+
+def _label(s: dict[str, Any]) -> str:
+    return f"{Path(str(s['aligned'])).name} vs {Path(str(s['base'])).name}"
+
+
+def shift_share_chart(shifts: list[dict[str, Any]], path: Path) -> str:
+    share = lambda s, c: s["shares"][c]["value"] or 0.0  # noqa: E731
+    segments = [(name, color, [share(s, c) for s in shifts]) for name, color, c in
+                (("unshifted (rank 1)", C_UNSHIFTED, "unshifted"), ("marginal (rank 2-3)", C_MARGINAL, "marginal"),
+                 ("shifted (rank > 3)", C_SHIFTED, "shifted"))]
+    notes = [f"{s['tokens']} tokens, {s['answers']} answers" for s in shifts]
+    fig = _stacked_bars([_label(s) for s in shifts], segments, notes,
+                        "Aligned answer tokens by their rank under the base model", midline=False)
+    return _png(fig, path)
+
+
+def shift_position_chart(shifts: list[dict[str, Any]], path: Path) -> str:
+    fig = _new_figure(9.5, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = [C_SHIFTED, C_A, C_B, C_TIE]
+    for k, s in enumerate(shifts):
+        xs = [(b["bin"][0] + b["bin"][1]) / 2 for b in s["by_position"] if b["tokens"]]
+        shifted = [b["shifted"] for b in s["by_position"] if b["tokens"]]
+        not_top = [b["shifted"] + b["marginal"] for b in s["by_position"] if b["tokens"]]
+        c = colors[k % len(colors)]
+        ax.plot(xs, shifted, "o-", color=c, lw=2, ms=4, label=f"shifted: {_label(s)}")
+        ax.plot(xs, not_top, "--", color=c, lw=1, alpha=0.7, label=f"shifted or marginal: {_label(s)}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, None)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["start", "25%", "50%", "75%", "end"])
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.grid(axis="y", color="#eee")
+    _style_axes(ax)
+    ax.tick_params(axis="y", labelsize=8, colors="#555")
+    ax.set_xlabel("relative position in the answer", fontsize=9, color="#555")
+    ax.set_title("Where in the answer the base model disagrees", loc="left", fontsize=11, color="#222", pad=10)
+    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    return _png(fig, path)
+
+
+def retention_chart(rets: list[dict[str, Any]], path: Path) -> str:
+    rows = [(f"{m['role']}: {Path(str(m['model'])).name}", m) for r in rets for m in r["models"]]
+    fig = _new_figure(9.5, 1.2 + 0.45 * len(rows))
+    panels = (("perplexity", "Perplexity on held-out text (lower is better)", False),
+              ("accuracy", "Multiple-choice accuracy (length-normalised)", True))
+    ys = list(range(len(rows)))[::-1]
+    for j, (key, title, pct) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, j + 1)
+        for y, (_, m) in zip(ys, rows, strict=True):
+            est = (m.get("mcq") or {}).get("accuracy") if key == "accuracy" else m.get("perplexity")
+            if not est or est["value"] is None:
+                continue
+            color = C_A if m["role"] == "base" else C_B
+            lo, hi = est["ci"]
+            if lo is not None:
+                ax.plot([lo, hi], [y, y], color=color, lw=2.5, alpha=0.45, solid_capstyle="round")
+            ax.plot([est["value"]], [y], "o", color=color, ms=7)
+            ax.text(est["value"], y + 0.2, f"{100 * est['value']:.1f}%" if pct else f"{est['value']:.2f}",
+                    ha="center", va="bottom", fontsize=8, color="#222")
+        ax.set_yticks(ys, [label for label, _ in rows] if j == 0 else [""] * len(rows))
+        ax.set_ylim(-0.6, len(rows) - 0.3)
+        if pct:
+            ax.set_xlim(0, 1)
+            ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+        ax.grid(axis="x", color="#eee")
+        _style_axes(ax)
+        ax.set_title(title, loc="left", fontsize=9.5, color="#222")
+    return _png(fig, path)
+
+
+# ----------------------------------------------------------------- HTML
+
+
+def _token(t: str) -> str:
+    return f"<code>{_e(repr(t)[1:-1])}</code>"
+
+
+def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
+    rows = [[_e(_label(s)), s["answers"], s["tokens"],
+             *(f"{_fmt_pct(s['shares'][c]['value'])}" + (f"<br><span class=ci>[{_fmt_pct(s['shares'][c]['ci'][0])}, "
+                                                          f"{_fmt_pct(s['shares'][c]['ci'][1])}]</span>"
+                                                          if s["shares"][c]["ci"][0] is not None else "")
+               for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
+    parts = [f'<img src="data:image/png;base64,{images["shift_shares"]}" class=chart alt="token shift shares">',
+             _table(["aligned vs base", "answers", "tokens", "unshifted (rank 1)", "marginal (2-3)",
+                     "shifted (&gt; 3)"], rows),
+             f'<img src="data:image/png;base64,{images["shift_position"]}" class=chart alt="shift by position">']
+    for s in shifts:
+        top = []
+        for t in s["top_shifted"]:
+            ex = t["examples"][0] if t["examples"] else None
+            example = (f"<code>&hellip;{_e(ex['before'])}</code><b>{_token(t['token'])}</b>"
+                       f"<br><span class=ci>base preferred {_token(ex['base_top'])} (rank {ex['rank']} for this "
+                       f"token), {_e(ex['prompt_id'])}</span>") if ex else ""
+            top.append([_token(t["token"]), t["shifted"], t["occurrences"], _fmt_pct(t["share_shifted"]), example])
+        if top:
+            parts.append(f"<h3>Tokens shifted most often: {_e(_label(s))}</h3>"
+                         + _table(["token", "shifted", "occurrences", "share shifted", "example"], top))
+    return ("<section id=shift><h2>What alignment changed: token distribution shift</h2>" + "".join(parts)
+            + "<p class=note>For each token of the aligned model's answers, the base model's rank of that token given "
+            "the same context (one teacher-forced pass): rank = 1 + the number of tokens with a strictly higher "
+            "base logit. Unshifted = rank 1, marginal = rank 2-3, shifted = rank &gt; 3 (Lin et al. 2023, who found "
+            "5-8% shifted, mostly stylistic tokens). Shares are token-weighted; intervals are 95% bootstrap over "
+            "answers.</p></section>")
+
+
+def _est(e: dict[str, Any] | None, pct: bool) -> str:
+    if not e or e.get("value") is None:
+        return "&ndash;"
+    f = (lambda v: _fmt_pct(v)) if pct else (lambda v: f"{v:.2f}")
+    lo, hi = e["ci"]
+    return f(e["value"]) + (f"<br><span class=ci>[{f(lo)}, {f(hi)}]</span>" if lo is not None else "")
+
+
+def _retention_section(rets: list[dict[str, Any]], images: dict[str, str]) -> str:
+    rows, subj_rows = [], []
+    for r in rets:
+        for m in r["models"]:
+            mcq = m.get("mcq") or {}
+            rows.append([_e(m["role"]), _e(Path(str(m["model"])).name), _est(m.get("perplexity"), False),
+                         _est(mcq.get("accuracy"), True), _est(mcq.get("accuracy_raw"), True), mcq.get("n", 0)])
+        base, aligned = r["models"][0].get("mcq") or {}, r["models"][-1].get("mcq") or {}
+        for subject in sorted(set(base.get("by_subject", {})) | set(aligned.get("by_subject", {}))):
+            b, a = base.get("by_subject", {}).get(subject, {}), aligned.get("by_subject", {}).get(subject, {})
+            subj_rows.append([_e(subject), b.get("n", a.get("n", 0)), _est(b.get("accuracy"), True),
+                              _est(a.get("accuracy"), True)])
+    diffs = "".join(f"<p>Accuracy change, aligned minus base ({_e(Path(str(r['aligned'])).name)}): "
+                    f"{_est(r['difference']['accuracy'], True)} (paired bootstrap 95% interval).</p>"
+                    for r in rets if r.get("difference", {}).get("accuracy", {}).get("value") is not None)
+    return ("<section id=retention><h2>What alignment changed: knowledge retention</h2>"
+            f'<img src="data:image/png;base64,{images["retention"]}" class=chart alt="perplexity and accuracy">'
+            + _table(["model", "name", "perplexity", "accuracy", "accuracy (raw)", "questions"], rows, text_cols=2)
+            + diffs + "<h3>Accuracy by subject</h3>"
+            + _table(["subject", "questions", "base", "aligned"], subj_rows)
+            + "<p class=note>Perplexity: plain text with no chat format, exp(total NLL / scored tokens), 95% bootstrap "
+            "over passages. Accuracy: the choice with the highest log-likelihood given &ldquo;Question: &hellip; "
+            "Answer:&rdquo;; length-normalised divides by the choice's UTF-8 bytes, raw sums its token log-probs; "
+            "Wilson 95% intervals. A fine-tune that only changed style leaves both close to the base model's.</p>"
+            "</section>")
+
+
+def add_sections(page: Path, sections: list[dict[str, Any]]) -> Path:
+    """Append the analysis sections to a written report.html (before </main>) and report.json."""
+    out_dir = Path(page).parent
+    shifts = [s for s in sections if s["kind"] == "shift"]
+    rets = [s for s in sections if s["kind"] == "retention"]
+    images: dict[str, str] = {}
+    html_parts = []
+    if shifts:
+        images["shift_shares"] = shift_share_chart(shifts, out_dir / "charts" / "shift_shares.png")
+        images["shift_position"] = shift_position_chart(shifts, out_dir / "charts" / "shift_position.png")
+        html_parts.append(_shift_section(shifts, images))
+    if rets:
+        images["retention"] = retention_chart(rets, out_dir / "charts" / "retention.png")
+        html_parts.append(_retention_section(rets, images))
+    text = Path(page).read_text(encoding="utf-8")
+    cut = text.rfind("</main>")
+    write_text_atomic(page, text[:cut] + "".join(html_parts) + text[cut:])
+    report_json = out_dir / "report.json"
+    data = json.loads(report_json.read_text(encoding="utf-8"))
+    data["analysis"] = [{k: v for k, v in s.items() if k != "mcq_items"} for s in sections]
+    data.setdefault("charts", {}).update({name: f"charts/{name}.png" for name in images})
+    write_text_atomic(report_json, json.dumps(data, indent=2, ensure_ascii=False))
+    return Path(page)

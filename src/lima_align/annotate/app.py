@@ -1,0 +1,341 @@
+"""The annotation web app: login and invitations, the four kinds of study page, the admin dashboard.
+
+Pages are rendered on the server (Jinja2); the only script is static/keys.js (keyboard shortcuts). A vote is
+a POST that commits, then redirects to the study page, which shows the next item: what the annotator sees
+next is always drawn after their vote is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from ..errors import LimaError
+from . import accounts, db, export, studies
+from .render import markdown
+from .studies import PAIRWISE_CHOICES, SCALES, Refused
+from .web import HERE, Guard, checked_form, csrf_token, current_user, login_session, require_user
+
+SESSION_DAYS = 14
+
+
+def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 << 20,
+               max_upload: int = 64 << 20, sqlite_sync: db.SqliteSync = "full") -> FastAPI:
+    """The app for one database. `secure_cookies`: mark the session cookie Secure (serving over https)."""
+    engine = db.connect(db_url, sqlite_sync=sqlite_sync)
+    app = FastAPI(title="lima-align annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["md"] = markdown
+    app.add_middleware(SessionMiddleware, secret_key=db.secret_key(engine), session_cookie="lima_session",
+                       max_age=SESSION_DAYS * 86400, same_site="lax", https_only=secure_cookies)
+    app.add_middleware(Guard, max_body=max_body, max_upload=max_upload, upload_paths=("/judges", "/admin/studies"))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        ctx.setdefault("user", current_user(request))
+        return templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status)
+
+    def see(url: str) -> RedirectResponse:
+        return RedirectResponse(url, status_code=303)
+
+    # ------------------------------------------------------------- errors
+
+    @app.exception_handler(Refused)
+    def refused(request: Request, exc: Refused) -> Response:
+        if exc.status == 401 and request.method == "GET":
+            return see("/login")
+        return page(request, "error.html", exc.status, message=exc.what)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> Response:
+        message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
+        return page(request, "error.html", exc.status_code, message=message)
+
+    @app.exception_handler(RequestValidationError)
+    def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        return page(request, "error.html", 400, message="The request was missing a field or had a malformed one.")
+
+    @app.exception_handler(LimaError)
+    def user_error(request: Request, exc: LimaError) -> Response:
+        return page(request, "error.html", 400, message=str(exc))
+
+    @app.exception_handler(Exception)
+    def crashed(request: Request, exc: Exception) -> Response:
+        # No database access here: the database may be what failed. The traceback goes to the server log.
+        return templates.TemplateResponse(request, "error.html", {"user": None, "csrf": "", "message":
+                                          "Something went wrong on the server; your last vote may not be saved. "
+                                          "Go back and try again."}, status_code=500)
+
+    # ------------------------------------------------------------- accounts
+
+    @app.get("/healthz")
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/login")
+    def login_form(request: Request) -> Response:
+        return page(request, "login.html", error=None)
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await checked_form(request)
+        user = await run_in_threadpool(accounts.authenticate, engine, str(form.get("username", "")),
+                                       str(form.get("password", "")))
+        if user is None:
+            return page(request, "login.html", 401, error="Wrong name or password.")
+        login_session(request, user["id"])
+        return see("/admin" if user["role"] == "admin" else "/")
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        await checked_form(request)
+        request.session.clear()
+        return see("/login")
+
+    @app.get("/join/{token}")
+    def join_form(request: Request, token: str) -> Response:
+        with db.read(engine) as c:
+            if accounts.find_invite(c, token) is None:
+                raise Refused(404, "This invitation link is unknown or was already used. Ask for a new one.")
+        return page(request, "join.html", token=token, error=None)
+
+    @app.post("/join/{token}")
+    async def join(request: Request, token: str) -> Response:
+        form = await checked_form(request)
+        user = await run_in_threadpool(current_user, request)
+        try:
+            joined = await run_in_threadpool(accounts.join, engine, token, uid=user["id"] if user else None,
+                                             username=str(form.get("username", "")),
+                                             password=str(form.get("password", "")))
+        except LimaError as e:
+            return page(request, "join.html", 400, token=token, error=f"{e.problems[0].what}; {e.problems[0].fix}")
+        login_session(request, joined["user_id"])
+        return see(f"/s/{joined['study_id']}" if joined["study_id"] else "/")
+
+    # ------------------------------------------------------------- annotators
+
+    @app.get("/")
+    def home(request: Request) -> Response:
+        user = require_user(request)
+        return page(request, "home.html", mine=studies.studies_of(engine, user["id"]))
+
+    def member_study(request: Request, sid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        user = require_user(request)
+        with db.read(engine) as c:
+            study = studies.get_study(c, sid=sid)
+            if not studies.is_member(c, sid, user["id"]):
+                raise Refused(403, "You are not an annotator of this study.")
+        return user, study
+
+    @app.get("/s/{sid}")
+    def study_page(request: Request, sid: int) -> Response:
+        user, study = member_study(request, sid)
+        if study["kind"] == "dialogue":
+            conv = studies.latest_conversation(engine, sid, user["id"])
+            scores = studies.turn_scores(engine, conv["id"]) if conv else {}
+            return page(request, "dialogue.html", study=study, conv=conv, scores=scores, turns=_turns(conv))
+        item = studies.next_item(engine, study, user["id"])
+        if item is None:
+            return page(request, "done.html", study=study)
+        p = item["payload"]
+        ctx: dict[str, Any] = {"study": study, "item": item}
+        if study["kind"] == "pairwise":
+            shown = (p["output_a"], p["output_b"]) if item["order"] == "ab" else (p["output_b"], p["output_a"])
+            ctx.update(shown=shown, choices=PAIRWISE_CHOICES)
+        elif study["kind"] == "absolute":
+            ctx.update(scale=SCALES[study["config"]["scale"]])
+        return page(request, f"{study['kind']}.html", **ctx)
+
+    @app.post("/s/{sid}/vote")
+    async def vote(request: Request, sid: int) -> Response:
+        form = await checked_form(request)
+        user, study = await run_in_threadpool(member_study, request, sid)
+        try:
+            item_id = int(str(form.get("item", "")))
+        except ValueError:
+            raise Refused(400, "The vote names no item.") from None
+        choice = str(form.get("choice", ""))
+        edited = None
+        if study["kind"] == "review" and choice == "edit":
+            edited = await run_in_threadpool(_edited_record, engine, sid, item_id, form)
+        await run_in_threadpool(studies.record_vote, engine, study, user["id"], item_id, choice,
+                                str(form.get("comment", ""))[:5000], edited)
+        return see(f"/s/{sid}")
+
+    @app.post("/s/{sid}/new")
+    async def new_chat(request: Request, sid: int) -> Response:
+        await checked_form(request)
+        user, study = await run_in_threadpool(member_study, request, sid)
+        if study["kind"] != "dialogue":
+            raise Refused(400, "Only dialogue studies have conversations.")
+        await run_in_threadpool(studies.new_conversation, engine, sid, user["id"])
+        return see(f"/s/{sid}")
+
+    @app.post("/s/{sid}/say")
+    async def say(request: Request, sid: int) -> Response:
+        form = await checked_form(request)
+        user, study = await run_in_threadpool(member_study, request, sid)
+        text, cid = str(form.get("message", "")).strip(), str(form.get("conversation", ""))
+        if study["kind"] != "dialogue" or not text:
+            raise Refused(400, "Write a message first.")
+        with db.read(engine) as c:
+            conv = studies.conversation(c, cid, user["id"])
+        turn = {"role": "user", "content": text}
+        reply = await _ask_model(study["config"], conv["messages"] + [turn])
+        await run_in_threadpool(studies.append_turns, engine, cid, user["id"],
+                                [turn, {"role": "assistant", "content": reply}])
+        return see(f"/s/{sid}")
+
+    @app.post("/s/{sid}/rate")
+    async def rate(request: Request, sid: int) -> Response:
+        form = await checked_form(request)
+        user, _ = await run_in_threadpool(member_study, request, sid)
+        try:
+            turn = int(str(form.get("turn", "")))
+        except ValueError:
+            raise Refused(400, "The rating names no turn.") from None
+        await run_in_threadpool(studies.rate_turn, engine, str(form.get("conversation", "")), user["id"], turn,
+                                str(form.get("score", "")))
+        return see(f"/s/{sid}")
+
+    # ------------------------------------------------------------- admin
+
+    @app.get("/admin")
+    def admin(request: Request) -> Response:
+        require_user(request, "admin")
+        return page(request, "admin.html", progress=studies.progress(engine))
+
+    @app.post("/admin/studies")
+    async def create(request: Request) -> Response:
+        form = await checked_form(request)
+        require_user(request, "admin")
+        kind = str(form.get("kind", ""))
+        if kind not in studies.KINDS:
+            raise Refused(400, f"Unknown kind of study {kind!r}.")
+        try:
+            overlap = int(str(form.get("overlap", "1")))
+        except ValueError:
+            raise Refused(400, "Annotators per item must be a whole number.") from None
+        with tempfile.TemporaryDirectory() as tmp:
+            paths: dict[str, Path | None] = {}
+            for field in ("a", "b", "dataset"):
+                upload = form.get(field)
+                paths[field] = None
+                if upload is not None and not isinstance(upload, str) and upload.filename:
+                    paths[field] = Path(tmp) / f"{field}.jsonl"
+                    paths[field].write_bytes(await upload.read())
+            sid = await run_in_threadpool(
+                lambda: studies.create_study(engine, str(form.get("name", "")).strip() or "study", kind,
+                                             overlap=overlap, a=paths["a"], b=paths["b"], dataset=paths["dataset"],
+                                             scale=str(form.get("scale", "fail_pass_excellent")),
+                                             chat_url=str(form.get("chat_url", "")) or None,
+                                             chat_model=str(form.get("chat_model", "")) or None))
+        return see(f"/admin/s/{sid}")
+
+    @app.get("/admin/s/{sid}")
+    def admin_study(request: Request, sid: int) -> Response:
+        require_user(request, "admin")
+        with db.read(engine) as c:
+            study = studies.get_study(c, sid=sid)
+        prog = next(p for p in studies.progress(engine) if p["id"] == sid)
+        agree = export.agreement_table(engine, study, export.attached_judgments(engine, sid))
+        return page(request, "admin_study.html", study=study, prog=prog, agree=agree, link=None)
+
+    @app.post("/admin/s/{sid}/invite")
+    async def invite(request: Request, sid: int) -> Response:
+        await checked_form(request)
+        require_user(request, "admin")
+        token = await run_in_threadpool(accounts.create_invite, engine, sid)
+        link = str(request.base_url).rstrip("/") + f"/join/{token}"
+        return page(request, "invite.html", link=link)
+
+    @app.post("/admin/s/{sid}/judges")
+    async def attach(request: Request, sid: int) -> Response:
+        form = await checked_form(request)
+        require_user(request, "admin")
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise Refused(400, "Choose a judgments file to upload.")
+        data = await upload.read()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / (Path(upload.filename or "judgments.jsonl").name or "judgments.jsonl")
+            path.write_bytes(data)
+            await run_in_threadpool(export.attach_judgments, engine, sid, path.name, path)
+        return see(f"/admin/s/{sid}")
+
+    @app.get("/admin/s/{sid}/export")
+    def download(request: Request, sid: int) -> Response:
+        require_user(request, "admin")
+        with db.read(engine) as c:
+            study = studies.get_study(c, sid=sid)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "export.jsonl"
+            export.export_study(engine, study["name"], out)
+            body = out.read_bytes()
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"content-disposition": f'attachment; filename="study-{sid}.jsonl"'})
+
+    return app
+
+
+def from_environment() -> FastAPI:
+    """App factory for `serve --workers N`: each worker process builds its app from the settings the parent
+    put in LIMA_ALIGN_ANNOTATE_SERVE (uvicorn starts workers by import string, not with arguments)."""
+    import os
+
+    cfg = json.loads(os.environ["LIMA_ALIGN_ANNOTATE_SERVE"])
+    return create_app(cfg["db"], secure_cookies=cfg["secure_cookies"], max_body=cfg["max_body"],
+                      sqlite_sync=cfg["sqlite_sync"])
+
+
+def _turns(conv: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Messages with the 1-based assistant turn number beside each assistant message."""
+    out, n = [], 0
+    for m in conv["messages"] if conv else []:
+        if m["role"] == "assistant":
+            n += 1
+        out.append({**m, "turn": n if m["role"] == "assistant" else None})
+    return out
+
+
+def _edited_record(engine: Any, sid: int, item_id: int, form: Any) -> dict[str, Any]:
+    """The reviewed record with each message's text replaced by the edited one (roles and ids kept)."""
+    from sqlalchemy import select
+
+    with db.read(engine) as c:
+        row = c.execute(select(db.items.c.payload).where(db.items.c.id == item_id)
+                        .where(db.items.c.study_id == sid)).first()
+    if row is None:
+        raise Refused(403, "This item is not assigned to you.")
+    record = json.loads(row[0])["record"]
+    messages = []
+    for i, m in enumerate(record["messages"]):
+        text = form.get(f"content_{i}")
+        messages.append({**m, "content": str(text).replace("\r\n", "\n") if isinstance(text, str) else m["content"]})
+    return {**record, "messages": messages}
+
+
+async def _ask_model(config: dict[str, Any], messages: list[dict[str, str]]) -> str:
+    from ..api import ApiError, ChatClient
+
+    client = ChatClient(config["chat_url"], config["model"], max_retries=2, timeout_s=120.0)
+    try:
+        result = await client.chat(messages, max_tokens=config["max_tokens"], temperature=config["temperature"])
+    except ApiError as e:
+        raise Refused(502, f"The model did not answer: {e.problems[0].what}") from None
+    finally:
+        await client.aclose()
+    return result.text
+

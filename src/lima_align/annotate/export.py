@@ -1,0 +1,203 @@
+"""Votes out of the database: judgments JSONL (the LLM judges' format), conversations, review decisions,
+and the agreement numbers of the admin dashboard.
+
+Exports are deterministic: records are ordered by item position then username, ids are content hashes,
+timestamps are the stored vote times, and the file is replaced atomically, so exporting twice gives the
+same bytes and `lima-align stats`/`report` read people exactly like model judges (judge = "human:<name>").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from ..errors import LimaError
+from ..jsonl import write_jsonl_atomic
+from ..stats import FLIP, agreement, load_judgments
+from . import db
+from .studies import get_study
+
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": None}
+
+
+def _digest(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def _instructions(study: dict[str, Any]) -> dict[str, str]:
+    """What the people were asked, hashed like a judge's instruction file (the text is on every item page)."""
+    text = study["config"]["guidelines"]
+    return {"name": f"human-{study['kind']}", "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _vote_rows(engine: Engine, sid: int) -> list[dict[str, Any]]:
+    v, it, u = db.votes, db.items, db.users
+    q = (select(v, it.c.key, it.c.payload, u.c.username).join(it, it.c.id == v.c.item_id)
+         .join(u, u.c.id == v.c.user_id).where(v.c.study_id == sid).order_by(it.c.idx, u.c.username))
+    with db.read(engine) as c:
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def _score(study: dict[str, Any], value: str) -> str | int:
+    return int(value) if study["config"]["scale"] == "helpfulness_6" else value
+
+
+def judgment_records(engine: Engine, study: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pairwise or absolute judgments, one per vote, in EVAL_SPEC's format."""
+    cfg, ins = study["config"], _instructions(study)
+    out = []
+    for r in _vote_rows(engine, study["id"]):
+        p = json.loads(r["payload"])
+        judge = f"human:{r['username']}"
+        base = {"prompt_id": r["key"], "prompt": p["prompt"]}
+        if study["kind"] == "pairwise":
+            rec = {"id": _digest(["pairwise", judge, study["name"], r["key"], cfg["model_a"], cfg["model_b"]]),
+                   "type": "pairwise", **base, "model_a": cfg["model_a"], "model_b": cfg["model_b"],
+                   "output_a": p["output_a"], "output_b": p["output_b"], "judge": judge, "instructions": ins,
+                   # one person sees one order: one vote, its verdict already in original a/b terms
+                   "votes": [{"order": r["shown_order"], "raw": r["raw"], "verdict": r["value"]}],
+                   "verdict": r["value"], "consistent": None}
+        else:
+            rec = {"id": _digest(["absolute", judge, study["name"], r["key"], cfg["model"]]),
+                   "type": "absolute", **base, "model": cfg["model"], "output": p["output"], "judge": judge,
+                   "instructions": ins, "scale": cfg["scale"], "raw": r["raw"], "score": _score(study, r["value"])}
+        out.append({**rec, "comment": r["comment"], "usage": NO_USAGE, "created": r["created"]})
+    return out
+
+
+def review_decisions(engine: Engine, study: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"id": r["key"], "decision": r["value"], "edited": json.loads(r["edited"]) if r["edited"] else None,
+             "annotator": r["username"], "comment": r["comment"], "created": r["created"]}
+            for r in _vote_rows(engine, study["id"])]
+
+
+def _conversation_rows(engine: Engine, sid: int) -> list[dict[str, Any]]:
+    cv, u = db.conversations, db.users
+    q = (select(cv, u.c.username).join(u, u.c.id == cv.c.user_id).where(cv.c.study_id == sid)
+         .order_by(cv.c.created, cv.c.id))
+    with db.read(engine) as c:
+        return [dict(r) for r in c.execute(q).mappings()]
+
+
+def dialogue_records(engine: Engine, study: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(turn ratings as absolute judgments, conversations)."""
+    cfg, ins = study["config"], _instructions(study)
+    convs = _conversation_rows(engine, study["id"])
+    with db.read(engine) as c:
+        ratings = {(cid, t): (s, created) for cid, t, s, created in c.execute(
+            select(db.turn_ratings.c.conversation_id, db.turn_ratings.c.turn, db.turn_ratings.c.score,
+                   db.turn_ratings.c.created))}
+    judgments, conversations = [], []
+    for cv in convs:
+        messages = json.loads(cv["messages"])
+        if not messages:
+            continue
+        conversations.append({"id": cv["id"], "model": cfg["model"], "messages": messages, "mode": "human",
+                              "created": cv["created"], "annotator": cv["username"]})
+        turn = 0
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            turn += 1
+            if (cv["id"], turn) not in ratings:
+                continue
+            score, created = ratings[(cv["id"], turn)]
+            judge = f"human:{cv['username']}"
+            pid = f"{cv['id']}#t{turn}"
+            judgments.append({"id": _digest(["absolute", judge, study["name"], pid, cfg["model"]]),
+                              "type": "absolute", "prompt_id": pid, "prompt": messages[:i], "model": cfg["model"],
+                              "output": m["content"], "judge": judge, "instructions": ins,
+                              "scale": "fail_pass_excellent", "raw": score, "score": score,
+                              "conversation_id": cv["id"], "turn": turn, "usage": NO_USAGE, "created": created})
+    return judgments, conversations
+
+
+def export_study(engine: Engine, name: str, output: Path, conversations_output: Path | None = None) -> dict[str, Any]:
+    """Write the study's results; returns {"written": {path: n_records}}."""
+    with db.read(engine) as c:
+        study = get_study(c, name=name)
+    written: dict[str, int] = {}
+    if study["kind"] in ("pairwise", "absolute"):
+        recs = judgment_records(engine, study)
+    elif study["kind"] == "review":
+        recs = review_decisions(engine, study)
+    else:
+        recs, convs = dialogue_records(engine, study)
+        conv_path = conversations_output or output.with_name(output.stem + ".conversations.jsonl")
+        if conv_path == output:
+            raise LimaError("the conversations and the ratings would overwrite each other", where=str(output),
+                            fix="pass a different --conversations path")
+        write_jsonl_atomic(conv_path, convs)
+        written[str(conv_path)] = len(convs)
+    write_jsonl_atomic(output, recs)
+    written[str(output)] = len(recs)
+    return {"study": name, "kind": study["kind"], "written": written}
+
+
+# ----------------------------------------------------------------- agreement
+
+
+def _labels(rec: dict[str, Any], model_a: str) -> str | None:
+    """A pairwise verdict oriented so that "a" means the study's model_a."""
+    return rec["verdict"] if rec["model_a"] == model_a else FLIP[rec["verdict"]]
+
+
+def _exact(x: list[str], y: list[str]) -> dict[str, Any]:
+    """Share of identical labels: the agreement measure for absolute ratings (no tie to discount)."""
+    return {"n": len(x), "exact": sum(u == v for u, v in zip(x, y, strict=True)) / len(x) if x else None}
+
+
+def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pairwise: LIMA's tie-discounted accuracy (and the rest of stats.agreement) between people, pooled over
+    every pair of annotators that voted on the same item, and between people and each attached LLM judge.
+    Absolute and review: the share of identical labels between people."""
+    by_item: dict[str, dict[str, str]] = {}
+    for r in _vote_rows(engine, study["id"]):
+        by_item.setdefault(r["key"], {})[r["username"]] = r["value"]
+    x, y = [], []
+    for votes in by_item.values():
+        for u, w in combinations(sorted(votes), 2):
+            x.append(votes[u])
+            y.append(votes[w])
+    if study["kind"] != "pairwise":
+        return {"people": None, "exact": _exact(x, y) if x else None, "judges": []}
+    people = agreement(x, y) if x else None
+    cfg = study["config"]
+    pair = {cfg["model_a"], cfg["model_b"]}
+    judges: dict[str, dict[str, str | None]] = {}
+    for rec in judge_records:
+        if rec.get("type") == "pairwise" and {rec.get("model_a"), rec.get("model_b")} == pair:
+            judges.setdefault(rec["judge"], {})[rec["prompt_id"]] = _labels(rec, cfg["model_a"])
+    rows = []
+    for judge, verdicts in sorted(judges.items()):
+        hx, jy = [], []
+        for key, votes in by_item.items():
+            if key in verdicts:
+                for value in votes.values():
+                    hx.append(value)
+                    jy.append(verdicts[key])
+        rows.append({"judge": judge, **agreement(hx, jy)})
+    return {"people": people, "exact": None, "judges": rows}
+
+
+def attach_judgments(engine: Engine, sid: int, name: str, path: Path) -> int:
+    """Check an LLM judgments file with stats.load_judgments and keep it for the dashboard; returns its size."""
+    import time
+
+    recs = [{k: v for k, v in r.items() if k != "_where"} for r in load_judgments([path])]
+    with engine.begin() as c:
+        c.execute(db.judge_files.insert().values(study_id=sid, name=name, records=db.dumps(recs), created=time.time()))
+    return len(recs)
+
+
+def attached_judgments(engine: Engine, sid: int) -> list[dict[str, Any]]:
+    with db.read(engine) as c:
+        rows = c.execute(select(db.judge_files.c.records).where(db.judge_files.c.study_id == sid)
+                         .order_by(db.judge_files.c.id)).all()
+    return [rec for (text,) in rows for rec in json.loads(text)]

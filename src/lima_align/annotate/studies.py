@@ -1,0 +1,370 @@
+"""Studies and their items, who gets which item next, and recording votes exactly once.
+
+Kinds of study (one Literal, explicit branches):
+- pairwise: a prompt and two answers (two generation files joined on prompt_id), shown in an order drawn
+  per annotator and item; the vote is stored both as pressed ("A") and in original terms ("a").
+- absolute: one answer rated on the fail/pass/excellent or the 1-6 helpfulness scale.
+- review: one candidate training record; accept, reject, or edit (the edit kept beside the original).
+- dialogue: no fixed items; annotators chat with a served model and rate each of its turns.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import LimaError
+from ..records import read_conversations, read_generations
+from . import db
+
+Kind = Literal["pairwise", "absolute", "review", "dialogue"]
+KINDS = ("pairwise", "absolute", "review", "dialogue")
+SCALES = {"fail_pass_excellent": ("fail", "pass", "excellent"), "helpfulness_6": ("1", "2", "3", "4", "5", "6")}
+PAIRWISE_CHOICES = {"A": "A is significantly better", "B": "B is significantly better",
+                    "neither": "Neither is significantly better"}
+REVIEW_DECISIONS = ("accept", "reject", "edit")
+STALE_AFTER_S = 3600  # an assignment left unvoted this long no longer holds the item's slot (see _assign)
+
+GUIDELINES = {
+    "pairwise": "Read the prompt and both answers. Pick the answer that is significantly better for the person "
+                "who asked; if neither stands clearly above the other, choose 'neither'.",
+    "absolute": "Rate the answer. Fail: it does not do what was asked. Pass: it is acceptable, perhaps with small "
+                "flaws. Excellent: you could not ask for a better answer.",
+    "review": "Would this example teach a model to answer well? Accept it as it is, reject it, or edit it into "
+              "an example worth training on.",
+    "dialogue": "Talk with the model as a user would. After each of its answers, rate that answer: fail, pass or "
+                "excellent.",
+}
+
+
+class Refused(Exception):
+    """A request the user may not make; `status` is the HTTP status the web layer answers with."""
+
+    def __init__(self, status: int, what: str):
+        self.status, self.what = status, what
+        super().__init__(what)
+
+
+# ----------------------------------------------------------------- creating studies
+
+
+def _pairwise_items(a_path: Path, b_path: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    gens_a, gens_b = read_generations(a_path), read_generations(b_path)
+    by_b = {g["prompt_id"]: g for g in gens_b}
+    model_a, model_b = gens_a[0]["model"] if gens_a else "", gens_b[0]["model"] if gens_b else ""
+    if not gens_a or not gens_b:
+        raise LimaError("a generations file is empty", where=str(a_path if not gens_a else b_path),
+                        fix="generate answers first with `lima-align generate`")
+    if model_a == model_b:
+        raise LimaError(f"both files come from model {model_a!r}", where=str(b_path),
+                        fix="compare two different models (the label is the generations' \"model\" field)")
+    missing = sorted({g["prompt_id"] for g in gens_a} ^ set(by_b))
+    if missing:
+        raise LimaError(f"{len(missing)} prompt ids are in only one file (e.g. {missing[:3]})", where=str(b_path),
+                        fix="generate both files from the same prompt set")
+    out = []
+    for ga in gens_a:
+        gb = by_b[ga["prompt_id"]]
+        out.append((ga["prompt_id"], {"prompt": ga["messages"], "output_a": ga["output"],
+                                      "output_b": gb["output"]}))
+    return out, {"model_a": model_a, "model_b": model_b}
+
+
+def _absolute_items(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    gens = read_generations(path)
+    if not gens:
+        raise LimaError("the generations file is empty", where=str(path), fix="generate answers first")
+    models = sorted({g["model"] for g in gens})
+    if len(models) > 1:
+        raise LimaError(f"the file mixes models {models}", where=str(path), fix="one study rates one model")
+    return [(g["prompt_id"], {"prompt": g["messages"], "output": g["output"]}) for g in gens], {"model": models[0]}
+
+
+def _review_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    return [(c.id, {"record": c.to_dict()}) for c in read_conversations(path, purpose="train")]
+
+
+def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: Path | None = None,
+                 b: Path | None = None, dataset: Path | None = None, scale: str = "fail_pass_excellent",
+                 chat_url: str | None = None, chat_model: str | None = None, max_tokens: int = 512,
+                 temperature: float = 0.7, guidelines: str | None = None) -> int:
+    """Read the input files, check them, and store the study with its items (all in one transaction)."""
+    if kind not in KINDS:
+        raise LimaError(f"unknown study kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    if overlap < 1:
+        raise LimaError(f"--overlap must be at least 1, got {overlap}", fix="use 3 for agreement between people")
+    if scale not in SCALES:
+        raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
+    config: dict[str, Any] = {"guidelines": guidelines or GUIDELINES[kind]}
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if kind == "pairwise":
+        if a is None or b is None:
+            raise LimaError("a pairwise study needs two generation files", fix="pass --a A.jsonl --b B.jsonl")
+        rows, models = _pairwise_items(a, b)
+        config.update(models)
+    elif kind == "absolute":
+        if a is None:
+            raise LimaError("an absolute study needs a generations file", fix="pass --a GENERATIONS.jsonl")
+        rows, models = _absolute_items(a)
+        config.update(models, scale=scale)
+    elif kind == "review":
+        if dataset is None:
+            raise LimaError("a review study needs a dataset file", fix="pass --dataset CANDIDATES.jsonl")
+        rows = _review_items(dataset)
+    else:
+        if not chat_url or not chat_model:
+            raise LimaError("a dialogue study needs the model's endpoint",
+                            fix="pass --chat-url http://host:port/v1 --chat-model NAME")
+        config.update(chat_url=chat_url, model=chat_model, max_tokens=max_tokens, temperature=temperature,
+                      scale="fail_pass_excellent")
+    try:
+        with engine.begin() as c:
+            sid = c.execute(insert(db.studies).values(name=name, kind=kind, overlap=overlap, config=db.dumps(config),
+                                                      created=time.time())).inserted_primary_key[0]
+            if rows:
+                c.execute(insert(db.items), [{"study_id": sid, "idx": i, "key": key, "payload": db.dumps(p),
+                                              "n_assigned": 0} for i, (key, p) in enumerate(rows)])
+    except IntegrityError:
+        raise LimaError(f"a study named {name!r} already exists (or an input repeats a prompt id)",
+                        fix="pick another --name, or make the ids unique") from None
+    return sid
+
+
+def get_study(c: Connection, *, name: str | None = None, sid: int | None = None) -> dict[str, Any]:
+    q = select(db.studies).where(db.studies.c.name == name if name is not None else db.studies.c.id == sid)
+    row = c.execute(q).mappings().first()
+    if row is None:
+        if name is not None:
+            raise LimaError(f"no study named {name!r}", fix="list studies with `lima-align annotate progress`")
+        raise Refused(404, "There is no such study.")
+    return {**row, "config": json.loads(row["config"])}
+
+
+def is_member(c: Connection, sid: int, uid: int) -> bool:
+    return c.execute(select(db.members).where(db.members.c.study_id == sid).where(db.members.c.user_id == uid)
+                     ).first() is not None
+
+
+def add_member(engine: Engine, sid: int, uid: int) -> None:
+    with engine.begin() as c:
+        if not is_member(c, sid, uid):
+            c.execute(insert(db.members).values(study_id=sid, user_id=uid))
+
+
+# ----------------------------------------------------------------- assignment
+
+
+def _pending(c: Connection, sid: int, uid: int) -> tuple[int, str] | None:
+    """(item id, shown order) of the item assigned to this annotator and not yet voted on, if any."""
+    a, v = db.assignments, db.votes
+    voted = select(v.c.id).where(and_(v.c.item_id == a.c.item_id, v.c.user_id == uid)).exists()
+    row = c.execute(select(a.c.item_id, a.c.shown_order).where(a.c.study_id == sid).where(a.c.user_id == uid)
+                    .where(~voted).order_by(a.c.id).limit(1)).first()
+    return (row[0], row[1]) if row else None
+
+
+def _lock_study(c: Connection, sid: int) -> None:
+    """Serialise assignment within a study: a row lock on PostgreSQL (SQLite's BEGIN IMMEDIATE already does)."""
+    c.execute(select(db.studies.c.id).where(db.studies.c.id == sid).with_for_update())
+
+
+def _assign(c: Connection, study: dict[str, Any], uid: int) -> tuple[int, str] | None:
+    """Give this annotator the least-covered item below k they have never had, in a random shown order.
+    Call inside a write transaction after _lock_study, so two annotators never both take an item's last slot.
+
+    When every item has its k annotators but some of them left an item unvoted for STALE_AFTER_S, that item
+    is handed out once more: a closed browser tab must not keep an item short of votes forever. (If the
+    first person comes back and votes after all, the item ends with k + 1 votes; all are kept.)"""
+    a, v, it = db.assignments, db.votes, db.items
+    mine = select(a.c.id).where(and_(a.c.item_id == it.c.id, a.c.user_id == uid)).exists()
+    base = select(it.c.id).where(it.c.study_id == study["id"]).where(~mine)
+    pick = c.execute(base.where(it.c.n_assigned < study["overlap"]).order_by(it.c.n_assigned, it.c.idx).limit(1)
+                     ).first()
+    if pick is None:
+        voted = select(v.c.id).where(and_(v.c.item_id == a.c.item_id, v.c.user_id == a.c.user_id)).exists()
+        live = (select(func.count()).select_from(a).where(a.c.item_id == it.c.id)
+                .where(voted | (a.c.created > time.time() - STALE_AFTER_S)).scalar_subquery())
+        pick = c.execute(base.where(live < study["overlap"]).order_by(it.c.idx).limit(1)).first()
+    if pick is None:
+        return None
+    order = random.SystemRandom().choice(("ab", "ba")) if study["kind"] == "pairwise" else "ab"
+    c.execute(insert(a).values(study_id=study["id"], item_id=pick[0], user_id=uid, shown_order=order,
+                               created=time.time()))
+    c.execute(update(it).where(it.c.id == pick[0]).values(n_assigned=it.c.n_assigned + 1))
+    return pick[0], order
+
+
+def next_item(engine: Engine, study: dict[str, Any], uid: int) -> dict[str, Any] | None:
+    """The item this annotator should see now, assigning one if needed (None: nothing left for them).
+
+    An item already assigned to them and not voted on comes back (a reload shows the same item). Usually
+    record_vote has assigned it in the vote's own transaction, so this is a read that never waits for the
+    write lock; only the first item of a session needs a write transaction here.
+    """
+    with db.read(engine) as c:
+        pending = _pending(c, study["id"], uid)
+    if pending is None:
+        with engine.begin() as c:
+            _lock_study(c, study["id"])
+            pending = _pending(c, study["id"], uid) or _assign(c, study, uid)
+    if pending is None:
+        return None
+    with db.read(engine) as c:
+        item = c.execute(select(db.items).where(db.items.c.id == pending[0])).mappings().one()
+    return {"id": item["id"], "key": item["key"], "payload": json.loads(item["payload"]), "order": pending[1]}
+
+
+# ----------------------------------------------------------------- voting
+
+
+def _value(study: dict[str, Any], order: str, choice: str) -> str:
+    """The stored value of a pressed button, in original terms; Refused for anything not on the page."""
+    kind = study["kind"]
+    if kind == "pairwise":
+        if choice not in PAIRWISE_CHOICES:
+            raise Refused(400, f"Unknown choice {choice!r}.")
+        if choice == "neither":
+            return "tie"
+        first, second = ("a", "b") if order == "ab" else ("b", "a")
+        return first if choice == "A" else second
+    if kind == "absolute":
+        if choice not in SCALES[study["config"]["scale"]]:
+            raise Refused(400, f"Unknown rating {choice!r}.")
+        return choice
+    if choice not in REVIEW_DECISIONS:
+        raise Refused(400, f"Unknown decision {choice!r}.")
+    return choice
+
+
+def record_vote(engine: Engine, study: dict[str, Any], uid: int, item_id: int, choice: str, comment: str = "",
+                edited: dict[str, Any] | None = None) -> None:
+    """Store one vote, committed before returning. Refused(403) when the item is not assigned to this
+    annotator, Refused(409) when they already voted (the unique constraint decides under races).
+
+    The same transaction assigns their next item, so one commit (one fsync) covers the vote and the
+    assignment, and the page that follows only reads."""
+    a = db.assignments
+    with engine.begin() as c:
+        _lock_study(c, study["id"])
+        asg = c.execute(select(a.c.shown_order).where(a.c.study_id == study["id"]).where(a.c.item_id == item_id)
+                        .where(a.c.user_id == uid)).first()
+        if asg is None:
+            raise Refused(403, "This item is not assigned to you.")
+        value = _value(study, asg[0], choice)
+        if study["kind"] == "review" and (value == "edit") != (edited is not None):
+            raise Refused(400, "An edit needs the edited text (and only an edit has one).")
+        try:
+            with c.begin_nested():
+                c.execute(insert(db.votes).values(study_id=study["id"], item_id=item_id, user_id=uid,
+                                                  shown_order=asg[0], raw=choice, value=value,
+                                                  comment=comment.strip(),
+                                                  edited=db.dumps(edited) if edited is not None else None,
+                                                  created=time.time()))
+        except IntegrityError:
+            raise Refused(409, "You have already voted on this item; your first vote stands.") from None
+        if study["kind"] != "dialogue" and _pending(c, study["id"], uid) is None:
+            _assign(c, study, uid)
+
+
+# ----------------------------------------------------------------- dialogue
+
+
+def conversation(c: Connection, cid: str, uid: int) -> dict[str, Any]:
+    row = c.execute(select(db.conversations).where(db.conversations.c.id == cid)).mappings().first()
+    if row is None or row["user_id"] != uid:
+        raise Refused(404, "There is no such conversation of yours.")
+    return {**row, "messages": json.loads(row["messages"])}
+
+
+def latest_conversation(engine: Engine, sid: int, uid: int) -> dict[str, Any] | None:
+    cv = db.conversations
+    with db.read(engine) as c:
+        row = c.execute(select(cv.c.id).where(cv.c.study_id == sid).where(cv.c.user_id == uid)
+                        .order_by(cv.c.created.desc(), cv.c.id).limit(1)).first()
+        return conversation(c, row[0], uid) if row else None
+
+
+def new_conversation(engine: Engine, sid: int, uid: int) -> str:
+    cid = uuid.uuid4().hex
+    now = time.time()
+    with engine.begin() as c:
+        c.execute(insert(db.conversations).values(id=cid, study_id=sid, user_id=uid, messages="[]", created=now,
+                                                  updated=now))
+    return cid
+
+
+def append_turns(engine: Engine, cid: str, uid: int, turns: list[dict[str, str]]) -> None:
+    with engine.begin() as c:
+        conv = conversation(c, cid, uid)
+        c.execute(update(db.conversations).where(db.conversations.c.id == cid)
+                  .values(messages=db.dumps(conv["messages"] + turns), updated=time.time()))
+
+
+def rate_turn(engine: Engine, cid: str, uid: int, turn: int, score: str) -> None:
+    if score not in SCALES["fail_pass_excellent"]:
+        raise Refused(400, f"Unknown rating {score!r}.")
+    with engine.begin() as c:
+        conv = conversation(c, cid, uid)
+        n_assistant = sum(m["role"] == "assistant" for m in conv["messages"])
+        if not 1 <= turn <= n_assistant:
+            raise Refused(400, f"The conversation has no assistant turn {turn}.")
+        try:
+            with c.begin_nested():
+                c.execute(insert(db.turn_ratings).values(conversation_id=cid, turn=turn, user_id=uid, score=score,
+                                                         created=time.time()))
+        except IntegrityError:
+            raise Refused(409, "You have already rated this turn.") from None
+
+
+def turn_scores(engine: Engine, cid: str) -> dict[int, str]:
+    with db.read(engine) as c:
+        rows = c.execute(select(db.turn_ratings.c.turn, db.turn_ratings.c.score)
+                         .where(db.turn_ratings.c.conversation_id == cid)).all()
+    return {t: s for t, s in rows}
+
+
+# ----------------------------------------------------------------- progress
+
+
+def progress(engine: Engine) -> list[dict[str, Any]]:
+    """Per study: items, target votes (items x k), votes so far, and votes per annotator."""
+    out = []
+    with db.read(engine) as c:
+        for s in c.execute(select(db.studies).order_by(db.studies.c.id)).mappings():
+            n_items = c.execute(select(func.count()).select_from(db.items).where(db.items.c.study_id == s["id"])
+                                ).scalar_one()
+            if s["kind"] == "dialogue":
+                q = (select(db.users.c.username, func.count()).select_from(db.turn_ratings)
+                     .join(db.conversations, db.conversations.c.id == db.turn_ratings.c.conversation_id)
+                     .join(db.users, db.users.c.id == db.turn_ratings.c.user_id)
+                     .where(db.conversations.c.study_id == s["id"]).group_by(db.users.c.username))
+            else:
+                q = (select(db.users.c.username, func.count()).select_from(db.votes)
+                     .join(db.users, db.users.c.id == db.votes.c.user_id)
+                     .where(db.votes.c.study_id == s["id"]).group_by(db.users.c.username))
+            per_user = {u: n for u, n in c.execute(q).all()}
+            out.append({"id": s["id"], "name": s["name"], "kind": s["kind"], "overlap": s["overlap"],
+                        "n_items": n_items, "target": n_items * s["overlap"], "votes": sum(per_user.values()),
+                        "annotators": dict(sorted(per_user.items()))})
+    return out
+
+
+def studies_of(engine: Engine, uid: int) -> list[dict[str, Any]]:
+    """The studies this annotator is a member of, with their own count of votes and what is left for them."""
+    with db.read(engine) as c:
+        rows = c.execute(select(db.studies).join(db.members, db.members.c.study_id == db.studies.c.id)
+                         .where(db.members.c.user_id == uid).order_by(db.studies.c.id)).mappings().all()
+        out = []
+        for s in rows:
+            mine = c.execute(select(func.count()).select_from(db.votes).where(db.votes.c.study_id == s["id"])
+                             .where(db.votes.c.user_id == uid)).scalar_one()
+            out.append({"id": s["id"], "name": s["name"], "kind": s["kind"], "done": mine})
+    return out

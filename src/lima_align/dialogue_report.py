@@ -1,0 +1,254 @@
+"""LIMA Figure 7 view of a dialogue evaluation: turn ratings, quality by turn, whole-conversation verdicts.
+
+From judgment records (any mix of files; other records are ignored):
+  - turn ratings: absolute Fail / Pass / Excellent records of single assistant turns (`judge turns`,
+    or people in the annotation app), recognised by "conversation_id" / "turn" or a "<id>#t<n>" prompt_id;
+  - conversation verdicts: pairwise records with "unit": "conversation" (`judge conversations`).
+Sections: Excellent / Pass / Fail shares over all turns per model and judge, the shares by turn
+number, how many conversations failed within their first three turns (LIMA: 6 of 10 without
+dialogue training), win / tie / loss of whole conversations, and the conversations side by side
+with every turn's ratings. `report_section` is what `lima-align report` adds to its page; `build`
+writes a page of its own (dialogue.html, dialogue.json, charts/).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .dialogue_judge import turn_of
+from .jsonl import write_text_atomic
+
+LEVELS = ("fail", "pass", "excellent")
+PALETTE = ("#3b6fb6", "#e0823d", "#3c9d74", "#8e5ea2", "#d1495b", "#6b7280")
+CSS = """.dlg-grid{display:grid;gap:10px} .dlg-turn{border-radius:6px;padding:6px 9px;margin:4px 0;white-space:pre-wrap}
+.dlg-user{background:#eef2f7} .dlg-asst{background:#fafafa;border:1px solid #e4e7ec}
+.dlg-badge{display:inline-block;border-radius:4px;padding:0 6px;margin-right:4px;font-size:11.5px;color:#fff}
+.dlg-fail{background:#d1495b} .dlg-pass{background:#edae49;color:#222} .dlg-excellent{background:#3c9d74}
+.dlg-none{background:#9aa0a6} details.dlg{margin:6px 0} details.dlg summary{cursor:pointer}"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def split(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(turn ratings, conversation verdicts) among judgment records."""
+    turns = [r for r in records if r.get("type") == "absolute" and r.get("scale") == "fail_pass_excellent"
+             and turn_of(r) is not None]
+    convs = [r for r in records if r.get("type") == "pairwise" and r.get("unit") == "conversation"]
+    return turns, convs
+
+
+def _shares(scores: list[Any]) -> dict[str, Any]:
+    parsed = [s for s in scores if s in LEVELS]
+    n = len(parsed)
+    return {"n": n, "null": len(scores) - n, "counts": {k: parsed.count(k) for k in LEVELS},
+            "shares": {k: (parsed.count(k) / n if n else None) for k in LEVELS}}
+
+
+def turn_summary(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per model and judge: shares over all turns, shares by turn number, early failures."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in turns:
+        groups.setdefault((r["model"], r["judge"]), []).append(r)
+    out = []
+    for (model, judge), rs in sorted(groups.items()):
+        by_turn: dict[int, list[Any]] = {}
+        by_conv: dict[str, dict[int, Any]] = {}
+        for r in rs:
+            cid, t = turn_of(r)  # type: ignore[misc]
+            by_turn.setdefault(t, []).append(r.get("score"))
+            by_conv.setdefault(cid, {})[t] = r.get("score")
+        early = sum(any(s == "fail" for t, s in ts.items() if t <= 3) for ts in by_conv.values())
+        out.append({"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
+                    **_shares([r.get("score") for r in rs]), "conversations": len(by_conv),
+                    "failed_within_3_turns": early,
+                    "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]})
+    return out
+
+
+def conversation_summary(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Win / tie / loss of whole conversations per model pair and judge (pairs oriented as first seen)."""
+    groups: dict[tuple[str, str, str], dict[str, int]] = {}
+    for r in pairs:
+        a, b, v = r["model_a"], r["model_b"], r.get("verdict")
+        if (b, a, r["judge"]) in groups:  # the same comparison written the other way round
+            a, b, v = b, a, {"a": "b", "b": "a"}.get(v, v)
+        c = groups.setdefault((a, b, r["judge"]), {"a": 0, "tie": 0, "b": 0, "null": 0})
+        c[v if v in ("a", "b", "tie") else "null"] += 1
+    return [{"model_a": a, "model_b": b, "judge": j, "counts": c, "n": c["a"] + c["tie"] + c["b"]}
+            for (a, b, j), c in groups.items()]
+
+
+# ----------------------------------------------------------------- charts
+
+
+def shares_chart(rows: list[dict[str, Any]], path: Path) -> str:
+    from .report import C_EXC, C_FAIL, C_PASS, _png, _stacked_bars
+
+    segments = [(name, color, [r["shares"][name.lower()] or 0.0 for r in rows])
+                for name, color in (("Fail", C_FAIL), ("Pass", C_PASS), ("Excellent", C_EXC))]
+    notes = [f"n={r['n']} turns" + (f", {r['null']} unparsed" if r["null"] else "") for r in rows]
+    fig = _stacked_bars([r["label"] for r in rows], segments, notes, "Share of assistant turns rated "
+                        "Fail / Pass / Excellent", midline=False)
+    return _png(fig, path)
+
+
+def by_turn_chart(rows: list[dict[str, Any]], path: Path) -> str:
+    """Excellent share (solid) and Fail share (dashed) by turn number, one colour per model x judge."""
+    from .report import _new_figure, _png, _style_axes
+
+    fig = _new_figure(8.0, 3.8)
+    ax = fig.add_subplot(1, 1, 1)
+    turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
+    for i, r in enumerate(rows):
+        color = PALETTE[i % len(PALETTE)]
+        xs = [t["turn"] for t in r["by_turn"] if t["n"]]
+        for level, style, mark in (("excellent", "-", "o"), ("fail", "--", "x")):
+            ys = [t["shares"][level] for t in r["by_turn"] if t["n"]]
+            ax.plot(xs, ys, style, marker=mark, color=color, label=f"{r['label']}: {level}")
+    ax.set_xticks(turns, [str(t) for t in turns])
+    ax.set_xlabel("assistant turn")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
+    _style_axes(ax)
+    ax.set_title("Excellent (solid) and Fail (dashed) share by turn", loc="left", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+    return _png(fig, path)
+
+
+# ----------------------------------------------------------------- html
+
+
+def _pct(x: float | None) -> str:
+    return "&ndash;" if x is None else f"{100 * x:.1f}%"
+
+
+def _badge(score: Any, who: str = "") -> str:
+    cls = f"dlg-{score}" if score in LEVELS else "dlg-none"
+    label = score if score in LEVELS else "unparsed"
+    return f"<span class='dlg-badge {cls}'>{_e(who + ': ' if who else '')}{_e(label)}</span>"
+
+
+def _transcripts(turns: list[dict[str, Any]], conversations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{conversation_id: {model: messages}} from conversation records, else rebuilt from the last rated turn."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in conversations:
+        out.setdefault(c["conversation_id"], {})[c["model"]] = c["messages"]
+    last: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in turns:
+        cid, t = turn_of(r)  # type: ignore[misc]
+        if cid in out and r["model"] in out[cid]:
+            continue
+        if (cid, r["model"]) not in last or turn_of(last[(cid, r["model"])])[1] < t:  # type: ignore[index]
+            last[(cid, r["model"])] = r
+    for (cid, model), r in last.items():
+        out.setdefault(cid, {})[model] = list(r.get("prompt") or []) + [{"role": "assistant", "content": r["output"]}]
+    return out
+
+
+def side_by_side(turns: list[dict[str, Any]], pairs: list[dict[str, Any]],
+                 conversations: list[dict[str, Any]] = ()) -> str:
+    ratings: dict[tuple[str, str, int], list[tuple[str, Any]]] = {}
+    for r in turns:
+        cid, t = turn_of(r)  # type: ignore[misc]
+        ratings.setdefault((cid, r["model"], t), []).append((r["judge"].split("@", 1)[0], r.get("score")))
+    verdicts: dict[str, list[str]] = {}
+    for r in pairs:
+        won = {"a": r["model_a"], "b": r["model_b"], "tie": "tie"}.get(r.get("verdict"), "unparsed")
+        verdicts.setdefault(r.get("conversation_id") or r["prompt_id"], []).append(
+            f"{r['judge'].split('@', 1)[0]}: {won}")
+    blocks = []
+    for cid, by_model in sorted(_transcripts(turns, list(conversations)).items()):
+        models = sorted(by_model)
+        cols = []
+        for model in models:
+            k, cells = 0, []
+            for m in by_model[model]:
+                if m["role"] == "assistant":
+                    k += 1
+                    badges = "".join(_badge(s, j) for j, s in ratings.get((cid, model, k), []))
+                    cells.append(f"<div class='dlg-turn dlg-asst'>{badges}<br>{_e(m['content'])}</div>")
+                else:
+                    cells.append(f"<div class='dlg-turn dlg-user'><b>{_e(m['role'])}</b>: {_e(m['content'])}</div>")
+            cols.append(f"<div><b>{_e(model)}</b>{''.join(cells)}</div>")
+        v = f" &middot; conversation verdicts: {_e('; '.join(verdicts[cid]))}" if cid in verdicts else ""
+        blocks.append(f"<details class=dlg><summary>{_e(cid)}{v}</summary><div class=dlg-grid "
+                      f"style='grid-template-columns:repeat({len(models)},1fr)'>{''.join(cols)}</div></details>")
+    return "".join(blocks)
+
+
+def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]]) -> str:
+    from .report import _table
+
+    parts = []
+    if rows:
+        parts.append(_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
+                             "failed within 3 turns"],
+                            [[_e(r["label"]), r["n"], _pct(r["shares"]["excellent"]), _pct(r["shares"]["pass"]),
+                              _pct(r["shares"]["fail"]), r["null"], r["conversations"],
+                              f"{r['failed_within_3_turns']} of {r['conversations']}"] for r in rows]))
+        turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
+        cell = lambda t: (f"E {_pct(t['shares']['excellent'])} &middot; F {_pct(t['shares']['fail'])} "
+                          f"(n={t['n']})")
+        parts.append(_table(["model (judge)"] + [f"turn {t}" for t in turns],
+                            [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                                                 for t in turns] for r in rows]))
+    if wins:
+        parts.append(_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
+                            [[_e(w["model_a"]), _e(w["model_b"]), _e(w["judge"].split("@", 1)[0]),
+                              w["counts"]["a"], w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]]
+                             for w in wins], text_cols=3))
+    return "".join(parts)
+
+
+def report_section(records: list[dict[str, Any]], charts_dir: Path,
+                   conversations: list[dict[str, Any]] = ()) -> str:
+    """The dialogue section of a report page; "" when the records hold no dialogue judgments."""
+    turns, pairs = split(records)
+    if not turns and not pairs:
+        return ""
+    rows, wins = turn_summary(turns), conversation_summary(pairs)
+    imgs = ""
+    if rows:
+        for name, fn, alt in (("dialogue_shares", shares_chart, "turn rating shares"),
+                              ("dialogue_by_turn", by_turn_chart, "quality by turn")):
+            data = fn(rows, Path(charts_dir) / f"{name}.png")
+            imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
+    return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins)}"
+            "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
+            "when any of its first three turns is rated Fail. Conversation verdicts compare whole conversations in "
+            "both orders.</p></section>"
+            f"<section><h2>Conversations side by side</h2>{side_by_side(turns, pairs, conversations)}</section>")
+
+
+def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list[Path] = (),
+          title: str = "lima-align dialogue evaluation") -> Path:
+    """Write out_dir/dialogue.html (self-contained), dialogue.json and charts/; returns the page's path."""
+    from .dialogue import read_conversations_file
+    from .report import REPORT_CSS
+    from .stats import load_judgments
+
+    records = load_judgments(judgment_paths)
+    convs = [c for p in conversation_paths for c in read_conversations_file(p)]
+    out_dir = Path(out_dir)
+    section = report_section(records, out_dir / "charts", convs)
+    if not section:
+        from .errors import LimaError
+
+        raise LimaError("no dialogue judgments in these files", fix="pass the output of `lima-align judge turns` "
+                        "or `judge conversations`")
+    turns, pairs = split(records)
+    created = time.strftime("%Y-%m-%d %H:%M:%S")
+    summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths],
+               "turns": turn_summary(turns), "conversations": conversation_summary(pairs)}
+    write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{REPORT_CSS}</style></head><body><main><header><h1>{_e(title)}</h1><div class=sub>"
+            f"{len(turns)} turn ratings, {len(pairs)} conversation verdicts &middot; generated {created}</div></header>"
+            f"{section}</main></body></html>")
+    return write_text_atomic(out_dir / "dialogue.html", page)

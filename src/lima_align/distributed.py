@@ -1,0 +1,289 @@
+"""Running lima-align on many GPUs: accelerate config files, and the sharded path on CPU for tests.
+
+`lima-align train` needs no launcher of its own: the same command runs on one device, under
+`torchrun --nproc_per_node N -m lima_align.cli train ...`, or under
+`accelerate launch --config_file src/lima_align/configs/fsdp.yaml -m lima_align.cli train ...`.
+accelerate reads the launcher's environment (DDP, FSDP or DeepSpeed ZeRO-3) and train.py's
+Accelerator picks it up. This module writes those config files (`lima-align config accelerate`)
+and estimates the memory a full fine-tune needs, so users can size a cluster before renting it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import LimaError
+
+CONFIGS_DIR = Path(__file__).parent / "configs"
+Kind = Literal["ddp", "fsdp", "zero3"]
+KINDS = ("ddp", "fsdp", "zero3")
+
+
+# ----------------------------------------------------------------- accelerate config files
+
+
+def deepspeed_zero3(offload: bool = False) -> dict[str, Any]:
+    """A ZeRO-3 config whose batch and precision fields defer to accelerate ("auto").
+
+    train.py clips gradients and sets the learning rate itself, so no optimizer or scheduler
+    section: DeepSpeed wraps the AdamW that train.py builds.
+    """
+    cfg: dict[str, Any] = {
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {
+            "stage": 3, "overlap_comm": True, "contiguous_gradients": True,
+            "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+            "stage3_param_persistence_threshold": "auto",
+            # The final checkpoint is a normal HF folder: gather full weights on save.
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+        "zero_allow_untested_optimizer": True,
+    }
+    if offload:
+        for part in ("offload_optimizer", "offload_param"):
+            cfg["zero_optimization"][part] = {"device": "cpu", "pin_memory": True}
+    return cfg
+
+
+def accelerate_config(kind: Kind, gpus: int = 8, nodes: int = 1, *, offload: bool = False,
+                      deepspeed_file: str | None = None, main_ip: str = "10.0.0.1", port: int = 29500,
+                      mixed_precision: str = "bf16") -> dict[str, Any]:
+    """The mapping `accelerate launch --config_file` reads, for `gpus` GPUs on each of `nodes` machines."""
+    if kind not in KINDS:
+        raise LimaError(f"unknown kind {kind!r}", where="--kind", fix=f"one of {', '.join(KINDS)}")
+    if gpus < 1 or nodes < 1:
+        raise LimaError(f"need at least one GPU and one node, got gpus={gpus} nodes={nodes}", where="--gpus/--nodes")
+    if offload and kind == "ddp":
+        raise LimaError("DDP keeps a full copy of the model on every GPU and cannot offload it",
+                        where="--offload", fix="use --kind fsdp or --kind zero3 to offload to CPU memory")
+    cfg: dict[str, Any] = {
+        "compute_environment": "LOCAL_MACHINE", "debug": False, "downcast_bf16": "no",
+        "machine_rank": 0, "main_training_function": "main", "mixed_precision": mixed_precision,
+        "num_machines": nodes, "num_processes": gpus * nodes, "rdzv_backend": "static",
+        "same_network": True, "use_cpu": False, "gpu_ids": "all",
+    }
+    if nodes > 1:
+        # Every node runs the same file with its own machine_rank (`--machine_rank`).
+        cfg.update(main_process_ip=main_ip, main_process_port=port)
+    if kind == "ddp":
+        cfg["distributed_type"] = "MULTI_GPU" if gpus * nodes > 1 else "NO"
+    elif kind == "fsdp":
+        cfg["distributed_type"] = "FSDP"
+        cfg["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # one shard unit per decoder layer
+            "fsdp_reshard_after_forward": True,  # full shard (ZeRO-3 equivalent)
+            "fsdp_offload_params": offload,
+            # Resumable state is written shard by shard (no gather); the final checkpoint
+            # is gathered into a normal HF folder by train.py (Accelerator.get_state_dict).
+            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            "fsdp_cpu_ram_efficient_loading": True,
+            "fsdp_activation_checkpointing": False,  # train.gradient_checkpointing does it
+        }
+    else:
+        cfg["distributed_type"] = "DEEPSPEED"
+        cfg["deepspeed_config"] = {"deepspeed_config_file": deepspeed_file or "zero3.json",
+                                   "deepspeed_multinode_launcher": "standard", "zero3_init_flag": True}
+        cfg.pop("mixed_precision")  # the JSON file decides (accelerate refuses both)
+    return cfg
+
+
+def write_accelerate_config(path: Path, kind: Kind, gpus: int = 8, nodes: int = 1, *,
+                            offload: bool = False) -> list[Path]:
+    """Write the YAML (and for zero3 the DeepSpeed JSON beside it); returns the files written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    ds_file = None
+    if kind == "zero3":
+        ds = path.with_suffix(".deepspeed.json")
+        ds.write_text(json.dumps(deepspeed_zero3(offload), indent=2) + "\n")
+        written.append(ds)
+        ds_file = str(ds.resolve())
+    cfg = accelerate_config(kind, gpus, nodes, offload=offload, deepspeed_file=ds_file)
+    header = (f"# accelerate config written by `lima-align config accelerate --kind {kind} --gpus {gpus} "
+              f"--nodes {nodes}{' --offload' if offload else ''}`\n"
+              f"# accelerate launch --config_file {path.name} -m lima_align.cli train RECIPE\n")
+    path.write_text(header + yaml.safe_dump(cfg, sort_keys=True))
+    return [path] + written
+
+
+# ----------------------------------------------------------------- memory
+
+
+def full_finetune_gib(params_b: float, shards: int, *, offload: bool = False, tokens_per_gpu: int = 2048,
+                      hidden: int = 8192, layers: int = 80, checkpointing: bool = True) -> dict[str, float]:
+    """Rough per-GPU memory (GiB) of full fine-tuning with fp32 master weights and AdamW, sharded `shards` ways.
+
+    Per parameter: 4 bytes fp32 weights + 4 gradient + 8 AdamW moments = 16 bytes, divided by
+    the shards (ZeRO-3 / FSDP full shard), plus the bf16 copy of the largest layer being
+    gathered and the activations: with checkpointing one hidden state per layer per token
+    (bf16), plus one layer's full activations (~34 x hidden bytes per token, Korthikanti et al.).
+    """
+    gib = 1024 ** 3
+    states = 0.0 if offload else params_b * 1e9 * 16 / shards / gib
+    gathered = 2 * 2 * params_b * 1e9 / max(layers, 1) / gib  # two layers' bf16 weights in flight (prefetch)
+    per_token = (2 * hidden * layers if checkpointing else 34 * hidden * layers) + 34 * hidden
+    activations = tokens_per_gpu * per_token / gib
+    return {"states": round(states, 1), "gathered_layers": round(gathered, 1),
+            "activations": round(activations, 1), "total": round(states + gathered + activations, 1)}
+
+
+# ----------------------------------------------------------------- FSDP on CPU (tests)
+
+
+def force_fsdp_on_cpu(accelerator: Any, *, ram_efficient_loading: bool = False) -> None:
+    """Turn a multi-process CPU Accelerator into an FSDP2 one.
+
+    accelerate only enables FSDP for GPU-like devices and silently falls back to DDP on CPU, but
+    torch's FSDP2 (`fully_shard`) itself works over gloo. The test (tests/fsdp_worker.py) calls
+    this right after the Accelerator is made, so the exact code path of a GPU FSDP run (sharded
+    parameters, sharded state saving, full state dict gathered for the checkpoint) runs on CPU.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, reshard_after_forward=True,
+                                            auto_wrap_policy="transformer_based_wrap",
+                                            state_dict_type="SHARDED_STATE_DICT",
+                                            cpu_ram_efficient_loading=ram_efficient_loading)
+    accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    # AcceleratorState copies PartialState's fields each time it is instantiated again.
+    PartialState().distributed_type = DistributedType.FSDP
+
+
+# ----------------------------------------------------------------- shipped files and the CLI
+
+# name -> (kind, gpus, nodes, offload): the files in src/lima_align/configs/, regenerated by
+# `write_shipped_configs` (tests/test_scale_configs.py checks they are current).
+SHIPPED = {"ddp": ("ddp", 8, 1, False), "fsdp": ("fsdp", 8, 1, False), "fsdp-offload": ("fsdp", 8, 1, True),
+           "zero3": ("zero3", 8, 1, False), "multinode-fsdp": ("fsdp", 8, 2, False)}
+
+
+def write_shipped_configs(folder: Path = CONFIGS_DIR) -> list[Path]:
+    out = []
+    for name, (kind, gpus, nodes, offload) in SHIPPED.items():
+        out += write_accelerate_config(folder / f"{name}.yaml", kind, gpus, nodes, offload=offload)
+    # The shipped ZeRO-3 file names its JSON relative to the repository root (where users launch).
+    z = folder / "zero3.yaml"
+    z.write_text(z.read_text().replace(str((folder / "zero3.deepspeed.json").resolve()),
+                                       "src/lima_align/configs/zero3.deepspeed.json"))
+    return out
+
+
+def cmd_config_accelerate(args: Any) -> int:
+    written = write_accelerate_config(Path(args.output), args.kind, args.gpus, args.nodes, offload=args.offload)
+    for p in written:
+        print(f"wrote {p}")
+    print(f"launch: accelerate launch --config_file {written[0]} -m lima_align.cli train RECIPE")
+    if args.nodes > 1:
+        print(f"on each of the {args.nodes} nodes, with its own --machine_rank 0..{args.nodes - 1} and "
+              "main_process_ip set to node 0's address")
+    return 0
+
+
+def cmd_config_memory(args: Any) -> int:
+    shards = args.gpus * args.nodes
+    est = full_finetune_gib(args.params_b, shards, offload=args.offload, tokens_per_gpu=args.tokens,
+                            hidden=args.hidden, layers=args.layers, checkpointing=not args.no_checkpointing)
+    print(f"full fine-tune of {args.params_b:g}B parameters sharded over {shards} GPUs "
+          f"({args.tokens} tokens per forward pass):")
+    for k, v in est.items():
+        print(f"  {k:16} {v:8.1f} GiB per GPU")
+    return 0
+
+
+def add_config_commands(config_sub: Any) -> None:
+    """`lima-align config accelerate` and `config memory`, under the existing `config` group."""
+    a = config_sub.add_parser("accelerate", help="write an accelerate config (DDP, FSDP or DeepSpeed ZeRO-3)",
+                              description="Write a config file for `accelerate launch --config_file FILE -m "
+                              "lima_align.cli train RECIPE`; zero3 also writes the DeepSpeed JSON beside it.")
+    a.add_argument("--kind", required=True, choices=list(KINDS))
+    a.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    a.add_argument("--nodes", type=int, default=1, help="machines")
+    a.add_argument("--offload", action="store_true", help="keep parameters and optimizer state in CPU memory")
+    a.add_argument("--output", default="accelerate.yaml", help="file to write")
+    a.set_defaults(func=cmd_config_accelerate)
+    m = config_sub.add_parser("memory", help="estimate per-GPU memory of a sharded full fine-tune")
+    m.add_argument("--params-b", type=float, required=True, help="model size in billions of parameters")
+    m.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    m.add_argument("--nodes", type=int, default=1)
+    m.add_argument("--tokens", type=int, default=2048, help="tokens per forward pass per GPU")
+    m.add_argument("--hidden", type=int, default=8192, help="hidden size (LLaMA 65B: 8192)")
+    m.add_argument("--layers", type=int, default=80, help="decoder layers (LLaMA 65B: 80)")
+    m.add_argument("--offload", action="store_true")
+    m.add_argument("--no-checkpointing", action="store_true")
+    m.set_defaults(func=cmd_config_memory)
+
+
+# ----------------------------------------------------------------- speed options of train
+
+
+def check_speed_options(t: Any) -> None:
+    """Fail before any model is loaded when the machine cannot do what the recipe's train section asks."""
+    import importlib.util
+
+    import torch
+
+    if t.attn_implementation == "flash_attention_2":
+        if not torch.cuda.is_available():
+            raise LimaError("flash_attention_2 needs a CUDA GPU and there is none", where="train.attn_implementation",
+                            fix="use 'sdpa' (or 'auto') on this machine")
+        if importlib.util.find_spec("flash_attn") is None:
+            raise LimaError("flash_attention_2 needs the flash-attn package, which is not installed",
+                            where="train.attn_implementation",
+                            fix="pip install flash-attn --no-build-isolation, or use 'sdpa'")
+    if t.compile and importlib.util.find_spec("triton") is None and torch.cuda.is_available():
+        raise LimaError("torch.compile on GPU needs triton, which is not installed", where="train.compile",
+                        fix="pip install triton (it comes with CUDA builds of torch), or set train.compile=false")
+    if t.quantization == "4bit":
+        if t.method != "lora":
+            raise LimaError("a 4-bit base cannot be fully fine-tuned", where="train.quantization",
+                            fix="set train.method=lora (QLoRA), or train.quantization=none")
+        if not torch.cuda.is_available():
+            raise LimaError("4-bit (bitsandbytes) training needs a CUDA GPU and there is none",
+                            where="train.quantization", fix="set train.quantization=none (plain LoRA) on this machine")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise LimaError("4-bit training needs bitsandbytes, which is not installed", where="train.quantization",
+                            fix="pip install bitsandbytes")
+
+
+def load_quantized(model_cfg: Any, gradient_checkpointing: bool) -> Any:
+    """The base model in 4-bit NF4 with bf16 compute (QLoRA), ready for LoRA adapters."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from .models import LoadedModel, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q, revision=model_cfg.revision,
+                                                 dtype=torch.bfloat16, device_map={"": torch.cuda.current_device()})
+    # Norms and the output layer in fp32, input grads on: what LoRA on a frozen 4-bit base needs.
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    return LoadedModel(model, load_tokenizer(path, model_cfg.revision), path)
+
+
+def apply_speed_options(model: Any, attn_implementation: str, compile_: bool) -> None:
+    """Choose the attention kernel and compile each decoder layer in place.
+
+    Layers are compiled one by one (not the whole model) so FSDP's per-layer hooks, peft's
+    wrappers and the residual-dropout hooks stay outside the compiled graphs, and `dynamic=True`
+    because every packed row has its own length.
+    """
+    if attn_implementation != "auto":
+        model.set_attn_implementation(attn_implementation)
+    if compile_:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        for layer in base.get_decoder().layers:
+            layer.compile(dynamic=True)

@@ -1,0 +1,74 @@
+"""The Figure 7 view: shares over turns, quality by turn, conversation verdicts, escaped transcripts."""
+
+from __future__ import annotations
+
+import json
+
+from test_dialogue_judge import Assistant, RulesJudge
+
+from lima_align.dialogue import Plan, converse, read_conversations_file
+from lima_align.dialogue_judge import judge_conversations, judge_turns
+from lima_align.dialogue_report import build, conversation_summary, split, turn_summary
+from lima_align.report import build_report
+
+
+def rating(model, cid, turn, score, judge="human:ana", with_fields=True):
+    r = {"id": f"{model}-{cid}-{turn}-{judge}", "type": "absolute", "prompt_id": f"{cid}#t{turn}",
+         "prompt": [{"role": "user", "content": "q"}], "model": model, "output": "o", "judge": judge,
+         "instructions": {"name": "turn", "sha256": "0"}, "scale": "fail_pass_excellent", "raw": "", "score": score,
+         "usage": {}, "created": 0}
+    return {**r, "conversation_id": cid, "turn": turn} if with_fields else r
+
+
+def test_turn_summary_shares_by_turn_and_early_failures():
+    rs = [rating("m", "c1", 1, "excellent"), rating("m", "c1", 2, "fail"), rating("m", "c1", 3, "pass"),
+          rating("m", "c2", 1, "excellent", with_fields=False), rating("m", "c2", 2, "excellent", with_fields=False),
+          rating("m", "c2", 4, "fail"), rating("m", "c2", 3, None),
+          {"type": "absolute", "prompt_id": "not-a-turn", "scale": "fail_pass_excellent", "model": "m", "judge": "x"}]
+    turns, pairs = split(rs)
+    assert len(turns) == 7 and pairs == []
+    (s,) = turn_summary(turns)
+    assert s["n"] == 6 and s["null"] == 1 and s["counts"] == {"fail": 2, "pass": 1, "excellent": 3}
+    assert s["shares"]["excellent"] == 0.5
+    assert [t["turn"] for t in s["by_turn"]] == [1, 2, 3, 4]
+    assert s["by_turn"][0]["shares"]["excellent"] == 1.0 and s["by_turn"][1]["shares"]["fail"] == 0.5
+    assert s["conversations"] == 2 and s["failed_within_3_turns"] == 1  # c2 fails only at turn 4
+
+
+def test_conversation_verdicts_are_oriented_consistently():
+    base = {"type": "pairwise", "unit": "conversation", "judge": "j"}
+    pairs = [{**base, "model_a": "x", "model_b": "y", "verdict": "a", "prompt_id": "1"},
+             {**base, "model_a": "y", "model_b": "x", "verdict": "a", "prompt_id": "2"},
+             {**base, "model_a": "x", "model_b": "y", "verdict": None, "prompt_id": "3"}]
+    (w,) = conversation_summary(pairs)
+    assert (w["model_a"], w["model_b"]) == ("x", "y") and w["counts"] == {"a": 1, "tie": 0, "b": 1, "null": 1}
+
+
+def test_report_pages_render_with_escaped_conversations(tmp_path):
+    plans = [Plan(f"d{i}", "scripted", [f"<script>alert({i})</script> first", f"topic {i} second"], 2)
+             for i in range(3)]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    converse(plans, Assistant("with-dialogues", "good"), a, progress=False)
+    converse(plans, Assistant("single-turn", "forgetful"), b, progress=False)
+    ca, cb = read_conversations_file(a), read_conversations_file(b)
+    turns, convs = tmp_path / "turns.jsonl", tmp_path / "convs.jsonl"
+    judge_turns(ca + cb, [RulesJudge()], turns, cache_path=tmp_path / "c.sqlite", progress=False)
+    judge_conversations(ca, cb, [RulesJudge()], convs, cache_path=tmp_path / "c.sqlite", progress=False)
+
+    page = build([turns, convs], tmp_path / "out", conversation_paths=[a, b])
+    text = page.read_text()
+    assert "Multi-turn dialogue (LIMA Figure 7)" in text and "Conversations side by side" in text
+    assert "<script>alert(" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert (tmp_path / "out" / "charts" / "dialogue_by_turn.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "out" / "dialogue.json").read_text())
+    by_model = {r["model"]: r for r in summary["turns"]}
+    assert by_model["with-dialogues"]["shares"]["excellent"] == 1.0
+    assert [t["shares"]["fail"] for t in by_model["single-turn"]["by_turn"]] == [0.0, 1.0]
+    assert summary["conversations"][0]["counts"]["a"] == 3
+
+    # `lima-align report` renders the same section beside its own tables
+    main = build_report([turns, convs], tmp_path / "main", n_boot=50).read_text()
+    assert "Multi-turn dialogue (LIMA Figure 7)" in main and "<script>alert(" not in main
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps(rating("m", "p1", 1, "pass", with_fields=False) | {"prompt_id": "p1"}) + "\n")
+    assert "Multi-turn dialogue" not in build_report([plain], tmp_path / "plain", n_boot=50).read_text()
