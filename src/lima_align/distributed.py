@@ -27,13 +27,16 @@ KINDS = ("ddp", "fsdp", "zero3")
 
 
 def deepspeed_zero3(offload: bool = False) -> dict[str, Any]:
-    """A ZeRO-3 config whose batch and precision fields defer to accelerate ("auto").
+    """A ZeRO-3 config for train.py's loop.
 
-    train.py clips gradients and sets the learning rate itself, so no optimizer or scheduler
-    section: DeepSpeed wraps the AdamW that train.py builds.
+    train.py feeds one packed row per forward pass and marks the last row of each optimizer step
+    itself (DeepSpeed steps there), so the micro batch is 1 and accumulation is left at 1; there
+    is no dataloader for accelerate to read "auto" batch sizes from. Clipping happens inside
+    DeepSpeed (gradient_clipping = LIMA's train.max_grad_norm, 1.0); train.py sets the learning
+    rate itself, so there is no scheduler section, and DeepSpeed wraps the AdamW train.py builds.
     """
     cfg: dict[str, Any] = {
-        "bf16": {"enabled": "auto"},
+        "bf16": {"enabled": True},
         "zero_optimization": {
             "stage": 3, "overlap_comm": True, "contiguous_gradients": True,
             "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
@@ -41,8 +44,7 @@ def deepspeed_zero3(offload: bool = False) -> dict[str, Any]:
             # The final checkpoint is a normal HF folder: gather full weights on save.
             "stage3_gather_16bit_weights_on_model_save": True,
         },
-        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
-        "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
         "zero_allow_untested_optimizer": True,
     }
     if offload:
@@ -83,7 +85,10 @@ def accelerate_config(kind: Kind, gpus: int = 8, nodes: int = 1, *, offload: boo
             # Resumable state is written shard by shard (no gather); the final checkpoint
             # is gathered into a normal HF folder by train.py (Accelerator.get_state_dict).
             "fsdp_state_dict_type": "SHARDED_STATE_DICT",
-            "fsdp_cpu_ram_efficient_loading": True,
+            # Off: with accelerate 1.15 + transformers 5.24 a sharded model with tied embeddings
+            # (Gemma) trained differently from one process from step 2 on, and every rank still
+            # read the whole checkpoint, so it saved no host memory either.
+            "fsdp_cpu_ram_efficient_loading": False,
             "fsdp_activation_checkpointing": False,  # train.gradient_checkpointing does it
         }
     else:
@@ -285,5 +290,10 @@ def apply_speed_options(model: Any, attn_implementation: str, compile_: bool) ->
         model.set_attn_implementation(attn_implementation)
     if compile_:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for layer in base.get_decoder().layers:
+        dec = base.get_decoder()
+        layers = getattr(dec, "layers", None) or getattr(dec, "h", None)  # Llama/Gemma/Qwen..., GPT-2 style
+        if layers is None:
+            raise LimaError(f"train.compile: no decoder layer list found in {type(dec).__name__}",
+                            where="train.compile", fix="set train.compile=false for this model")
+        for layer in layers:
             layer.compile(dynamic=True)

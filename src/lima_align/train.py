@@ -179,6 +179,8 @@ class TrainedPositionLoss(nn.Module):
         # FSDP's transformer-based wrap policy reads the decoder layer classes from the root module.
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
         self._no_split_modules = list(getattr(base, "_no_split_modules", None) or [])
+        # DeepSpeed's "auto" bucket sizes are read from the root module's config (hidden size).
+        self.config = getattr(base, "config", None)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, targets: torch.Tensor,
                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,6 +380,9 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
             tensors = {key: torch.tensor([val], device=acc.device) for key, val in cols.items()}
             tensors["weight"] = tensors["weight"].float()
             sync = k == len(rows) - 1
+            # DeepSpeed steps inside backward when gradients are synced: only after the last row.
+            # (accelerate's own accumulate() counts a fixed number of micro-batches; ours vary.)
+            acc.gradient_state._set_sync_gradients(sync)
             ctx = acc.no_sync(wrapped) if not sync else contextlib.nullcontext()
             with ctx, acc.autocast():
                 ls, _ = wrapped(**tensors)

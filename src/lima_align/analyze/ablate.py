@@ -446,8 +446,8 @@ def print_summary(summaries: list[dict[str, Any]], log: Any) -> None:
 
 # ----------------------------------------------------------------- chart and page (LIMA Figures 5 and 6)
 
-Y_LABELS = {"pairwise": "preference vs reference (0.5 = no preference)",
-            "helpfulness_6": "mean helpfulness (1-6)", "fail_pass_excellent": "mean rating (Fail 1, Pass 2, Excellent 3)"}
+Y_LABELS = {"pairwise": "preference vs reference (0.5 = no preference)", "helpfulness_6": "mean helpfulness (1-6)",
+            "fail_pass_excellent": "mean rating (Fail 1, Pass 2, Excellent 3)"}
 
 
 def score_chart(series: dict[str, list[tuple[Any, dict[str, Any]]]], x_label: str, y_label: str, path: Path, *,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import LimaError
+
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from ..config import load_recipe
@@ -34,8 +36,6 @@ def cmd_select(args: argparse.Namespace) -> int:
         ("api_model", args.api_model), ("api_key_env", args.api_key_env), ("max_tokens", args.max_tokens),
         ("concurrency", args.concurrency), ("cache", args.cache), ("n_boot", args.n_boot)) if v is not None],
         cls=JudgeSettings)
-    from ..errors import LimaError
-
     if judge.kind == "api" and not (judge.api_base and judge.api_model):
         raise LimaError("an API judge needs --api-base and --api-model", where="--judge api",
                         fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local, or --judge longest")

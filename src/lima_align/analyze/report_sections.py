@@ -45,7 +45,15 @@ def split_section_files(paths: list[Path]) -> tuple[list[Path], list[dict[str, A
 
 
 def _label(s: dict[str, Any]) -> str:
-    return f"{Path(str(s['aligned'])).name} vs {Path(str(s['base'])).name}"
+    return s.get("label") or f"{Path(str(s['aligned'])).name} vs {Path(str(s['base'])).name}"
+
+
+def _name_sections(sections: list[dict[str, Any]]) -> None:
+    """Give each summary a label; two files comparing the same models are told apart by file name."""
+    plain = [_label(s) for s in sections]
+    for s, text in zip(sections, plain, strict=True):
+        if plain.count(text) > 1:
+            s["label"] = f"{text} ({Path(s['file']).stem})"
 
 
 def shift_share_chart(shifts: list[dict[str, Any]], path: Path) -> str:
@@ -79,7 +87,7 @@ def shift_position_chart(shifts: list[dict[str, Any]], path: Path) -> str:
     ax.tick_params(axis="y", labelsize=8, colors="#555")
     ax.set_xlabel("relative position in the answer", fontsize=9, color="#555")
     ax.set_title("Where in the answer the base model disagrees", loc="left", fontsize=11, color="#222", pad=10)
-    ax.legend(frameon=False, fontsize=8, loc="upper right")
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return _png(fig, path)
 
 
@@ -146,7 +154,8 @@ def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
             "the same context (one teacher-forced pass): rank = 1 + the number of tokens with a strictly higher "
             "base logit. Unshifted = rank 1, marginal = rank 2-3, shifted = rank &gt; 3 (Lin et al. 2023, who found "
             "5-8% shifted, mostly stylistic tokens). Shares are token-weighted; intervals are 95% bootstrap over "
-            "answers.</p></section>")
+            "answers. Sampled answers (temperature &gt; 0) contain tokens the aligned model itself ranks low; greedy "
+            "answers, or the aligned model passed as its own base, separate that from alignment.</p></section>")
 
 
 def _est(e: dict[str, Any] | None, pct: bool) -> str:
@@ -189,6 +198,7 @@ def add_sections(page: Path, sections: list[dict[str, Any]]) -> Path:
     out_dir = Path(page).parent
     shifts = [s for s in sections if s["kind"] == "shift"]
     rets = [s for s in sections if s["kind"] == "retention"]
+    _name_sections(shifts)
     images: dict[str, str] = {}
     html_parts = []
     if shifts:

@@ -88,15 +88,17 @@ def load_mcq(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 def continuation_logprobs(model: Any, items: list[tuple[list[int], int]], *, pad_id: int = 0,
-                          batch_tokens: int = 1024) -> list[list[float]]:
+                          batch_tokens: int = 1024, desc: str | None = None) -> list[list[float]]:
     """For each (ids, start): log p(ids[j] | ids[:j]) for j = start .. len(ids)-1 (start >= 1)."""
     import torch
+    from tqdm.auto import tqdm
 
     out: list[list[float]] = [[] for _ in items]
     lengths = [len(ids) for ids, _ in items]
     dev = next(model.parameters()).device
     with torch.no_grad():
-        for idx in batches(lengths, batch_tokens):
+        groups = batches(lengths, batch_tokens)
+        for idx in tqdm(groups, desc=desc, unit="batch", disable=desc is None, dynamic_ncols=True):
             idx = [i for i in idx if items[i][1] < len(items[i][0])]
             if not idx:
                 continue
@@ -144,7 +146,8 @@ def perplexity(model: Any, tok: Any, texts: list[dict[str, str]], *, window: int
         for b, e, s in windows(len(ids), window):
             items.append((ids[b:e], s - b))
             owner.append(k)
-    lps = continuation_logprobs(model, items, pad_id=tok.pad_token_id or 0, batch_tokens=batch_tokens)
+    lps = continuation_logprobs(model, items, pad_id=tok.pad_token_id or 0, batch_tokens=batch_tokens,
+                                desc="perplexity")
     res = [{"id": t["id"], "subject": t["subject"], "nll": 0.0, "tokens": 0} for t in texts]
     for k, lp in zip(owner, lps, strict=True):
         res[k]["nll"] -= sum(lp)
@@ -165,7 +168,8 @@ def score_mcq(model: Any, tok: Any, questions: list[dict[str, Any]], *,
         for c in q["choices"]:
             items.append((ctx + tok(" " + c.strip(), add_special_tokens=False)["input_ids"], len(ctx)))
             owner.append(k)
-    lps = continuation_logprobs(model, items, pad_id=tok.pad_token_id or 0, batch_tokens=batch_tokens)
+    lps = continuation_logprobs(model, items, pad_id=tok.pad_token_id or 0, batch_tokens=batch_tokens,
+                                desc="choices")
     raw: dict[int, list[float]] = defaultdict(list)
     for k, lp in zip(owner, lps, strict=True):
         raw[k].append(sum(lp))
