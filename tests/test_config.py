@@ -356,3 +356,13 @@ def test_empty_section_means_defaults(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("train:\n  # everything default\ngenerate:\n  top_p: 0.9\n")
     assert load_recipe(p) == Recipe()
+
+
+def test_override_replaces_a_mapping_field_but_merges_sections(tmp_path):
+    from lima_align.curate.config import CurateRecipe
+
+    p = tmp_path / "c.yaml"
+    p.write_text("stackexchange: {paths: [d]}\nselect: {quotas: {wikihow: 5, 'stackexchange:stem': 3}, n: 9}\n")
+    r = load_recipe(p, ["select.quotas={reddit: 2}"], cls=CurateRecipe)
+    assert r.select.quotas == {"reddit": 2}  # replaced, not merged into the recipe's mapping
+    assert r.select.n == 9 and r.stackexchange.paths == ["d"]  # sibling keys of the section survive

@@ -320,10 +320,18 @@ def parse_overrides(overrides: list[str], problems: ProblemList) -> dict[str, An
     return nested
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: dict[str, Any], cls: Any = None) -> dict[str, Any]:
+    """Overrides replace values; they merge into a section only where the field is a dataclass section.
+    So `select.quotas={wikihow: 50}` replaces the recipe's whole quotas mapping instead of adding to it."""
     out = dict(base)
+    hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        sub = hints.get(k)
+        section = sub is not None and dataclasses.is_dataclass(sub)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and (section or cls is None):
+            out[k] = _merge(out[k], v, sub if section else None)
+        else:
+            out[k] = v
     return out
 
 
@@ -362,7 +370,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), cls: type = 
         if not isinstance(loaded, dict):
             raise LimaError("a recipe must be a mapping of sections", where=str(rpath))
         raw = loaded
-    raw = _merge(raw, parse_overrides(list(overrides), problems))
+    raw = _merge(raw, parse_overrides(list(overrides), problems), cls)
     recipe = _build(cls, raw, "", problems)
     try:
         if hasattr(recipe, "check"):
