@@ -249,8 +249,8 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
         fmt = TurnFormat(aligned_tok, TurnsConfig(format=turns_format, eot=eot), for_training=False)
     gens = read_generations(generations)
     rec_path = records_path(output)
-    done = {r.get("id") for _, r in read_jsonl(rec_path, allow_partial_tail=True)} if rec_path.exists() else set()
-    todo = [g for g in gens if g.get("id", g["prompt_id"]) not in done]
+    done = {r.get("key") for _, r in read_jsonl(rec_path, allow_partial_tail=True)} if rec_path.exists() else set()
+    todo = [g for g in gens if answer_key(g) not in done]
     vocab = base_lm.model.get_output_embeddings().weight.shape[0]
     context = getattr(base_lm.model.config, "max_position_embeddings", 8192)
     log(f"shift: {len(gens)} answers ({len(gens) - len(todo)} already done); {fmt.describe()}")
@@ -273,7 +273,9 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
             w.write_many(_record(g, p, r, aligned_tok) for g, p, r in zip(chunk, pairs, ranks, strict=True))
             bar.update(len(chunk))
     bar.close()
-    records = [r for _, r in read_jsonl(rec_path)]
+    # only this run's answers: a records file reused with another generations file keeps its old lines
+    wanted = {answer_key(g) for g in gens}
+    records = list({r["key"]: r for _, r in read_jsonl(rec_path) if r.get("key") in wanted}.values())
     label = aligned_model or str(generations)
     summary = summarize_shift(records, ShiftSources(base, label), n_boot=n_boot)
     summary["records"] = str(rec_path)
@@ -281,9 +283,19 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
     return output
 
 
+def answer_key(g: dict[str, Any]) -> str:
+    """Resume key: the record id and a digest of its prompt and answer, so an edited or different answer
+    under the same id is analysed again rather than taken from an old line."""
+    import hashlib
+
+    body = json.dumps([g.get("messages"), g.get("output")], ensure_ascii=False, sort_keys=True)
+    return f"{g.get('id', g['prompt_id'])}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
 def _record(g: dict[str, Any], pair: tuple[list[int], list[int]], ranks: tuple[list[int], list[int]],
             tok: Any) -> dict[str, Any]:
     ctx, ans = pair
-    return {"id": g.get("id", g["prompt_id"]), "prompt_id": g["prompt_id"], "model": g.get("model"),
+    return {"id": g.get("id", g["prompt_id"]), "key": answer_key(g), "prompt_id": g["prompt_id"],
+            "model": g.get("model"),
             "context_tokens": len(ctx), "ranks": ranks[0], "tokens": [tok.decode([t]) for t in ans],
             "base_top": [tok.decode([t]) for t in ranks[1]]}
