@@ -72,3 +72,21 @@ def test_report_pages_render_with_escaped_conversations(tmp_path):
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps(rating("m", "p1", 1, "pass", with_fields=False) | {"prompt_id": "p1"}) + "\n")
     assert "Multi-turn dialogue" not in build_report([plain], tmp_path / "plain", n_boot=50).read_text()
+
+
+def test_format_summary_counts_endings_and_user_lines_per_turn():
+    from lima_align.dialogue_report import format_summary
+
+    def conv(model, replies, finishes):
+        msgs = []
+        for r in replies:
+            msgs += [{"role": "user", "content": "q"}, {"role": "assistant", "content": r}]
+        return {"conversation_id": "c", "model": model, "messages": msgs, "finish_reasons": finishes}
+
+    rows = format_summary([conv("m", ["a b", "c\nUser: more?"], ["eot", "length"]),
+                           conv("m", ["d", "e f g h"], ["eot", "eot"])])
+    (m,) = rows
+    assert m["turns"] == 4 and m["ended_turn"] == 0.75 and m["hit_length_cap"] == 0.25
+    t1, t2 = m["by_turn"]
+    assert (t1["turn"], t1["ended_turn"], t1["spoke_for_user"], t1["mean_words"]) == (1, 1.0, 0.0, 1.5)
+    assert (t2["ended_turn"], t2["spoke_for_user"]) == (0.5, 0.5)

@@ -84,6 +84,54 @@ def conversation_summary(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for (a, b, j), c in groups.items()]
 
 
+# A reply that starts the next speaker's line has lost the turn structure (it talks for the user).
+ROLE_LINE = ("\nUser:", "\nuser:", "\nHuman:", "\n### User", "<start_of_turn>user")
+
+
+def format_summary(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What needs no judge, per model and assistant turn number: how often the model ended its turn itself
+    (finish reason "eot"/"stop"), ran into the length cap, or wrote a line for the user; mean words.
+    A base model that has not learnt the turn format fails these long before content quality matters."""
+    cells: dict[tuple[str, int], list[tuple[str | None, str]]] = {}
+    for c in conversations:
+        replies = [m["content"] for m in c["messages"] if m["role"] == "assistant"]
+        finishes = list(c.get("finish_reasons") or [])
+        for i, text in enumerate(replies):
+            cells.setdefault((c["model"], i + 1), []).append((finishes[i] if i < len(finishes) else None, text))
+    out: dict[str, dict[str, Any]] = {}
+    for (model, turn), xs in sorted(cells.items()):
+        n = len(xs)
+        row = {"turn": turn, "n": n,
+               "ended_turn": sum(f in ("eot", "stop") for f, _ in xs) / n,
+               "hit_length_cap": sum(f == "length" for f, _ in xs) / n,
+               "spoke_for_user": sum(any(k in t for k in ROLE_LINE) for _, t in xs) / n,
+               "mean_words": sum(len(t.split()) for _, t in xs) / n}
+        m = out.setdefault(model, {"model": model, "by_turn": []})
+        m["by_turn"].append(row)
+    for m in out.values():
+        total = sum(r["n"] for r in m["by_turn"])
+        for key in ("ended_turn", "hit_length_cap", "spoke_for_user"):
+            m[key] = sum(r[key] * r["n"] for r in m["by_turn"]) / total
+        m["turns"] = total
+    return list(out.values())
+
+
+def _format_table(rows: list[dict[str, Any]]) -> str:
+    from .report import _table
+
+    if not rows:
+        return ""
+    turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
+    cell = lambda t: f"{_pct(t['ended_turn'])} ended &middot; {_pct(t['spoke_for_user'])} spoke for user (n={t['n']})"
+    return ("<h3>Turn format by turn number (no judge needed)</h3>"
+            + _table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
+                     [[_e(r["model"]), r["turns"], _pct(r["ended_turn"]), _pct(r["hit_length_cap"]),
+                       _pct(r["spoke_for_user"])] for r in rows])
+            + _table(["model"] + [f"turn {t}" for t in turns],
+                     [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                                          for t in turns] for r in rows]))
+
+
 # ----------------------------------------------------------------- charts
 
 
@@ -210,7 +258,7 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
                    conversations: list[dict[str, Any]] = ()) -> str:
     """The dialogue section of a report page; "" when the records hold no dialogue judgments."""
     turns, pairs = split(records)
-    if not turns and not pairs:
+    if not turns and not pairs and not conversations:
         return ""
     rows, wins = turn_summary(turns), conversation_summary(pairs)
     imgs = ""
@@ -220,6 +268,7 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
             data = fn(rows, Path(charts_dir) / f"{name}.png")
             imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins)}"
+            f"{_format_table(format_summary(list(conversations)))}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
             "when any of its first three turns is rated Fail. Conversation verdicts compare whole conversations in "
             "both orders.</p></section>"
@@ -240,12 +289,13 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     if not section:
         from .errors import LimaError
 
-        raise LimaError("no dialogue judgments in these files", fix="pass the output of `lima-align judge turns` "
-                        "or `judge conversations`")
+        raise LimaError("no dialogue judgments or conversations in these files", fix="pass the output of "
+                        "`lima-align judge turns` or `judge conversations`, and/or --conversations files")
     turns, pairs = split(records)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths],
-               "turns": turn_summary(turns), "conversations": conversation_summary(pairs)}
+               "turns": turn_summary(turns), "conversations": conversation_summary(pairs),
+               "format": format_summary(convs)}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{REPORT_CSS}</style></head><body><main><header><h1>{_e(title)}</h1><div class=sub>"
