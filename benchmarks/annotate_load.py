@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -37,6 +38,25 @@ PW = "benchmark password"
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children (Linux /proc); 0.0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live children (uvicorn --workers: the worker processes)."""
+    total = _cpu_s(pid)
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return total + sum(_tree_cpu_s(int(k)) for k in kids)
 
 
 def run(db_url: str, clients: int, votes: int, overlap: int, workdir: Path, sqlite_sync: str, workers: int) -> dict:
@@ -98,10 +118,11 @@ def run(db_url: str, clients: int, votes: int, overlap: int, workdir: Path, sqli
         for t in threads:
             t.start()
         ready.wait()
-        start = time.perf_counter()
+        start, server0, client0 = time.perf_counter(), _tree_cpu_s(proc.pid), time.process_time()
         for t in threads:
             t.join()
         wall = time.perf_counter() - start
+        server_cpu, client_cpu = _tree_cpu_s(proc.pid) - server0, time.process_time() - client0
     finally:
         proc.terminate()  # SIGTERM: uvicorn stops its worker processes too
         try:
@@ -114,6 +135,10 @@ def run(db_url: str, clients: int, votes: int, overlap: int, workdir: Path, sqli
             "votes_per_s": round(len(vote_ms) / wall, 1),
             "next_item_ms": {"p50": round(_pct(next_ms, 0.5), 1), "p95": round(_pct(next_ms, 0.95), 1)},
             "vote_ms": {"p50": round(_pct(vote_ms, 0.5), 1), "p95": round(_pct(vote_ms, 0.95), 1)},
+            # Where the CPU went during the voting phase (server and the client threads share this machine):
+            "cpu_s": {"server": round(server_cpu, 2), "clients": round(client_cpu, 2),
+                      "server_ms_per_vote": round(1000 * server_cpu / max(1, len(vote_ms)), 2),
+                      "cores": os.cpu_count()},
             "targets": {"votes_per_s": 200, "next_item_p95_ms": 50},
             "machine": {"python": sys.version.split()[0], "platform": platform.platform()}}
 

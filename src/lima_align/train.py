@@ -33,7 +33,6 @@ from .jsonl import JsonlAppender, read_jsonl, write_jsonl_atomic, write_text_ato
 from .models import bf16_is_fast, load_model
 from .packing import collate, plan_steps, rows_for_rank
 from .records import Conversation
-from .seed import load_dataset
 from .turns import IGNORE, Encoded, TurnFormat
 
 CHECKPOINT_META = "lima_align_checkpoint.json"
