@@ -361,3 +361,29 @@ def test_admin_creates_a_study_from_the_page(site):
     alice = person(site, "alice")
     assert alice.http.post("/admin/studies", data={"csrf": alice.csrf, "name": "x", "kind": "pairwise"},
                            files=files).status_code == 403
+
+
+def test_sqlite_writers_queue_on_the_write_lock(tmp_path: Path):
+    """db.write: a second writer (another thread, or another engine as `serve --workers` has) waits for the
+    first to commit instead of sleeping in SQLite's busy handler, and then sees its commit."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    first, second = db.connect(url), db.connect(url)
+    entered, order = threading.Event(), []
+
+    def other() -> None:
+        with db.write(second) as c:
+            order.append(("second", c.execute(select(func.count()).select_from(db.settings)).scalar()))
+
+    with db.write(first) as c:
+        c.execute(db.settings.insert().values(key="k", value="v"))
+        t = threading.Thread(target=lambda: (entered.set(), other()))
+        t.start()
+        entered.wait()
+        time.sleep(0.2)
+        order.append(("first", None))
+    t.join(10)
+    assert order == [("first", None), ("second", 1)]
+    assert (tmp_path / "w.db-writelock").exists()

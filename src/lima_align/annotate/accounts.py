@@ -8,7 +8,7 @@ import secrets
 import time
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -47,7 +47,7 @@ def create_user(engine: Engine, username: str, password: str | None, role: Role)
         check_password(password)
     digest = hash_password(password) if password is not None else None
     try:
-        with engine.begin() as c:
+        with db.write(engine) as c:
             return c.execute(insert(db.users).values(username=username, role=role, password_hash=digest,
                                                      created=time.time())).inserted_primary_key[0]
     except IntegrityError:
@@ -56,7 +56,7 @@ def create_user(engine: Engine, username: str, password: str | None, role: Role)
 
 def set_password(engine: Engine, username: str, password: str) -> None:
     check_password(password)
-    with engine.begin() as c:
+    with db.write(engine) as c:
         n = c.execute(update(db.users).where(db.users.c.username == username)
                       .values(password_hash=hash_password(password))).rowcount
     if not n:
@@ -79,8 +79,11 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, Any]
     return dict(row)
 
 
+_USER = select(db.users).where(db.users.c.id == bindparam("uid"))  # built once: it runs on every page
+
+
 def get_user(c: Connection, user_id: int) -> dict[str, Any] | None:
-    row = c.execute(select(db.users).where(db.users.c.id == user_id)).mappings().first()
+    row = c.execute(_USER, {"uid": user_id}).mappings().first()
     return dict(row) if row else None
 
 
@@ -98,7 +101,7 @@ def _token_hash(token: str) -> str:
 def create_invite(engine: Engine, study_id: int | None, role: Role = "annotator") -> str:
     """A fresh one-time token; only its hash is stored."""
     token = secrets.token_urlsafe(24)
-    with engine.begin() as c:
+    with db.write(engine) as c:
         c.execute(insert(db.invites).values(token_sha256=_token_hash(token), study_id=study_id, role=role,
                                             created=time.time()))
     return token
@@ -118,7 +121,7 @@ def join(engine: Engine, token: str, *, uid: int | None, username: str = "", pas
         check_username(username)
         check_password(password)
         digest = hash_password(password)  # slow: done before the transaction takes the write lock
-    with engine.begin() as c:
+    with db.write(engine) as c:
         inv = find_invite(c, token)
         if inv is None:
             raise LimaError("this invitation link is unknown or was already used", fix="ask for a new link")

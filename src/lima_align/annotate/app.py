@@ -44,7 +44,8 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        ctx.setdefault("user", current_user(request))
+        if "user" not in ctx:  # (setdefault would query the database even when the handler passed it)
+            ctx["user"] = current_user(request)
         return templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status)
 
     def see(url: str) -> RedirectResponse:
@@ -131,24 +132,32 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         user = require_user(request)
         return page(request, "home.html", mine=studies.studies_of(engine, user["id"]))
 
-    def member_study(request: Request, sid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        user = require_user(request)
-        with db.read(engine) as c:
-            study = studies.get_study(c, sid=sid)
-            if not studies.is_member(c, sid, user["id"]):
-                raise Refused(403, "You are not an annotator of this study.")
+    def member_check(request: Request, sid: int, c: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The logged-in user and the study, Refused unless they are one of its annotators (one connection)."""
+        user = require_user(request, c=c)
+        study = studies.get_study(c, sid=sid)
+        if not studies.is_member(c, sid, user["id"]):
+            raise Refused(403, "You are not an annotator of this study.")
         return user, study
+
+    def member_study(request: Request, sid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        with db.read(engine) as c:
+            return member_check(request, sid, c)
 
     @app.get("/s/{sid}")
     def study_page(request: Request, sid: int) -> Response:
-        user, study = member_study(request, sid)
+        with db.read(engine) as c:  # one read connection for the checks and the usual case, a pending item
+            user, study = member_check(request, sid, c)
+            item = studies.pending_item(c, study, user["id"]) if study["kind"] != "dialogue" else None
+        if study["kind"] != "dialogue" and item is None:  # (the read connection is back in the pool by now)
+            item = studies.next_item(engine, study, user["id"])
         if study["kind"] == "dialogue":
             conv = studies.latest_conversation(engine, sid, user["id"])
             scores = studies.turn_scores(engine, conv["id"]) if conv else {}
-            return page(request, "dialogue.html", study=study, conv=conv, scores=scores, turns=_turns(conv))
-        item = studies.next_item(engine, study, user["id"])
+            return page(request, "dialogue.html", user=user, study=study, conv=conv, scores=scores,
+                        turns=_turns(conv))
         if item is None:
-            return page(request, "done.html", study=study)
+            return page(request, "done.html", user=user, study=study)
         p = item["payload"]
         ctx: dict[str, Any] = {"study": study, "item": item}
         if study["kind"] == "pairwise":
@@ -156,22 +165,26 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             ctx.update(shown=shown, choices=PAIRWISE_CHOICES)
         elif study["kind"] == "absolute":
             ctx.update(scale=SCALES[study["config"]["scale"]])
-        return page(request, f"{study['kind']}.html", **ctx)
+        return page(request, f"{study['kind']}.html", user=user, **ctx)
 
     @app.post("/s/{sid}/vote")
     async def vote(request: Request, sid: int) -> Response:
         form = await checked_form(request)
-        user, study = await run_in_threadpool(member_study, request, sid)
-        try:
-            item_id = int(str(form.get("item", "")))
-        except ValueError:
-            raise Refused(400, "The vote names no item.") from None
-        choice = str(form.get("choice", ""))
-        edited = None
-        if study["kind"] == "review" and choice == "edit":
-            edited = await run_in_threadpool(_edited_record, engine, sid, item_id, form)
-        await run_in_threadpool(studies.record_vote, engine, study, user["id"], item_id, choice,
-                                str(form.get("comment", ""))[:5000], edited)
+
+        def checked_and_stored() -> None:  # one trip to the threadpool for the whole vote
+            user, study = member_study(request, sid)
+            try:
+                item_id = int(str(form.get("item", "")))
+            except ValueError:
+                raise Refused(400, "The vote names no item.") from None
+            choice = str(form.get("choice", ""))
+            edited = None
+            if study["kind"] == "review" and choice == "edit":
+                edited = _edited_record(engine, sid, item_id, form)
+            studies.record_vote(engine, study, user["id"], item_id, choice, str(form.get("comment", ""))[:5000],
+                                edited)
+
+        await run_in_threadpool(checked_and_stored)
         return see(f"/s/{sid}")
 
     @app.post("/s/{sid}/new")

@@ -191,7 +191,7 @@ def attach_judgments(engine: Engine, sid: int, name: str, path: Path) -> int:
     import time
 
     recs = [{k: v for k, v in r.items() if k != "_where"} for r in load_judgments([path])]
-    with engine.begin() as c:
+    with db.write(engine) as c:
         c.execute(db.judge_files.insert().values(study_id=sid, name=name, records=db.dumps(recs), created=time.time()))
     return len(recs)
 

@@ -24,9 +24,16 @@ def _markdown():  # -> markdown_it.MarkdownIt, imported lazily
 
 
 def markdown(text: str) -> Markup:
+    return Markup(_clean_html(text or ""))
+
+
+@lru_cache(maxsize=4096)
+def _clean_html(text: str) -> str:
+    """A pure function of the text, so cached: each item is shown to k annotators, and rendering plus
+    sanitising is a visible share of a page's CPU time (an item's answers are a few KiB, the cache a few MiB)."""
     import nh3
 
-    html = _markdown().render(text or "")
+    html = _markdown().render(text)
     clean = nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}, "code": {"class"}},
                       url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow")
-    return Markup(clean)
+    return str(clean)

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -126,7 +126,7 @@ def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: 
         config.update(chat_url=chat_url, model=chat_model, max_tokens=max_tokens, temperature=temperature,
                       scale="fail_pass_excellent")
     try:
-        with engine.begin() as c:
+        with db.write(engine) as c:
             sid = c.execute(insert(db.studies).values(name=name, kind=kind, overlap=overlap, config=db.dumps(config),
                                                       created=time.time())).inserted_primary_key[0]
             if rows:
@@ -138,9 +138,16 @@ def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: 
     return sid
 
 
+_STUDY_BY_ID = select(db.studies).where(db.studies.c.id == bindparam("sid"))
+_MEMBER = (select(db.members.c.user_id).where(db.members.c.study_id == bindparam("sid"))
+           .where(db.members.c.user_id == bindparam("uid")))
+
+
 def get_study(c: Connection, *, name: str | None = None, sid: int | None = None) -> dict[str, Any]:
-    q = select(db.studies).where(db.studies.c.name == name if name is not None else db.studies.c.id == sid)
-    row = c.execute(q).mappings().first()
+    if name is not None:
+        row = c.execute(select(db.studies).where(db.studies.c.name == name)).mappings().first()
+    else:
+        row = c.execute(_STUDY_BY_ID, {"sid": sid}).mappings().first()
     if row is None:
         if name is not None:
             raise LimaError(f"no study named {name!r}", fix="list studies with `lima-align annotate progress`")
@@ -149,12 +156,11 @@ def get_study(c: Connection, *, name: str | None = None, sid: int | None = None)
 
 
 def is_member(c: Connection, sid: int, uid: int) -> bool:
-    return c.execute(select(db.members).where(db.members.c.study_id == sid).where(db.members.c.user_id == uid)
-                     ).first() is not None
+    return c.execute(_MEMBER, {"sid": sid, "uid": uid}).first() is not None
 
 
 def add_member(engine: Engine, sid: int, uid: int) -> None:
-    with engine.begin() as c:
+    with db.write(engine) as c:
         if not is_member(c, sid, uid):
             c.execute(insert(db.members).values(study_id=sid, user_id=uid))
 
@@ -162,18 +168,43 @@ def add_member(engine: Engine, sid: int, uid: int) -> None:
 # ----------------------------------------------------------------- assignment
 
 
+def _voted(a: Any) -> Any:
+    """EXISTS: the assignment's annotator has voted on its item (matches uq_vote's columns, so uses its index)."""
+    v = db.votes
+    return (select(v.c.id).where(v.c.study_id == a.c.study_id).where(v.c.item_id == a.c.item_id)
+            .where(v.c.user_id == a.c.user_id).exists())
+
+
+# The hot statements are built once, with bind parameters: building a select() costs more CPU than running it.
+_A = db.assignments
+_PENDING = (select(_A.c.item_id, _A.c.shown_order).where(_A.c.study_id == bindparam("sid"))
+            .where(_A.c.user_id == bindparam("uid")).where(~_voted(_A)).order_by(_A.c.id).limit(1))
+_PENDING_ITEM = (select(db.items.c.id, db.items.c.key, db.items.c.payload, _A.c.shown_order)
+                 .join(db.items, db.items.c.id == _A.c.item_id).where(_A.c.study_id == bindparam("sid"))
+                 .where(_A.c.user_id == bindparam("uid")).where(~_voted(_A)).order_by(_A.c.id).limit(1))
+_ITEM = select(db.items.c.id, db.items.c.key, db.items.c.payload).where(db.items.c.id == bindparam("iid"))
+_ASSIGNMENT = (select(_A.c.shown_order).where(_A.c.study_id == bindparam("sid"))
+               .where(_A.c.item_id == bindparam("iid")).where(_A.c.user_id == bindparam("uid")))
+_MINE = select(_A.c.id).where(and_(_A.c.item_id == db.items.c.id, _A.c.user_id == bindparam("uid"))).exists()
+_PICK = (select(db.items.c.id).where(db.items.c.study_id == bindparam("sid")).where(~_MINE)
+         .where(db.items.c.n_assigned < bindparam("k")).order_by(db.items.c.n_assigned, db.items.c.idx).limit(1))
+_INSERT_ASSIGNMENT = insert(_A)
+_BUMP = (update(db.items).where(db.items.c.id == bindparam("iid"))
+         .values(n_assigned=db.items.c.n_assigned + 1))
+_INSERT_VOTE = insert(db.votes)
+
+
 def _pending(c: Connection, sid: int, uid: int) -> tuple[int, str] | None:
     """(item id, shown order) of the item assigned to this annotator and not yet voted on, if any."""
-    a, v = db.assignments, db.votes
-    voted = select(v.c.id).where(and_(v.c.item_id == a.c.item_id, v.c.user_id == uid)).exists()
-    row = c.execute(select(a.c.item_id, a.c.shown_order).where(a.c.study_id == sid).where(a.c.user_id == uid)
-                    .where(~voted).order_by(a.c.id).limit(1)).first()
+    row = c.execute(_PENDING, {"sid": sid, "uid": uid}).first()
     return (row[0], row[1]) if row else None
 
 
 def _lock_study(c: Connection, sid: int) -> None:
-    """Serialise assignment within a study: a row lock on PostgreSQL (SQLite's BEGIN IMMEDIATE already does)."""
-    c.execute(select(db.studies.c.id).where(db.studies.c.id == sid).with_for_update())
+    """Serialise assignment within a study: a row lock on PostgreSQL (SQLite's BEGIN IMMEDIATE already does,
+    so there the statement is skipped: SQLite ignores FOR UPDATE)."""
+    if c.dialect.name != "sqlite":
+        c.execute(select(db.studies.c.id).where(db.studies.c.id == sid).with_for_update())
 
 
 def _assign(c: Connection, study: dict[str, Any], uid: int) -> tuple[int, str] | None:
@@ -183,43 +214,47 @@ def _assign(c: Connection, study: dict[str, Any], uid: int) -> tuple[int, str] |
     When every item has its k annotators but some of them left an item unvoted for STALE_AFTER_S, that item
     is handed out once more: a closed browser tab must not keep an item short of votes forever. (If the
     first person comes back and votes after all, the item ends with k + 1 votes; all are kept.)"""
-    a, v, it = db.assignments, db.votes, db.items
-    mine = select(a.c.id).where(and_(a.c.item_id == it.c.id, a.c.user_id == uid)).exists()
-    base = select(it.c.id).where(it.c.study_id == study["id"]).where(~mine)
-    pick = c.execute(base.where(it.c.n_assigned < study["overlap"]).order_by(it.c.n_assigned, it.c.idx).limit(1)
-                     ).first()
+    a, it = db.assignments, db.items
+    pick = c.execute(_PICK, {"sid": study["id"], "uid": uid, "k": study["overlap"]}).first()
     if pick is None:
-        voted = select(v.c.id).where(and_(v.c.item_id == a.c.item_id, v.c.user_id == a.c.user_id)).exists()
+        base = select(it.c.id).where(it.c.study_id == study["id"]).where(~_MINE)
+        voted = _voted(a)
         live = (select(func.count()).select_from(a).where(a.c.item_id == it.c.id)
                 .where(voted | (a.c.created > time.time() - STALE_AFTER_S)).scalar_subquery())
-        pick = c.execute(base.where(live < study["overlap"]).order_by(it.c.idx).limit(1)).first()
+        pick = c.execute(base.where(live < study["overlap"]).order_by(it.c.idx).limit(1), {"uid": uid}).first()
     if pick is None:
         return None
     order = random.SystemRandom().choice(("ab", "ba")) if study["kind"] == "pairwise" else "ab"
-    c.execute(insert(a).values(study_id=study["id"], item_id=pick[0], user_id=uid, shown_order=order,
-                               created=time.time()))
-    c.execute(update(it).where(it.c.id == pick[0]).values(n_assigned=it.c.n_assigned + 1))
+    c.execute(_INSERT_ASSIGNMENT, {"study_id": study["id"], "item_id": pick[0], "user_id": uid,
+                                   "shown_order": order, "created": time.time()})
+    c.execute(_BUMP, {"iid": pick[0]})
     return pick[0], order
+
+
+def pending_item(c: Connection, study: dict[str, Any], uid: int) -> dict[str, Any] | None:
+    """The item assigned to this annotator and not yet voted on, read with the caller's connection."""
+    row = c.execute(_PENDING_ITEM, {"sid": study["id"], "uid": uid}).first()
+    return {"id": row[0], "key": row[1], "payload": json.loads(row[2]), "order": row[3]} if row else None
 
 
 def next_item(engine: Engine, study: dict[str, Any], uid: int) -> dict[str, Any] | None:
     """The item this annotator should see now, assigning one if needed (None: nothing left for them).
 
     An item already assigned to them and not voted on comes back (a reload shows the same item). Usually
-    record_vote has assigned it in the vote's own transaction, so this is a read that never waits for the
+    record_vote has assigned it in the vote's own transaction, so this is one read that never waits for the
     write lock; only the first item of a session needs a write transaction here.
     """
     with db.read(engine) as c:
-        pending = _pending(c, study["id"], uid)
-    if pending is None:
-        with engine.begin() as c:
-            _lock_study(c, study["id"])
-            pending = _pending(c, study["id"], uid) or _assign(c, study, uid)
-    if pending is None:
-        return None
-    with db.read(engine) as c:
-        item = c.execute(select(db.items).where(db.items.c.id == pending[0])).mappings().one()
-    return {"id": item["id"], "key": item["key"], "payload": json.loads(item["payload"]), "order": pending[1]}
+        item = pending_item(c, study, uid)
+    if item is not None:
+        return item
+    with db.write(engine) as w:
+        _lock_study(w, study["id"])
+        pending = _pending(w, study["id"], uid) or _assign(w, study, uid)
+        if pending is None:
+            return None
+        row = w.execute(_ITEM, {"iid": pending[0]}).one()
+    return {"id": row[0], "key": row[1], "payload": json.loads(row[2]), "order": pending[1]}
 
 
 # ----------------------------------------------------------------- voting
@@ -251,23 +286,20 @@ def record_vote(engine: Engine, study: dict[str, Any], uid: int, item_id: int, c
 
     The same transaction assigns their next item, so one commit (one fsync) covers the vote and the
     assignment, and the page that follows only reads."""
-    a = db.assignments
-    with engine.begin() as c:
+    with db.write(engine) as c:
         _lock_study(c, study["id"])
-        asg = c.execute(select(a.c.shown_order).where(a.c.study_id == study["id"]).where(a.c.item_id == item_id)
-                        .where(a.c.user_id == uid)).first()
+        asg = c.execute(_ASSIGNMENT, {"sid": study["id"], "iid": item_id, "uid": uid}).first()
         if asg is None:
             raise Refused(403, "This item is not assigned to you.")
         value = _value(study, asg[0], choice)
         if study["kind"] == "review" and (value == "edit") != (edited is not None):
             raise Refused(400, "An edit needs the edited text (and only an edit has one).")
-        try:
-            with c.begin_nested():
-                c.execute(insert(db.votes).values(study_id=study["id"], item_id=item_id, user_id=uid,
-                                                  shown_order=asg[0], raw=choice, value=value,
-                                                  comment=comment.strip(),
-                                                  edited=db.dumps(edited) if edited is not None else None,
-                                                  created=time.time()))
+        try:  # no savepoint needed: a refused vote ends (rolls back) the whole transaction
+            c.execute(_INSERT_VOTE, {"study_id": study["id"], "item_id": item_id, "user_id": uid,
+                                     "shown_order": asg[0], "raw": choice, "value": value,
+                                     "comment": comment.strip(),
+                                     "edited": db.dumps(edited) if edited is not None else None,
+                                     "created": time.time()})
         except IntegrityError:
             raise Refused(409, "You have already voted on this item; your first vote stands.") from None
         if study["kind"] != "dialogue" and _pending(c, study["id"], uid) is None:
@@ -295,14 +327,14 @@ def latest_conversation(engine: Engine, sid: int, uid: int) -> dict[str, Any] | 
 def new_conversation(engine: Engine, sid: int, uid: int) -> str:
     cid = uuid.uuid4().hex
     now = time.time()
-    with engine.begin() as c:
+    with db.write(engine) as c:
         c.execute(insert(db.conversations).values(id=cid, study_id=sid, user_id=uid, messages="[]", created=now,
                                                   updated=now))
     return cid
 
 
 def append_turns(engine: Engine, cid: str, uid: int, turns: list[dict[str, str]]) -> None:
-    with engine.begin() as c:
+    with db.write(engine) as c:
         conv = conversation(c, cid, uid)
         c.execute(update(db.conversations).where(db.conversations.c.id == cid)
                   .values(messages=db.dumps(conv["messages"] + turns), updated=time.time()))
@@ -311,7 +343,7 @@ def append_turns(engine: Engine, cid: str, uid: int, turns: list[dict[str, str]]
 def rate_turn(engine: Engine, cid: str, uid: int, turn: int, score: str) -> None:
     if score not in SCALES["fail_pass_excellent"]:
         raise Refused(400, f"Unknown rating {score!r}.")
-    with engine.begin() as c:
+    with db.write(engine) as c:
         conv = conversation(c, cid, uid)
         n_assistant = sum(m["role"] == "assistant" for m in conv["messages"])
         if not 1 <= turn <= n_assistant:

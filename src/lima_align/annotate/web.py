@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -101,17 +102,20 @@ async def checked_form(request: Request) -> FormData:
     return form
 
 
-def current_user(request: Request) -> dict[str, Any] | None:
+def current_user(request: Request, c: Connection | None = None) -> dict[str, Any] | None:
+    """The logged-in user's row (None: nobody logged in); `c`: a read connection the caller already holds."""
     uid = request.session.get("uid")
     if not isinstance(uid, int):
         return None
-    with db.read(request.app.state.engine) as c:
+    if c is not None:
         return accounts.get_user(c, uid)
+    with db.read(request.app.state.engine) as own:
+        return accounts.get_user(own, uid)
 
 
-def require_user(request: Request, role: str | None = None) -> dict[str, Any]:
+def require_user(request: Request, role: str | None = None, c: Connection | None = None) -> dict[str, Any]:
     """The logged-in user (Refused 401 otherwise); with role="admin", Refused 403 for anyone else."""
-    user = current_user(request)
+    user = current_user(request, c)
     if user is None:
         raise Refused(401, "Please log in first.")
     if role == "admin" and user["role"] != "admin":
