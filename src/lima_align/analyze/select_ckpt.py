@@ -25,7 +25,8 @@ from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
 from ..jsonl import write_text_atomic
 from ..records import Conversation
-from .ablate import JudgeSettings, check_judge, format_score, make_judge, read_records, score_chart, score_records
+from .ablate import JudgeSettings, check_judge, format_score, make_judge, read_records, score_records
+from .grid_report import Y_LABELS, score_chart
 
 CHECKPOINT_META = "lima_align_checkpoint.json"
 
@@ -236,7 +237,6 @@ def write_select_page(result: dict[str, Any], out: Path) -> Path:
     import html
 
     from ..report import REPORT_CSS, _table
-    from .ablate import Y_LABELS
 
     rows = result["checkpoints"]
     y_label = Y_LABELS["pairwise" if result["mode"] == "pairwise" else result["scale"]]
