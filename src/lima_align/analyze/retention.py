@@ -32,7 +32,7 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_text_atomic
-from .shift import batches, keep_logits
+from .shift import batches, keep_logits, right_padded
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "retention"
 DEFAULT_TEXTS = DATA / "passages.jsonl"
@@ -102,12 +102,8 @@ def continuation_logprobs(model: Any, items: list[tuple[list[int], int]], *, pad
             idx = [i for i in idx if items[i][1] < len(items[i][0])]
             if not idx:
                 continue
-            width = max(lengths[i] for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, :lengths[i]] = torch.tensor(items[i][0])
-                mask[r, :lengths[i]] = 1
+            ids, mask = right_padded([items[i][0] for i in idx], pad_id)
+            width = ids.shape[1]
             first = min(items[i][1] for i in idx) - 1
             logits = keep_logits(model, ids.to(dev), mask.to(dev), width - first).float()
             for r, i in enumerate(idx):

@@ -64,6 +64,19 @@ def keep_logits(model: Any, ids: Any, mask: Any, keep: int) -> Any:
     return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
 
 
+def right_padded(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """(ids, attention mask) of token sequences padded on the right to the longest one."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        ids[r, :len(seq)] = torch.tensor(seq)
+        mask[r, :len(seq)] = 1
+    return ids, mask
+
+
 def batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     """Indices grouped by similar length so that batch size x longest row stays within batch_tokens."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -94,13 +107,8 @@ def token_ranks(model: Any, pairs: list[tuple[list[int], list[int]]], *, pad_id:
             idx = [i for i in idx if pairs[i][1]]
             if not idx:
                 continue
-            width = max(lengths[i] for i in idx)
-            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                seq = pairs[i][0] + pairs[i][1]
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
+            ids, mask = right_padded([pairs[i][0] + pairs[i][1] for i in idx], pad_id)
+            width = ids.shape[1]
             first = min(len(pairs[i][0]) for i in idx) - 1  # position predicting the earliest answer token
             keep = width - first
             logits = keep_logits(model, ids.to(dev), mask.to(dev), keep).float()
