@@ -124,6 +124,25 @@ def _judges(args: argparse.Namespace) -> list[Any]:
     return judges
 
 
+def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True) -> None:
+    """The judge flags `_judges` reads; shared by `judge pairwise/absolute/turns/conversations` and `dialogue eval`.
+    `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks."""
+    x.add_argument("--judge", action="append", choices=["api", "longest"],
+                   help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer wins'")
+    x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
+    x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
+    x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
+    x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply (a small local "
+                   "judge on CPU wants a low cap)")
+    x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
+    x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
+    if one_task:
+        x.add_argument("--instructions", help="judge instructions file (default: the shipped one for this task)")
+        x.add_argument("--output", required=True, help="judgments JSONL to append to (a rerun resumes)")
+
+
 def cmd_judge_pairwise(args: argparse.Namespace) -> int:
     from .judge import judge_pairwise
     from .records import read_generations
@@ -329,20 +348,6 @@ def make_parser() -> argparse.ArgumentParser:
     jd = sub.add_parser("judge", help="pairwise or absolute judging by LLM judges or the length baseline") \
         .add_subparsers(dest="sub", required=True)
 
-    def judge_opts(x: argparse.ArgumentParser) -> None:
-        x.add_argument("--judge", action="append", choices=["api", "longest"],
-                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer wins'")
-        x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
-        x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
-        x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-        x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-        x.add_argument("--instructions", help="judge instructions file (default: the shipped one for this task)")
-        x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
-        x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply (a small local "
-                       "judge on CPU wants a low cap)")
-        x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
-        x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
-        x.add_argument("--output", required=True, help="judgments JSONL to append to (a rerun resumes)")
 
     jp = jd.add_parser("pairwise", help="A better / B better / neither, both orders, for two generation files",
                        description="LIMA's three-way preference for every prompt both files answered, judged in "
@@ -350,16 +355,16 @@ def make_parser() -> argparse.ArgumentParser:
     jp.add_argument("a", help="generations JSONL of model A")
     jp.add_argument("b", help="generations JSONL of model B")
     jp.add_argument("--partial", action="store_true", help="judge only the prompts both files answered")
-    judge_opts(jp)
+    judge_options(jp)
     jp.set_defaults(func=cmd_judge_pairwise)
     ja = jd.add_parser("absolute", help="Fail / Pass / Excellent, or a 1-6 helpfulness score, per answer")
     ja.add_argument("generations", help="generations JSONL")
     ja.add_argument("--scale", default="fail_pass_excellent", choices=["fail_pass_excellent", "helpfulness_6"])
-    judge_opts(ja)
+    judge_options(ja)
     ja.set_defaults(func=cmd_judge_absolute)
     from .dialogue_cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)
 
-    add_judge_commands(jd, judge_opts)
+    add_judge_commands(jd)
 
     for name, func, helptext in (("stats", cmd_stats, "win/tie/loss with CIs, agreement, biases, power"),
                                  ("report", cmd_report, "one HTML page and a JSON file with every number")):

@@ -13,28 +13,6 @@ from .errors import LimaError
 VARIANTS = ("single-turn", "with-dialogues")  # shipped recipes, trained and compared by `dialogue`
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="recipe overrides, e.g. generate.max_new_tokens=128 generate.temperature=0")
-
-
-def _api_judge_opts(x: argparse.ArgumentParser) -> None:
-    """The judge options of `lima-align judge` (cli._judges reads them), without --output."""
-    x.add_argument("--judge", action="append", choices=["api", "longest"],
-                   help="judge kind, repeatable: an OpenAI-compatible model, or 'longest answer wins' (pairwise only)")
-    x.add_argument("--api-base", help="judge's OpenAI-compatible base URL")
-    x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
-    x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
-    x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply")
-    x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
-    x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
-
-
-# ----------------------------------------------------------------- converse
-
-
 def _plans(args: argparse.Namespace) -> list[Any]:
     from .dialogue import load_scenarios, load_scripts
 
@@ -143,13 +121,14 @@ def cmd_judge_conversations(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_judge_commands(jd: Any, judge_opts: Any) -> None:
+def add_judge_commands(jd: Any) -> None:
     """`judge turns` and `judge conversations`, beside `judge pairwise` / `judge absolute`."""
+    from .cli import judge_options
     jt = jd.add_parser("turns", help="rate every assistant turn of conversations Fail / Pass / Excellent in context",
                        description="LIMA section 6: every assistant turn rated in context (the conversation before "
                        "it). Records are absolute judgments plus conversation_id and turn.")
     jt.add_argument("conversations", nargs="+", help="conversation JSONL files from `lima-align converse`")
-    judge_opts(jt)
+    judge_options(jt)
     jt.set_defaults(func=cmd_judge_turns)
     jc = jd.add_parser("conversations", help="which model held the whole conversation better, both orders",
                        description="Whole-conversation pairwise comparison of two models' conversations with the "
@@ -158,7 +137,7 @@ def add_judge_commands(jd: Any, judge_opts: Any) -> None:
     jc.add_argument("a", help="conversations JSONL of model A")
     jc.add_argument("b", help="conversations JSONL of model B")
     jc.add_argument("--partial", action="store_true", help="judge only the conversations both files hold")
-    judge_opts(jc)
+    judge_options(jc)
     jc.set_defaults(func=cmd_judge_conversations)
 
 
@@ -243,6 +222,8 @@ def cmd_dialogue_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from .cli import _overrides, judge_options
+
     c = sub.add_parser("converse", help="hold scripted or simulated multi-turn conversations with a model",
                        description="Hold whole conversations: scripted (user turns fixed: a JSONL file, "
                        "mt_bench:PATH, or dialogue_eval) or simulated (a user model plays a scenario). "
@@ -265,7 +246,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--limit", type=int, help="hold only the first N conversations")
     c.add_argument("--label", help="model name written into each record (default: the model path)")
     c.add_argument("--output", required=True, help="conversations JSONL to append to (a rerun resumes)")
-    _add_overrides(c)
+    _overrides(c)
     c.set_defaults(func=cmd_converse)
 
     d = sub.add_parser("dialogue", help="train and compare single-turn vs +30-dialogue models (LIMA section 6)") \
@@ -274,7 +255,7 @@ def add_commands(sub: Any) -> None:
                      description="Fine-tune the two variants (resumable; a finished one is skipped).")
     t.add_argument("--runs", help="folder for both runs (default: each recipe's train.output_dir)")
     t.add_argument("--restart", action="store_true", help="discard existing runs and train again")
-    _add_overrides(t)
+    _overrides(t)
     t.set_defaults(func=cmd_dialogue_train)
     e = d.add_parser("eval", help="hold scripted conversations with both variants, judge them, write the report",
                      description="Converse (scripted), judge every turn (API judges), judge whole conversations "
@@ -287,8 +268,8 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--script", default="dialogue_eval", help="FILE, mt_bench:PATH or dialogue_eval")
     e.add_argument("--limit", type=int, help="only the first N conversations")
     e.add_argument("--output", default="runs/dialogue/eval", help="folder for conversations, judgments, report")
-    _api_judge_opts(e)
-    _add_overrides(e)
+    judge_options(e, one_task=False)
+    _overrides(e)
     e.set_defaults(func=cmd_dialogue_eval)
     r = d.add_parser("report", help="the Figure 7 page from turn ratings and conversation verdicts")
     r.add_argument("files", nargs="+", help="judgments JSONL (turn ratings, conversation verdicts)")
