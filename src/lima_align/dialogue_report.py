@@ -50,24 +50,38 @@ def _shares(scores: list[Any]) -> dict[str, Any]:
             "shares": {k: (parsed.count(k) / n if n else None) for k in LEVELS}}
 
 
+PEOPLE = "people"  # the pooled row of several human annotators (judges "human:<name>")
+
+
+def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_turn: dict[int, list[Any]] = {}
+    by_conv: dict[str, dict[int, list[Any]]] = {}
+    for r in rs:
+        cid, t = turn_of(r)  # type: ignore[misc]
+        by_turn.setdefault(t, []).append(r.get("score"))
+        by_conv.setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
+    # A turn fails when most of its ratings say fail (one judge: its rating; people: a strict majority).
+    early = sum(any(ss.count("fail") * 2 > len(ss) for t, ss in ts.items() if t <= 3) for ts in by_conv.values())
+    return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
+            **_shares([r.get("score") for r in rs]), "conversations": len(by_conv),
+            "failed_within_3_turns": early,
+            "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]}
+
+
 def turn_summary(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and judge: shares over all turns, shares by turn number, early failures."""
+    """Per model and judge: shares over all turns, shares by turn number, early failures. Where two or more
+    people rated a model's turns, a row "people" pools their ratings (LIMA's Figure 7 pools its raters)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in turns:
         groups.setdefault((r["model"], r["judge"]), []).append(r)
     out = []
-    for (model, judge), rs in sorted(groups.items()):
-        by_turn: dict[int, list[Any]] = {}
-        by_conv: dict[str, dict[int, Any]] = {}
-        for r in rs:
-            cid, t = turn_of(r)  # type: ignore[misc]
-            by_turn.setdefault(t, []).append(r.get("score"))
-            by_conv.setdefault(cid, {})[t] = r.get("score")
-        early = sum(any(s == "fail" for t, s in ts.items() if t <= 3) for ts in by_conv.values())
-        out.append({"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
-                    **_shares([r.get("score") for r in rs]), "conversations": len(by_conv),
-                    "failed_within_3_turns": early,
-                    "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]})
+    for model in sorted({m for m, _ in groups}):
+        people = [j for m, j in groups if m == model and j.startswith("human:")]
+        for (m, judge), rs in sorted(groups.items()):
+            if m == model:
+                out.append(_summary(model, judge, rs))
+        if len(people) > 1:
+            out.append(_summary(model, PEOPLE, [r for j in sorted(people) for r in groups[(model, j)]]))
     return out
 
 

@@ -163,7 +163,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         if study["kind"] == "pairwise":
             shown = (p["output_a"], p["output_b"]) if item["order"] == "ab" else (p["output_b"], p["output_a"])
             ctx.update(shown=shown, choices=PAIRWISE_CHOICES)
-        elif study["kind"] == "absolute":
+        elif study["kind"] in studies.RATED:
             ctx.update(scale=SCALES[study["config"]["scale"]])
         return page(request, f"{study['kind']}.html", user=user, **ctx)
 
@@ -249,9 +249,11 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                 if upload is not None and not isinstance(upload, str) and upload.filename:
                     paths[field] = Path(tmp) / f"{field}.jsonl"
                     paths[field].write_bytes(await upload.read())
+            convs = [f for f in (paths["a"], paths["b"]) if f is not None] if kind == "turns" else None
             sid = await run_in_threadpool(
                 lambda: studies.create_study(engine, str(form.get("name", "")).strip() or "study", kind,
                                              overlap=overlap, a=paths["a"], b=paths["b"], dataset=paths["dataset"],
+                                             conversations=convs,
                                              scale=str(form.get("scale", "fail_pass_excellent")),
                                              chat_url=str(form.get("chat_url", "")) or None,
                                              chat_model=str(form.get("chat_model", "")) or None))

@@ -77,7 +77,8 @@ def cmd_create_study(args: argparse.Namespace) -> int:
                                a=Path(args.a) if args.a else None, b=Path(args.b) if args.b else None,
                                dataset=Path(args.dataset) if args.dataset else None, scale=args.scale,
                                chat_url=args.chat_url, chat_model=args.chat_model, max_tokens=args.max_tokens,
-                               temperature=args.temperature, guidelines=guidelines)
+                               temperature=args.temperature, guidelines=guidelines,
+                               conversations=[Path(f) for f in args.conversations or []], seed=args.seed)
     print(f"study {args.name!r} created (id {sid}); invite annotators with "
           f"`lima-align annotate invite --study {args.name}`")
     return 0
@@ -167,7 +168,7 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
 
     c = with_db(cmds.add_parser("create-study", help="create a study from generation or dataset files"))
     c.add_argument("--name", required=True)
-    c.add_argument("--kind", required=True, choices=("pairwise", "absolute", "review", "dialogue"))
+    c.add_argument("--kind", required=True, choices=("pairwise", "absolute", "review", "dialogue", "turns"))
     c.add_argument("--a", help="generations file (pairwise: model A; absolute: the model rated)")
     c.add_argument("--b", help="generations file of model B (pairwise)")
     c.add_argument("--dataset", help="candidate records in our JSONL format (review)")
@@ -178,6 +179,9 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     c.add_argument("--chat-model", help="dialogue: model name at that endpoint")
     c.add_argument("--max-tokens", type=int, default=512, help="dialogue: longest answer")
     c.add_argument("--temperature", type=float, default=0.7, help="dialogue: sampling temperature")
+    c.add_argument("--conversations", nargs="+", help="turns: conversation files from `lima-align converse` "
+                   "(one per model; every assistant turn becomes an item, the model hidden)")
+    c.add_argument("--seed", type=int, default=0, help="turns: seed of the order conversations are shown in")
     c.add_argument("--guidelines", help="a text file with the instructions shown to annotators")
     c.set_defaults(func=cmd_create_study)
 

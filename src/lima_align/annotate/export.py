@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from ..dialogue_judge import turn_id
 from ..errors import LimaError
 from ..jsonl import write_jsonl_atomic
 from ..stats import FLIP, agreement, load_judgments
@@ -49,7 +50,7 @@ def _score(study: dict[str, Any], value: str) -> str | int:
 
 
 def judgment_records(engine: Engine, study: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pairwise or absolute judgments, one per vote, in EVAL_SPEC's format."""
+    """Pairwise, absolute or turn-rating judgments, one per vote, in EVAL_SPEC's format."""
     cfg, ins = study["config"], _instructions(study)
     out = []
     for r in _vote_rows(engine, study["id"]):
@@ -63,6 +64,12 @@ def judgment_records(engine: Engine, study: dict[str, Any]) -> list[dict[str, An
                    # one person sees one order: one vote, its verdict already in original a/b terms
                    "votes": [{"order": r["shown_order"], "raw": r["raw"], "verdict": r["value"]}],
                    "verdict": r["value"], "consistent": None}
+        elif study["kind"] == "turns":  # the records `judge turns` writes, with a person as the judge
+            pid = turn_id(p["conversation_id"], p["turn"])
+            rec = {"id": _digest(["absolute", judge, study["name"], pid, p["model"]]),
+                   "type": "absolute", "prompt_id": pid, "prompt": p["prompt"], "model": p["model"],
+                   "output": p["output"], "judge": judge, "instructions": ins, "scale": cfg["scale"],
+                   "raw": r["raw"], "score": r["value"], "conversation_id": p["conversation_id"], "turn": p["turn"]}
         else:
             rec = {"id": _digest(["absolute", judge, study["name"], r["key"], cfg["model"]]),
                    "type": "absolute", **base, "model": cfg["model"], "output": p["output"], "judge": judge,
@@ -123,7 +130,7 @@ def export_study(engine: Engine, name: str, output: Path, conversations_output: 
     with db.read(engine) as c:
         study = get_study(c, name=name)
     written: dict[str, int] = {}
-    if study["kind"] in ("pairwise", "absolute"):
+    if study["kind"] in ("pairwise", "absolute", "turns"):
         recs = judgment_records(engine, study)
     elif study["kind"] == "review":
         recs = review_decisions(engine, study)

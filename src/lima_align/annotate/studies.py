@@ -6,6 +6,9 @@ Kinds of study (one Literal, explicit branches):
 - absolute: one answer rated on the fail/pass/excellent or the 1-6 helpfulness scale.
 - review: one candidate training record; accept, reject, or edit (the edit kept beside the original).
 - dialogue: no fixed items; annotators chat with a served model and rate each of its turns.
+- turns: recorded conversations (`lima-align converse` files, any number of models) rated turn by turn,
+  each assistant turn in context, on fail/pass/excellent; which model spoke is never shown, and the
+  conversations of all models are interleaved in a seeded shuffle (a conversation's turns stay in order).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from ..errors import LimaError
 from ..records import read_conversations, read_generations
 from . import db
 
-Kind = Literal["pairwise", "absolute", "review", "dialogue"]
-KINDS = ("pairwise", "absolute", "review", "dialogue")
+Kind = Literal["pairwise", "absolute", "review", "dialogue", "turns"]
+KINDS = ("pairwise", "absolute", "review", "dialogue", "turns")
+RATED = ("absolute", "turns")  # kinds whose vote is a rating on the study's scale
 SCALES = {"fail_pass_excellent": ("fail", "pass", "excellent"), "helpfulness_6": ("1", "2", "3", "4", "5", "6")}
 PAIRWISE_CHOICES = {"A": "A is significantly better", "B": "B is significantly better",
                     "neither": "Neither is significantly better"}
@@ -42,6 +46,10 @@ GUIDELINES = {
               "an example worth training on.",
     "dialogue": "Talk with the model as a user would. After each of its answers, rate that answer: fail, pass or "
                 "excellent.",
+    "turns": "Read the conversation so far, then rate the assistant's latest answer as a reply to the user at "
+             "that point. Fail: it does not do what the user asked, contradicts itself or the conversation, "
+             "speaks for the user, or breaks off. Pass: acceptable, perhaps with small flaws. Excellent: you "
+             "could not ask for a better reply.",
 }
 
 
@@ -88,6 +96,38 @@ def _absolute_items(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[
     return [(g["prompt_id"], {"prompt": g["messages"], "output": g["output"]}) for g in gens], {"model": models[0]}
 
 
+def _turn_items(paths: list[Path], seed: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """One item per assistant turn of every conversation: the messages before it and the turn itself.
+
+    Keys name the model by its position among the study's models ("m0", "m1", ...), not by name, so a key
+    seen in a URL or form gives nothing away; the name travels in the payload, which pages never show."""
+    from ..dialogue import read_conversations_file
+    from ..dialogue_judge import turn_id, turn_items
+
+    convs = [c for p in paths for c in read_conversations_file(p)]
+    models = sorted({c["model"] for c in convs})
+    seen: dict[tuple[str, str], str] = {}
+    for c in convs:
+        key = (c["model"], c["conversation_id"])
+        if key in seen:
+            where = seen[key]
+            raise LimaError(f"conversation {c['conversation_id']!r} of model {c['model']!r} appears twice "
+                            f"(also at {where})", where=c["_where"], fix="pass each model's conversations once")
+        seen[key] = c["_where"]
+    # Interleave models: sort for a stable starting point, then shuffle whole conversations with the seed.
+    convs.sort(key=lambda c: (c["conversation_id"], c["model"]))
+    random.Random(seed).shuffle(convs)
+    out = []
+    for c in convs:
+        m = models.index(c["model"])
+        cid = c["conversation_id"]
+        for turn, it in enumerate(turn_items([c]), 1):  # turn_items yields turns 1, 2, ... in order
+            out.append((f"m{m}:{turn_id(cid, turn)}", {"prompt": it["messages"], "output": it["output"],
+                                                       "model": c["model"], "conversation_id": cid,
+                                                       "turn": turn}))
+    return out, {"models": models, "seed": seed}
+
+
 def _review_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(c.id, {"record": c.to_dict()}) for c in read_conversations(path, purpose="train")]
 
@@ -95,7 +135,8 @@ def _review_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
 def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: Path | None = None,
                  b: Path | None = None, dataset: Path | None = None, scale: str = "fail_pass_excellent",
                  chat_url: str | None = None, chat_model: str | None = None, max_tokens: int = 512,
-                 temperature: float = 0.7, guidelines: str | None = None) -> int:
+                 temperature: float = 0.7, guidelines: str | None = None,
+                 conversations: list[Path] | None = None, seed: int = 0) -> int:
     """Read the input files, check them, and store the study with its items (all in one transaction)."""
     if kind not in KINDS:
         raise LimaError(f"unknown study kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
@@ -114,6 +155,15 @@ def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: 
         if a is None:
             raise LimaError("an absolute study needs a generations file", fix="pass --a GENERATIONS.jsonl")
         rows, models = _absolute_items(a)
+        config.update(models, scale=scale)
+    elif kind == "turns":
+        if not conversations:
+            raise LimaError("a turns study needs conversation files",
+                            fix="pass --conversations A.jsonl [B.jsonl ...] (written by `lima-align converse`)")
+        if scale != "fail_pass_excellent":
+            raise LimaError(f"turns are rated fail/pass/excellent (LIMA section 6), not {scale!r}",
+                            fix="leave --scale out")
+        rows, models = _turn_items(conversations, seed)
         config.update(models, scale=scale)
     elif kind == "review":
         if dataset is None:
@@ -270,7 +320,7 @@ def _value(study: dict[str, Any], order: str, choice: str) -> str:
             return "tie"
         first, second = ("a", "b") if order == "ab" else ("b", "a")
         return first if choice == "A" else second
-    if kind == "absolute":
+    if kind in RATED:
         if choice not in SCALES[study["config"]["scale"]]:
             raise Refused(400, f"Unknown rating {choice!r}.")
         return choice
