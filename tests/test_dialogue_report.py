@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_dialogue_judge import Assistant, RulesJudge
 
 from lima_align.dialogue import Plan, converse, read_conversations_file
@@ -90,3 +92,28 @@ def test_format_summary_counts_endings_and_user_lines_per_turn():
     t1, t2 = m["by_turn"]
     assert (t1["turn"], t1["ended_turn"], t1["spoke_for_user"], t1["mean_words"]) == (1, 1.0, 0.0, 1.5)
     assert (t2["ended_turn"], t2["spoke_for_user"]) == (0.5, 0.5)
+
+
+def test_shares_carry_conversation_bootstrap_intervals_and_paired_differences():
+    from lima_align.dialogue_report import turn_differences
+
+    def rec(model: str, cid: str, turn: int, score: str, judge: str = "api:j") -> dict:
+        return {"type": "absolute", "scale": "fail_pass_excellent", "model": model, "judge": judge,
+                "conversation_id": cid, "turn": turn, "score": score, "prompt_id": f"{cid}#t{turn}"}
+
+    turns = []
+    for i in range(10):  # model b is excellent on every turn; model a on the first turn only
+        for t in (1, 2, 3):
+            turns.append(rec("b", f"c{i}", t, "excellent"))
+            turns.append(rec("a", f"c{i}", t, "excellent" if t == 1 else "fail"))
+    turns.append(rec("a", "only-a", 1, "fail"))  # not shared: left out of the paired difference
+    rows = {r["model"]: r for r in turn_summary(turns)}
+    assert rows["b"]["ci"]["excellent"] == [1.0, 1.0]
+    lo, hi = rows["a"]["ci"]["excellent"]
+    assert lo <= rows["a"]["shares"]["excellent"] <= hi and lo < hi
+    (d,) = turn_differences(turns)
+    assert (d["model_a"], d["model_b"], d["conversations"], d["turns"]) == ("a", "b", 10, [30, 30])
+    assert abs(d["difference"]["excellent"]["value"] - 2 / 3) < 1e-9
+    # every conversation has the same pattern, so resampling conversations cannot move the difference
+    assert d["difference"]["excellent"]["ci"] == pytest.approx([2 / 3, 2 / 3])
+    assert d["difference"]["fail"]["value"] == pytest.approx(-2 / 3)

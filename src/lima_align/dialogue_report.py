@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .dialogue_judge import turn_of
 from .jsonl import write_text_atomic
 
@@ -53,7 +55,31 @@ def _shares(scores: list[Any]) -> dict[str, Any]:
 PEOPLE = "people"  # the pooled row of several human annotators (judges "human:<name>")
 
 
+N_BOOT, CONFIDENCE = 2000, 0.95
+
+
+def _level_counts(by_conv: dict[str, dict[int, list[Any]]], ids: list[str]) -> np.ndarray:
+    """(conversations, 4): counts of fail / pass / excellent ratings and of parsed ratings per conversation."""
+    out = np.zeros((len(ids), len(LEVELS) + 1))
+    for i, cid in enumerate(ids):
+        scores = [x for ss in by_conv[cid].values() for x in ss if x in LEVELS]
+        out[i, :len(LEVELS)] = [scores.count(k) for k in LEVELS]
+        out[i, -1] = len(scores)
+    return out
+
+
+def _boot_shares(counts: np.ndarray, seed: int) -> np.ndarray:
+    """(N_BOOT, levels) shares of each level, resampling whole conversations: the turns of one conversation
+    are not independent (a model that lost the thread fails the turns that follow), so they move together."""
+    from .stats import _resample_idx, _share
+
+    boot = counts[_resample_idx(len(counts), N_BOOT, seed)].sum(axis=1)  # (N_BOOT, levels + 1)
+    return _share(boot[:, :len(LEVELS)], boot[:, -1:])
+
+
 def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
+    from .stats import _ci
+
     by_turn: dict[int, list[Any]] = {}
     by_conv: dict[str, dict[int, list[Any]]] = {}
     for r in rs:
@@ -62,10 +88,49 @@ def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]
         by_conv.setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
     # A turn fails when most of its ratings say fail (one judge: its rating; people: a strict majority).
     early = sum(any(ss.count("fail") * 2 > len(ss) for t, ss in ts.items() if t <= 3) for ts in by_conv.values())
+    boot = _boot_shares(_level_counts(by_conv, sorted(by_conv)), seed=0)
     return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
-            **_shares([r.get("score") for r in rs]), "conversations": len(by_conv),
-            "failed_within_3_turns": early,
+            **_shares([r.get("score") for r in rs]),
+            "ci": {k: _ci(boot[:, i], CONFIDENCE) for i, k in enumerate(LEVELS)},
+            "conversations": len(by_conv), "failed_within_3_turns": early,
             "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]}
+
+
+def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per judge (and pooled people) and pair of models rated on the same conversations: B's share minus A's
+    for each level over their shared conversations, with a paired bootstrap that resamples conversations
+    (both models' turns of a drawn conversation come along, so the script's difficulty cancels out)."""
+    from .stats import _ci, _resample_idx, _share
+
+    by: dict[tuple[str, str], dict[str, dict[int, list[Any]]]] = {}
+    for r in turns:
+        cid, t = turn_of(r)  # type: ignore[misc]
+        judges = [r["judge"]] + ([PEOPLE] if r["judge"].startswith("human:") else [])
+        for j in judges:
+            by.setdefault((j, r["model"]), {}).setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
+    people_models = {m for (j, m) in by if j.startswith("human:")}
+    out = []
+    for judge in sorted({j for j, _ in by}):
+        models = sorted(m for j, m in by if j == judge)
+        if judge == PEOPLE and sum(j.startswith("human:") for j in {j for j, _ in by}) < 2:
+            continue  # one person: their own rows already say it
+        for a_i, a in enumerate(models):
+            for b in models[a_i + 1:]:
+                ids = sorted(set(by[(judge, a)]) & set(by[(judge, b)]))
+                if not ids or (judge == PEOPLE and not {a, b} <= people_models):
+                    continue
+                ca, cb = _level_counts(by[(judge, a)], ids), _level_counts(by[(judge, b)], ids)
+                idx = _resample_idx(len(ids), N_BOOT, seed=0)  # the same draws for both models: paired
+                sa, sb = ca[idx].sum(axis=1), cb[idx].sum(axis=1)
+                diff = _share(sb[:, :len(LEVELS)], sb[:, -1:]) - _share(sa[:, :len(LEVELS)], sa[:, -1:])
+                ta, tb = ca.sum(axis=0), cb.sum(axis=0)
+                point = {k: (tb[i] / tb[-1] - ta[i] / ta[-1]) if ta[-1] and tb[-1] else None
+                         for i, k in enumerate(LEVELS)}
+                out.append({"model_a": a, "model_b": b, "judge": judge, "conversations": len(ids),
+                            "turns": [int(ta[-1]), int(tb[-1])],
+                            "difference": {k: {"value": point[k], "ci": _ci(diff[:, i], CONFIDENCE)}
+                                           for i, k in enumerate(LEVELS)}})
+    return out
 
 
 def turn_summary(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,15 +309,25 @@ def side_by_side(turns: list[dict[str, Any]], pairs: list[dict[str, Any]],
     return "".join(blocks)
 
 
-def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]]) -> str:
+def _signed(x: float | None) -> str:
+    return "&ndash;" if x is None else f"{100 * x:+.1f}"
+
+
+def _with_ci(row: dict[str, Any], level: str) -> str:
+    lo, hi = row["ci"][level]
+    ci = f" <small>[{100 * lo:.0f}&ndash;{100 * hi:.0f}]</small>" if lo is not None else ""
+    return f"{_pct(row['shares'][level])}{ci}"
+
+
+def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
     from .report import _table
 
     parts = []
     if rows:
         parts.append(_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
                              "failed within 3 turns"],
-                            [[_e(r["label"]), r["n"], _pct(r["shares"]["excellent"]), _pct(r["shares"]["pass"]),
-                              _pct(r["shares"]["fail"]), r["null"], r["conversations"],
+                            [[_e(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
+                              _with_ci(r, "fail"), r["null"], r["conversations"],
                               f"{r['failed_within_3_turns']} of {r['conversations']}"] for r in rows]))
         turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
         cell = lambda t: (f"E {_pct(t['shares']['excellent'])} &middot; F {_pct(t['shares']['fail'])} "
@@ -260,6 +335,14 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]]) -> str:
         parts.append(_table(["model (judge)"] + [f"turn {t}" for t in turns],
                             [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
                                                  for t in turns] for r in rows]))
+    if diffs:
+        d = lambda x, k: (f"{_signed(x['difference'][k]['value'])} [{_signed(x['difference'][k]['ci'][0])}, "
+                          f"{_signed(x['difference'][k]['ci'][1])}]")
+        parts.append("<h3>B minus A over the same conversations (paired, 95% interval resampling conversations)</h3>"
+                     + _table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
+                              [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
+                                x["conversations"], d(x, "excellent"), d(x, "pass"), d(x, "fail")]
+                               for x in diffs], text_cols=3))
     if wins:
         parts.append(_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
                             [[_e(w["model_a"]), _e(w["model_b"]), _e(w["judge"].split("@", 1)[0]),
@@ -274,14 +357,14 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
     turns, pairs = split(records)
     if not turns and not pairs and not conversations:
         return ""
-    rows, wins = turn_summary(turns), conversation_summary(pairs)
+    rows, wins, diffs = turn_summary(turns), conversation_summary(pairs), turn_differences(turns)
     imgs = ""
     if rows:
         for name, fn, alt in (("dialogue_shares", shares_chart, "turn rating shares"),
                               ("dialogue_by_turn", by_turn_chart, "quality by turn")):
             data = fn(rows, Path(charts_dir) / f"{name}.png")
             imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
-    return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins)}"
+    return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
             f"{_format_table(format_summary(list(conversations)))}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
             "when any of its first three turns is rated Fail. Conversation verdicts compare whole conversations in "
@@ -308,7 +391,8 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     turns, pairs = split(records)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths],
-               "turns": turn_summary(turns), "conversations": conversation_summary(pairs),
+               "turns": turn_summary(turns), "turn_differences": turn_differences(turns),
+               "conversations": conversation_summary(pairs),
                "format": format_summary(convs)}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
