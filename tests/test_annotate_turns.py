@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
+from test_annotate_app import PW, cheap_hashes, person  # noqa: F401 - cheap_hashes: autouse fixture
 
 from lima_align import stats
 from lima_align.annotate import accounts, db, export, studies
@@ -16,15 +16,7 @@ from lima_align.cli import main
 from lima_align.dialogue_report import build
 from lima_align.errors import LimaError
 
-PW = "correct horse battery"
 MODELS = ("model-ALPHA-secret", "model-BETA-secret")
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    from argon2 import PasswordHasher
-
-    monkeypatch.setattr(accounts, "_hasher", lambda: PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 def write_conversations(path: Path, model: str, quality: str) -> Path:
@@ -53,12 +45,6 @@ def site(tmp_path: Path):
     for uid in uids.values():
         studies.add_member(engine, sid, uid)
     return {"app": app, "engine": engine, "sid": sid, "uids": uids, "tmp": tmp_path, "files": files}
-
-
-def person(site: dict, name: str) -> Annotator:
-    ann = Annotator(TestClient(site["app"], follow_redirects=False))
-    ann.login(name, PW)
-    return ann
 
 
 def rate_all(ann: Annotator, sid: int, rule) -> list[str]:
