@@ -237,3 +237,29 @@ def test_embedded_gemma_holds_a_packaged_conversation(tmp_path):
     (r,) = records(out)
     assert r["conversation_id"] == "de-01" and len(r["finish_reasons"]) == 4
     assert [m["role"] for m in r["messages"]] == ["user", "assistant"] * 4
+
+
+def test_the_progress_bar_counts_turns_as_they_finish(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    seen: list[int] = []
+
+    class Bar:
+        def __init__(self, total: int, initial: int, **_):
+            self.total, self.n = total, initial
+            seen.append(initial)
+
+        def update(self, k: int) -> None:
+            self.n += k
+            seen.append(self.n)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    out = tmp_path / "conv.jsonl"
+    converse(plans(2), FakeAssistant(), out, batch_size=2)  # 2 conversations x 3 turns held in lockstep
+    assert seen == [0, 2, 4, 6, 6]  # moves every turn, not once per batch
+    seen.clear()
+    converse(plans(3), FakeAssistant(), out, batch_size=2)  # resumes: the first two are already held
+    assert seen == [6, 7, 8, 9, 9]

@@ -261,8 +261,9 @@ def _record(plan: Plan, messages: list[Message], finishes: list[str], trimmed: l
 
 
 async def _hold_batch(plans: list[Plan], assistant: Any, user: SimulatedUser | None,
-                      log: Any) -> list[dict[str, Any] | Exception]:
-    """Hold a batch of conversations in lockstep, turn by turn; a failed one is returned as its error."""
+                      log: Any, on_turns: Any = None) -> list[dict[str, Any] | Exception]:
+    """Hold a batch of conversations in lockstep, turn by turn; a failed one is returned as its error.
+    on_turns(n): called as n conversations of the batch finish a turn (or can take no more: failed)."""
     from .api import ApiError
 
     msgs = [[Message("system", p.system)] if p.system else [] for p in plans]
@@ -290,6 +291,8 @@ async def _hold_batch(plans: list[Plan], assistant: Any, user: SimulatedUser | N
         if not active:
             continue
         replies = await assistant.reply_many([msgs[i] for i in active], seed_key=f"{plans[active[0]].id}#t{t + 1}")
+        if on_turns is not None:
+            on_turns(len(active))
         for i, r in zip(active, replies):
             if isinstance(r, BaseException):
                 failed[i] = _fatal(r, ApiError)
@@ -337,20 +340,24 @@ def converse(plans: list[Plan], assistant: Any, output: str | Path, *, user: Sim
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"converse {Path(assistant.label).name}",
-                   unit="conversation", dynamic_ncols=True)
+        # Counted in assistant turns, not conversations: a batch of long conversations takes minutes on a CPU,
+        # and a bar that moves once per batch looks stuck.
+        bar = tqdm(total=sum(p.n_turns for p in plans), initial=sum(p.n_turns for p in plans if p.id in done),
+                   desc=f"converse {Path(assistant.label).name}", unit="turn", dynamic_ncols=True)
     failures: list[Exception] = []
 
     async def main() -> None:
         try:
             with JsonlAppender(output) as w:
                 for s in range(0, len(todo), batch_size):
-                    results = await _hold_batch(todo[s:s + batch_size], assistant, user, log)
+                    batch = todo[s:s + batch_size]
+                    bar_at = bar.n if bar is not None else 0
+                    results = await _hold_batch(batch, assistant, user, log, bar.update if bar is not None else None)
                     w.write_many(r for r in results if isinstance(r, dict))
                     failures.extend(r for r in results if isinstance(r, Exception))
                     summary["conversations"] += sum(isinstance(r, dict) for r in results)
-                    if bar is not None:
-                        bar.update(len(results))
+                    if bar is not None:  # turns a failed conversation never held
+                        bar.update(sum(p.n_turns for p in batch) - (bar.n - bar_at))
         finally:
             for c in {id(x): x for x in (getattr(assistant, "client", None), getattr(user, "client", None))
                       if x is not None}.values():
