@@ -53,7 +53,8 @@ def test_dialogue_eval_compares_two_models_with_the_length_baseline(tiny_gemma, 
     verdicts = lines(out / "conversation-verdicts.jsonl")
     assert len(verdicts) == 2 and {v["unit"] for v in verdicts} == {"conversation"}
     assert {v["model_a"] for v in verdicts} == {"dialogues"}
-    assert "no judge here can rate single turns" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "no judge here can rate single turns" in said and "--kind turns --conversations" in said
     assert (out / "report" / "dialogue.html").exists() and not (out / "turn-ratings.jsonl").exists()
 
 

@@ -202,7 +202,9 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
         judged.append(out / "turn-ratings.jsonl")
     else:
         print("note: no judge here can rate single turns (the 'longest' baseline only compares); the report shows "
-              "conversation verdicts only. Add --judge api --api-base URL --api-model M for turn ratings.")
+              "conversation verdicts only. For turn ratings add --judge api --api-base URL --api-model M, or have "
+              f"people rate them: `lima-align annotate create-study --kind turns --conversations "
+              f"{' '.join(str(f) for f in conv_files)} ...` (README, Multi-turn).")
     judge_conversations(cb, ca, judges, out / "conversation-verdicts.jsonl", cache_path=args.cache,
                         max_concurrency=args.concurrency, sources=(str(conv_files[1]), str(conv_files[0])))
     judged.append(out / "conversation-verdicts.jsonl")
