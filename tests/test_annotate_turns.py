@@ -97,7 +97,9 @@ def test_turns_are_rated_blind_in_context_and_export_as_turn_ratings(site):
 
     with db.read(engine) as c:
         study = studies.get_study(c, sid=sid)
-    assert export.agreement_table(engine, study, [])["exact"] == {"n": 10, "exact": 0.8}  # 2 of 10 differ
+    dashboard = person(site, "root").http.get(f"/admin/s/{sid}").text
+    assert "Identical labels on 80.0% of 10 pairs" in dashboard and "Cohen's kappa 0.667" in dashboard
+    assert export.agreement_table(engine, study, [])["exact"] == {"n": 10, "exact": 0.8, "kappa": pytest.approx(0.4 / 0.6)}  # 2 differ
     assert sorted((a["model"], a["judge"], a["n"]) for a in stats.summarize_files([out], n_boot=20)["absolute"]) \
         == [(m, f"human:{p}", 5) for m in MODELS for p in ("alice", "bob")]
     page = build([out], tmp / "report", conversation_paths=site["files"])

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from ..dialogue_judge import turn_id
 from ..errors import LimaError
 from ..jsonl import write_jsonl_atomic
-from ..stats import FLIP, agreement, load_judgments
+from ..stats import FLIP, agreement, cohen_kappa, load_judgments
 from . import db
 from .studies import get_study
 
@@ -156,8 +156,11 @@ def _labels(rec: dict[str, Any], model_a: str) -> str | None:
 
 
 def _exact(x: list[str], y: list[str]) -> dict[str, Any]:
-    """Share of identical labels: the agreement measure for absolute ratings (no tie to discount)."""
-    return {"n": len(x), "exact": sum(u == v for u, v in zip(x, y, strict=True)) / len(x) if x else None}
+    """Share of identical labels, the agreement measure for ratings (no tie to discount), and Cohen's kappa,
+    which discounts the agreement two raters would reach by chance: when nearly every answer fails, two
+    people agree on almost everything without that saying much (kappa None: one label only)."""
+    return {"n": len(x), "exact": sum(u == v for u, v in zip(x, y, strict=True)) / len(x) if x else None,
+            "kappa": cohen_kappa(x, y, sorted(set(x) | set(y))) if x else None}
 
 
 def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[dict[str, Any]]) -> dict[str, Any]:
