@@ -320,8 +320,12 @@ def test_absolute_agreement_and_overlap_limit(site):
             item = studies.next_item(engine, study, uids[name])
             studies.record_vote(engine, study, uids[name], item["id"], label)
     assert studies.next_item(engine, study, uids["carol"]) is None  # 4 items x k = 2, all taken
-    table = export.agreement_table(engine, study, [])
+    judge = [{"type": "absolute", "scale": "fail_pass_excellent", "judge": "api:j", "prompt_id": f"p{i}",
+              "model": m, "score": "pass"} for i in range(4) for m in ("good", "someone-else")]
+    table = export.agreement_table(engine, study, judge)
     assert table["exact"] == {"n": 4, "exact": 0.75, "kappa": pytest.approx(0.4375 / 0.6875)} and table["people"] is None
+    (j,) = table["judges"]  # matched on prompt id and the study's model: 8 votes, 3 of them "pass"
+    assert (j["n"], j["exact"], j["kappa"]) == (8, 3 / 8, 0.0)
 
 
 def test_an_abandoned_item_is_handed_out_again(site):

@@ -97,9 +97,19 @@ def test_turns_are_rated_blind_in_context_and_export_as_turn_ratings(site):
 
     with db.read(engine) as c:
         study = studies.get_study(c, sid=sid)
-    dashboard = person(site, "root").http.get(f"/admin/s/{sid}").text
+    # an LLM turn judge checked against people: one that rates exactly as alice did
+    llm = "".join(json.dumps({**r, "judge": "api:turn-judge", "id": "j" + r["id"]}) + "\n" for r in alice)
+    admin = person(site, "root")
+    admin._csrf_from(admin.http.get(f"/admin/s/{sid}").text)
+    assert admin.http.post(f"/admin/s/{sid}/judges", data={"csrf": admin.csrf},
+                           files={"file": ("turns.jsonl", llm.encode())}).status_code == 303
+    dashboard = admin.http.get(f"/admin/s/{sid}").text
     assert "Identical labels on 80.0% of 10 pairs" in dashboard and "Cohen's kappa 0.667" in dashboard
-    assert export.agreement_table(engine, study, [])["exact"] == {"n": 10, "exact": 0.8, "kappa": pytest.approx(0.4 / 0.6)}  # 2 differ
+    assert "people vs api:turn-judge</td><td>20</td><td>90.0%" in dashboard  # alice 10 of 10, bob 8 of 10
+    table = export.agreement_table(engine, study, export.attached_judgments(engine, sid))
+    assert table["exact"] == {"n": 10, "exact": 0.8, "kappa": pytest.approx(0.4 / 0.6)}  # 2 of 10 differ
+    (j,) = table["judges"]
+    assert (j["judge"], j["n"], j["exact"]) == ("api:turn-judge", 20, 0.9)
     assert sorted((a["model"], a["judge"], a["n"]) for a in stats.summarize_files([out], n_boot=20)["absolute"]) \
         == [(m, f"human:{p}", 5) for m in MODELS for p in ("alice", "bob")]
     page = build([out], tmp / "report", conversation_paths=site["files"])

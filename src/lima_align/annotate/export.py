@@ -22,7 +22,7 @@ from ..errors import LimaError
 from ..jsonl import write_jsonl_atomic
 from ..stats import FLIP, agreement, cohen_kappa, load_judgments
 from . import db
-from .studies import get_study
+from .studies import RATED, get_study
 
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost_usd": None}
 
@@ -163,18 +163,52 @@ def _exact(x: list[str], y: list[str]) -> dict[str, Any]:
             "kappa": cohen_kappa(x, y, sorted(set(x) | set(y))) if x else None}
 
 
+def _with_judge(by_item: dict[str, dict[str, str]], labels: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """Every person's vote paired with the judge's label of the same item (items the judge saw)."""
+    hx, jy = [], []
+    for key, votes in by_item.items():
+        if key in labels:
+            for value in votes.values():
+                hx.append(value)
+                jy.append(labels[key])
+    return hx, jy
+
+
+def _rated_key(study: dict[str, Any], item_key: str, payload: dict[str, Any]) -> tuple[str, str]:
+    """(prompt_id, model) of a rated item: what an LLM judge's absolute record of the same answer carries."""
+    if study["kind"] == "turns":
+        return turn_id(payload["conversation_id"], payload["turn"]), payload["model"]
+    return item_key, study["config"]["model"]
+
+
 def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[dict[str, Any]]) -> dict[str, Any]:
     """Pairwise: LIMA's tie-discounted accuracy (and the rest of stats.agreement) between people, pooled over
     every pair of annotators that voted on the same item, and between people and each attached LLM judge.
-    Absolute and review: the share of identical labels between people."""
+    Absolute, turns and review: the share of identical labels and Cohen's kappa between people; for the
+    rating kinds also between people and each attached judge's absolute records of the same answers (matched
+    on prompt id and model), which is how an LLM turn judge is checked against people before it is trusted."""
+    rows_ = _vote_rows(engine, study["id"])
     by_item: dict[str, dict[str, str]] = {}
-    for r in _vote_rows(engine, study["id"]):
+    for r in rows_:
         by_item.setdefault(r["key"], {})[r["username"]] = r["value"]
     x, y = [], []
     for votes in by_item.values():
         for u, w in combinations(sorted(votes), 2):
             x.append(votes[u])
             y.append(votes[w])
+    if study["kind"] in RATED:
+        scale = study["config"]["scale"]
+        judged: dict[str, dict[tuple[str, str], str]] = {}
+        for rec in judge_records:
+            if rec.get("type") == "absolute" and rec.get("scale") == scale and rec.get("score") is not None:
+                judged.setdefault(rec["judge"], {})[(rec["prompt_id"], rec["model"])] = str(rec["score"])
+        keys = {r["key"]: _rated_key(study, r["key"], json.loads(r["payload"])) for r in rows_}
+        judge_rows = []
+        for judge, scores in sorted(judged.items()):
+            hx, jy = _with_judge(by_item, {k: scores[keys[k]] for k in by_item if keys[k] in scores})
+            if hx:
+                judge_rows.append({"judge": judge, **_exact(hx, jy)})
+        return {"people": None, "exact": _exact(x, y) if x else None, "judges": judge_rows}
     if study["kind"] != "pairwise":
         return {"people": None, "exact": _exact(x, y) if x else None, "judges": []}
     people = agreement(x, y) if x else None
@@ -186,12 +220,7 @@ def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[d
             judges.setdefault(rec["judge"], {})[rec["prompt_id"]] = _labels(rec, cfg["model_a"])
     rows = []
     for judge, verdicts in sorted(judges.items()):
-        hx, jy = [], []
-        for key, votes in by_item.items():
-            if key in verdicts:
-                for value in votes.values():
-                    hx.append(value)
-                    jy.append(verdicts[key])
+        hx, jy = _with_judge(by_item, verdicts)
         rows.append({"judge": judge, **agreement(hx, jy)})
     return {"people": people, "exact": None, "judges": rows}
 
