@@ -108,7 +108,8 @@ def test_shares_carry_conversation_bootstrap_intervals_and_paired_differences():
             turns.append(rec("a", f"c{i}", t, "excellent" if t == 1 else "fail"))
     turns.append(rec("a", "only-a", 1, "fail"))  # not shared: left out of the paired difference
     rows = {r["model"]: r for r in turn_summary(turns)}
-    assert rows["b"]["ci"]["excellent"] == [1.0, 1.0]
+    # all excellent: the bootstrap cannot move, so Wilson with n = 10 conversations
+    assert rows["b"]["ci"]["excellent"] == pytest.approx([0.7225, 1.0], abs=1e-4)
     lo, hi = rows["a"]["ci"]["excellent"]
     assert lo <= rows["a"]["shares"]["excellent"] <= hi and lo < hi
     (d,) = turn_differences(turns)
@@ -117,3 +118,14 @@ def test_shares_carry_conversation_bootstrap_intervals_and_paired_differences():
     # every conversation has the same pattern, so resampling conversations cannot move the difference
     assert d["difference"]["excellent"]["ci"] == pytest.approx([2 / 3, 2 / 3])
     assert d["difference"]["fail"]["value"] == pytest.approx(-2 / 3)
+
+
+def test_a_difference_between_two_floors_has_an_honest_interval():
+    from lima_align.dialogue_report import turn_differences
+
+    turns = [{"type": "absolute", "scale": "fail_pass_excellent", "model": m, "judge": "human:x",
+              "conversation_id": f"c{i}", "turn": t, "score": "fail", "prompt_id": f"c{i}#t{t}"}
+             for m in ("a", "b") for i in range(14) for t in (1, 2, 3)]
+    (d,) = turn_differences(turns)
+    lo, hi = d["difference"]["fail"]["ci"]
+    assert d["difference"]["fail"]["value"] == 0.0 and lo < -0.2 and hi > 0.2  # not [0, 0]: 14 conversations

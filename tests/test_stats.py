@@ -322,3 +322,12 @@ def test_summarize_is_json_and_format_summary_prints_every_section():
     for needle in ("aligned vs base (j1)", "judge agreement", "absolute ratings", "power", "biases"):
         assert needle in text
     assert not math.isnan(s["pairwise"][0]["rates"]["score"]["value"])
+
+
+def test_wilson_and_newcombe_known_values():
+    from lima_align.stats import newcombe, wilson
+
+    assert wilson(10, 10)["ci"] == pytest.approx([0.7225, 1.0], abs=1e-4)
+    assert wilson(0, 0)["value"] is None
+    d = newcombe(48, 80, 56, 70)  # Newcombe (1998), method 10: 0.8 - 0.6, interval 0.0524 to 0.3339
+    assert d["value"] == pytest.approx(0.2) and d["ci"] == pytest.approx([0.0524, 0.3339], abs=1e-4)

@@ -78,7 +78,7 @@ def _boot_shares(counts: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
-    from .stats import _ci
+    from .stats import _ci, wilson
 
     by_turn: dict[int, list[Any]] = {}
     by_conv: dict[str, dict[int, list[Any]]] = {}
@@ -88,10 +88,18 @@ def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]
         by_conv.setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
     # A turn fails when most of its ratings say fail (one judge: its rating; people: a strict majority).
     early = sum(any(ss.count("fail") * 2 > len(ss) for t, ss in ts.items() if t <= 3) for ts in by_conv.values())
+    shares = _shares([r.get("score") for r in rs])
     boot = _boot_shares(_level_counts(by_conv, sorted(by_conv)), seed=0)
-    return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
-            **_shares([r.get("score") for r in rs]),
-            "ci": {k: _ci(boot[:, i], CONFIDENCE) for i, k in enumerate(LEVELS)},
+    ci = {}
+    for i, k in enumerate(LEVELS):
+        share = shares["shares"][k]
+        if share in (0.0, 1.0):
+            # Every rating on one side: the bootstrap cannot move. Wilson's interval with n = conversations
+            # treats each conversation's turns as one observation (conservative, as they are correlated).
+            ci[k] = wilson(round(share * len(by_conv)), len(by_conv))["ci"]
+        else:
+            ci[k] = _ci(boot[:, i], CONFIDENCE)
+    return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})", **shares, "ci": ci,
             "conversations": len(by_conv), "failed_within_3_turns": early,
             "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]}
 
@@ -100,7 +108,7 @@ def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per judge (and pooled people) and pair of models rated on the same conversations: B's share minus A's
     for each level over their shared conversations, with a paired bootstrap that resamples conversations
     (both models' turns of a drawn conversation come along, so the script's difficulty cancels out)."""
-    from .stats import _ci, _resample_idx, _share
+    from .stats import _ci, _resample_idx, _share, newcombe
 
     by: dict[tuple[str, str], dict[str, dict[int, list[Any]]]] = {}
     for r in turns:
@@ -124,12 +132,19 @@ def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 sa, sb = ca[idx].sum(axis=1), cb[idx].sum(axis=1)
                 diff = _share(sb[:, :len(LEVELS)], sb[:, -1:]) - _share(sa[:, :len(LEVELS)], sa[:, -1:])
                 ta, tb = ca.sum(axis=0), cb.sum(axis=0)
-                point = {k: (tb[i] / tb[-1] - ta[i] / ta[-1]) if ta[-1] and tb[-1] else None
-                         for i, k in enumerate(LEVELS)}
+                difference = {}
+                for i, k in enumerate(LEVELS):
+                    if not (ta[-1] and tb[-1]):
+                        difference[k] = {"value": None, "ci": [None, None]}
+                        continue
+                    pa, pb = ta[i] / ta[-1], tb[i] / tb[-1]
+                    if pa in (0.0, 1.0) and pb in (0.0, 1.0):  # the bootstrap cannot move (see _summary)
+                        n = len(ids)
+                        difference[k] = newcombe(round(pa * n), n, round(pb * n), n)
+                    else:
+                        difference[k] = {"value": pb - pa, "ci": _ci(diff[:, i], CONFIDENCE)}
                 out.append({"model_a": a, "model_b": b, "judge": judge, "conversations": len(ids),
-                            "turns": [int(ta[-1]), int(tb[-1])],
-                            "difference": {k: {"value": point[k], "ci": _ci(diff[:, i], CONFIDENCE)}
-                                           for i, k in enumerate(LEVELS)}})
+                            "turns": [int(ta[-1]), int(tb[-1])], "difference": difference})
     return out
 
 
@@ -338,7 +353,7 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[
     if diffs:
         d = lambda x, k: (f"{_signed(x['difference'][k]['value'])} [{_signed(x['difference'][k]['ci'][0])}, "
                           f"{_signed(x['difference'][k]['ci'][1])}]")
-        parts.append("<h3>B minus A over the same conversations (paired, 95% interval resampling conversations)</h3>"
+        parts.append("<h3>B minus A over the same conversations (percentage points, 95% interval)</h3>"
                      + _table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
                               [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
                                 x["conversations"], d(x, "excellent"), d(x, "pass"), d(x, "fail")]
@@ -367,8 +382,11 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
             f"{_format_table(format_summary(list(conversations)))}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
-            "when any of its first three turns is rated Fail. Conversation verdicts compare whole conversations in "
-            "both orders.</p></section>"
+            "when any of its first three turns is rated Fail (by most of its raters, for the pooled people). "
+            "Intervals are 95%: a bootstrap that resamples whole conversations (their turns are not independent), "
+            "paired for the differences; where every rating falls on one side the bootstrap cannot move, so the "
+            "interval is Wilson's (Newcombe's for a difference) with n = conversations. Conversation verdicts "
+            "compare whole conversations in both orders.</p></section>"
             f"<section><h2>Conversations side by side</h2>{side_by_side(turns, pairs, conversations)}</section>")
 
 

@@ -242,6 +242,33 @@ def _estimate(value: float | None, ci: list[float | None]) -> dict[str, Any]:
     return {"value": value, "ci": ci}
 
 
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
+    """k successes in n: the share with Wilson's score interval, which stays sensible at 0 and n (where a
+    percentile bootstrap collapses to a point)."""
+    if n == 0:
+        return {"value": None, "ci": [None, None]}
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return {"value": p, "ci": [max(0.0, mid - half), min(1.0, mid + half)]}
+
+
+def newcombe(k_a: int, n_a: int, k_b: int, n_b: int, z: float = Z95) -> dict[str, Any]:
+    """p_b - p_a with Newcombe's hybrid score interval built from the two Wilson intervals (for independent
+    samples; for paired ones it is conservative)."""
+    a, b = wilson(k_a, n_a, z), wilson(k_b, n_b, z)
+    if a["value"] is None or b["value"] is None:
+        return {"value": None, "ci": [None, None]}
+    d = b["value"] - a["value"]
+    (la, ua), (lb, ub) = a["ci"], b["ci"]
+    return {"value": d, "ci": [d - math.hypot(b["value"] - lb, ua - a["value"]),
+                               d + math.hypot(ub - b["value"], a["value"] - la)]}
+
+
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test (binomial test with p = 1/2) on the decisive outcomes; ties are left out.
 

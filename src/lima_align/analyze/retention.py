@@ -32,12 +32,12 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_text_atomic
+from ..stats import wilson
 from .shift import batches, keep_logits, right_padded
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "retention"
 DEFAULT_TEXTS = DATA / "passages.jsonl"
 DEFAULT_MCQ = DATA / "mcq.jsonl"
-Z95 = 1.959963984540054
 
 
 # ----------------------------------------------------------------- files
@@ -182,16 +182,6 @@ def predict(q: dict[str, Any], raw: list[float]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- statistics
-
-
-def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
-    if n == 0:
-        return {"value": None, "ci": [None, None]}
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return {"value": p, "ci": [max(0.0, mid - half), min(1.0, mid + half)]}
 
 
 def _ppl_estimate(rows: list[dict[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
