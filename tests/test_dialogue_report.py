@@ -129,3 +129,24 @@ def test_a_difference_between_two_floors_has_an_honest_interval():
     (d,) = turn_differences(turns)
     lo, hi = d["difference"]["fail"]["ci"]
     assert d["difference"]["fail"]["value"] == 0.0 and lo < -0.2 and hi > 0.2  # not [0, 0]: 14 conversations
+
+
+def test_format_shares_have_intervals_and_paired_differences(tmp_path):
+    from lima_align.dialogue_report import format_differences, format_summary
+
+    def conv(model, cid, finishes):
+        msgs = []
+        for f in finishes:
+            msgs += [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]
+        return {"conversation_id": cid, "model": model, "messages": msgs, "finish_reasons": finishes}
+
+    convs = [conv("a", f"c{i}", ["eot", "length"]) for i in range(6)]        # ends half its turns
+    convs += [conv("b", f"c{i}", ["eot", "eot"]) for i in range(6)]          # ends every turn
+    convs += [conv("b", "only-b", ["length", "length"])]                     # not paired
+    rows = {r["model"]: r for r in format_summary(convs)}
+    assert rows["a"]["ci"]["ended_turn"] == pytest.approx([0.5, 0.5])  # every conversation the same
+    assert rows["a"]["ci"]["spoke_for_user"] == pytest.approx([0.0, 0.39], abs=0.01)  # none: Wilson, n = 6
+    (d,) = format_differences(convs)
+    assert (d["model_a"], d["model_b"], d["conversations"]) == ("a", "b", 6)
+    assert d["difference"]["ended_turn"]["value"] == pytest.approx(0.5)
+    assert d["difference"]["hit_length_cap"]["value"] == pytest.approx(-0.5)

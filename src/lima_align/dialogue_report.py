@@ -58,6 +58,62 @@ PEOPLE = "people"  # the pooled row of several human annotators (judges "human:<
 N_BOOT, CONFIDENCE = 2000, 0.95
 
 
+# ----------------------------------------------------------------- intervals over conversations
+# Counts come as a (conversations, k + 1) array: k counted outcomes, then the number of turns counted, per
+# conversation. The turns of one conversation are not independent (a model that lost the thread fails the
+# turns that follow), so the bootstrap resamples whole conversations. Where every turn falls on one side
+# the bootstrap cannot move, so the interval is then Wilson's (Newcombe's for a difference) with
+# n = conversations, which counts each conversation once (conservative, as its turns are correlated).
+
+
+def _boot_shares(counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    from .stats import _share
+
+    boot = counts[idx].sum(axis=1)  # (N_BOOT, k + 1)
+    return _share(boot[:, :-1], boot[:, -1:])
+
+
+def share_cis(counts: np.ndarray) -> list[list[float | None]]:
+    """A 95% interval for each outcome's share of all turns."""
+    from .stats import _ci, _resample_idx, wilson
+
+    total = counts.sum(axis=0)
+    boot = _boot_shares(counts, _resample_idx(len(counts), N_BOOT, seed=0))
+    out = []
+    for i in range(counts.shape[1] - 1):
+        share = total[i] / total[-1] if total[-1] else None
+        if share in (0.0, 1.0):
+            out.append(wilson(round(share * len(counts)), len(counts))["ci"])
+        else:
+            out.append(_ci(boot[:, i], CONFIDENCE) if share is not None else [None, None])
+    return out
+
+
+def paired_differences(ca: np.ndarray, cb: np.ndarray) -> list[dict[str, Any]]:
+    """B's share minus A's for each outcome, rows of ca and cb being the same conversations: a paired
+    bootstrap (both models' turns of a drawn conversation come along, so a script's difficulty cancels)."""
+    from .stats import _ci, _resample_idx, newcombe
+
+    idx = _resample_idx(len(ca), N_BOOT, seed=0)  # the same draws for both models: paired
+    diff = _boot_shares(cb, idx) - _boot_shares(ca, idx)
+    ta, tb = ca.sum(axis=0), cb.sum(axis=0)
+    out = []
+    for i in range(ca.shape[1] - 1):
+        if not (ta[-1] and tb[-1]):
+            out.append({"value": None, "ci": [None, None]})
+            continue
+        pa, pb = ta[i] / ta[-1], tb[i] / tb[-1]
+        if pa in (0.0, 1.0) and pb in (0.0, 1.0):
+            n = len(ca)
+            out.append(newcombe(round(pa * n), n, round(pb * n), n))
+        else:
+            out.append({"value": pb - pa, "ci": _ci(diff[:, i], CONFIDENCE)})
+    return out
+
+
+# ----------------------------------------------------------------- turn ratings
+
+
 def _level_counts(by_conv: dict[str, dict[int, list[Any]]], ids: list[str]) -> np.ndarray:
     """(conversations, 4): counts of fail / pass / excellent ratings and of parsed ratings per conversation."""
     out = np.zeros((len(ids), len(LEVELS) + 1))
@@ -68,18 +124,7 @@ def _level_counts(by_conv: dict[str, dict[int, list[Any]]], ids: list[str]) -> n
     return out
 
 
-def _boot_shares(counts: np.ndarray, seed: int) -> np.ndarray:
-    """(N_BOOT, levels) shares of each level, resampling whole conversations: the turns of one conversation
-    are not independent (a model that lost the thread fails the turns that follow), so they move together."""
-    from .stats import _resample_idx, _share
-
-    boot = counts[_resample_idx(len(counts), N_BOOT, seed)].sum(axis=1)  # (N_BOOT, levels + 1)
-    return _share(boot[:, :len(LEVELS)], boot[:, -1:])
-
-
 def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
-    from .stats import _ci, wilson
-
     by_turn: dict[int, list[Any]] = {}
     by_conv: dict[str, dict[int, list[Any]]] = {}
     for r in rs:
@@ -88,28 +133,16 @@ def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]
         by_conv.setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
     # A turn fails when most of its ratings say fail (one judge: its rating; people: a strict majority).
     early = sum(any(ss.count("fail") * 2 > len(ss) for t, ss in ts.items() if t <= 3) for ts in by_conv.values())
-    shares = _shares([r.get("score") for r in rs])
-    boot = _boot_shares(_level_counts(by_conv, sorted(by_conv)), seed=0)
-    ci = {}
-    for i, k in enumerate(LEVELS):
-        share = shares["shares"][k]
-        if share in (0.0, 1.0):
-            # Every rating on one side: the bootstrap cannot move. Wilson's interval with n = conversations
-            # treats each conversation's turns as one observation (conservative, as they are correlated).
-            ci[k] = wilson(round(share * len(by_conv)), len(by_conv))["ci"]
-        else:
-            ci[k] = _ci(boot[:, i], CONFIDENCE)
-    return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})", **shares, "ci": ci,
+    cis = share_cis(_level_counts(by_conv, sorted(by_conv)))
+    return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
+            **_shares([r.get("score") for r in rs]), "ci": dict(zip(LEVELS, cis)),
             "conversations": len(by_conv), "failed_within_3_turns": early,
             "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]}
 
 
 def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per judge (and pooled people) and pair of models rated on the same conversations: B's share minus A's
-    for each level over their shared conversations, with a paired bootstrap that resamples conversations
-    (both models' turns of a drawn conversation come along, so the script's difficulty cancels out)."""
-    from .stats import _ci, _resample_idx, _share, newcombe
-
+    for each level over their shared conversations (paired_differences)."""
     by: dict[tuple[str, str], dict[str, dict[int, list[Any]]]] = {}
     for r in turns:
         cid, t = turn_of(r)  # type: ignore[misc]
@@ -128,23 +161,9 @@ def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if not ids or (judge == PEOPLE and not {a, b} <= people_models):
                     continue
                 ca, cb = _level_counts(by[(judge, a)], ids), _level_counts(by[(judge, b)], ids)
-                idx = _resample_idx(len(ids), N_BOOT, seed=0)  # the same draws for both models: paired
-                sa, sb = ca[idx].sum(axis=1), cb[idx].sum(axis=1)
-                diff = _share(sb[:, :len(LEVELS)], sb[:, -1:]) - _share(sa[:, :len(LEVELS)], sa[:, -1:])
-                ta, tb = ca.sum(axis=0), cb.sum(axis=0)
-                difference = {}
-                for i, k in enumerate(LEVELS):
-                    if not (ta[-1] and tb[-1]):
-                        difference[k] = {"value": None, "ci": [None, None]}
-                        continue
-                    pa, pb = ta[i] / ta[-1], tb[i] / tb[-1]
-                    if pa in (0.0, 1.0) and pb in (0.0, 1.0):  # the bootstrap cannot move (see _summary)
-                        n = len(ids)
-                        difference[k] = newcombe(round(pa * n), n, round(pb * n), n)
-                    else:
-                        difference[k] = {"value": pb - pa, "ci": _ci(diff[:, i], CONFIDENCE)}
                 out.append({"model_a": a, "model_b": b, "judge": judge, "conversations": len(ids),
-                            "turns": [int(ta[-1]), int(tb[-1])], "difference": difference})
+                            "turns": [int(ca[:, -1].sum()), int(cb[:, -1].sum())],
+                            "difference": dict(zip(LEVELS, paired_differences(ca, cb)))})
     return out
 
 
@@ -182,48 +201,92 @@ def conversation_summary(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 ROLE_LINE = ("\nUser:", "\nuser:", "\nHuman:", "\n### User", "<start_of_turn>user")
 
 
+FORMAT = ("ended_turn", "hit_length_cap", "spoke_for_user")
+
+
+def _format_flags(c: dict[str, Any]) -> list[tuple[bool, bool, bool]]:
+    """Per assistant turn of a conversation: (ended its turn, hit the length cap, spoke for the user)."""
+    replies = [m["content"] for m in c["messages"] if m["role"] == "assistant"]
+    finishes = list(c.get("finish_reasons") or [])
+    out = []
+    for i, text in enumerate(replies):
+        f = finishes[i] if i < len(finishes) else None
+        out.append((f in ("eot", "stop"), f == "length", any(k in text for k in ROLE_LINE)))
+    return out
+
+
+def _format_counts(convs: list[dict[str, Any]]) -> np.ndarray:
+    """(conversations, 4): turns that ended / hit the cap / spoke for the user, and turns, per conversation."""
+    out = np.zeros((len(convs), len(FORMAT) + 1))
+    for i, c in enumerate(convs):
+        flags = _format_flags(c)
+        out[i, :len(FORMAT)] = [sum(f[j] for f in flags) for j in range(len(FORMAT))]
+        out[i, -1] = len(flags)
+    return out
+
+
+def format_differences(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """B minus A for each format share, per pair of models over the conversations both held (paired)."""
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for c in conversations:
+        by.setdefault(c["model"], {})[c["conversation_id"]] = c
+    out = []
+    models = sorted(by)
+    for a_i, a in enumerate(models):
+        for b in models[a_i + 1:]:
+            ids = sorted(set(by[a]) & set(by[b]))
+            if ids:
+                ca = _format_counts([by[a][i] for i in ids])
+                cb = _format_counts([by[b][i] for i in ids])
+                out.append({"model_a": a, "model_b": b, "conversations": len(ids),
+                            "difference": dict(zip(FORMAT, paired_differences(ca, cb)))})
+    return out
+
+
 def format_summary(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What needs no judge, per model and assistant turn number: how often the model ended its turn itself
     (finish reason "eot"/"stop"), ran into the length cap, or wrote a line for the user; mean words.
     A base model that has not learnt the turn format fails these long before content quality matters."""
-    cells: dict[tuple[str, int], list[tuple[str | None, str]]] = {}
+    cells: dict[tuple[str, int], list[tuple[tuple[bool, bool, bool], str]]] = {}
     for c in conversations:
         replies = [m["content"] for m in c["messages"] if m["role"] == "assistant"]
-        finishes = list(c.get("finish_reasons") or [])
-        for i, text in enumerate(replies):
-            cells.setdefault((c["model"], i + 1), []).append((finishes[i] if i < len(finishes) else None, text))
+        for i, (flags, text) in enumerate(zip(_format_flags(c), replies)):
+            cells.setdefault((c["model"], i + 1), []).append((flags, text))
     out: dict[str, dict[str, Any]] = {}
     for (model, turn), xs in sorted(cells.items()):
         n = len(xs)
-        row = {"turn": turn, "n": n,
-               "ended_turn": sum(f in ("eot", "stop") for f, _ in xs) / n,
-               "hit_length_cap": sum(f == "length" for f, _ in xs) / n,
-               "spoke_for_user": sum(any(k in t for k in ROLE_LINE) for _, t in xs) / n,
+        row = {"turn": turn, "n": n, **{k: sum(f[j] for f, _ in xs) / n for j, k in enumerate(FORMAT)},
                "mean_words": sum(len(t.split()) for _, t in xs) / n}
         m = out.setdefault(model, {"model": model, "by_turn": []})
         m["by_turn"].append(row)
     for m in out.values():
         total = sum(r["n"] for r in m["by_turn"])
-        for key in ("ended_turn", "hit_length_cap", "spoke_for_user"):
+        for key in FORMAT:
             m[key] = sum(r[key] * r["n"] for r in m["by_turn"]) / total
         m["turns"] = total
+        m["ci"] = dict(zip(FORMAT, share_cis(_format_counts([c for c in conversations if c["model"] == m["model"]]))))
     return list(out.values())
 
 
-def _format_table(rows: list[dict[str, Any]]) -> str:
+def _format_table(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
     from .report import _table
 
     if not rows:
         return ""
     turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
     cell = lambda t: f"{_pct(t['ended_turn'])} ended &middot; {_pct(t['spoke_for_user'])} spoke for user (n={t['n']})"
-    return ("<h3>Turn format by turn number (no judge needed)</h3>"
-            + _table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
-                     [[_e(r["model"]), r["turns"], _pct(r["ended_turn"]), _pct(r["hit_length_cap"]),
-                       _pct(r["spoke_for_user"])] for r in rows])
-            + _table(["model"] + [f"turn {t}" for t in turns],
-                     [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
-                                          for t in turns] for r in rows]))
+    html_ = ("<h3>Turn format by turn number (no judge needed)</h3>"
+             + _table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
+                      [[_e(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT] for r in rows])
+             + _table(["model"] + [f"turn {t}" for t in turns],
+                      [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                                           for t in turns] for r in rows]))
+    if diffs:
+        html_ += _table(["model A", "model B", "conversations", "ended its turn: B - A", "hit length cap: B - A",
+                         "spoke for the user: B - A"],
+                        [[_e(x["model_a"]), _e(x["model_b"]), x["conversations"]]
+                         + [_diff(x["difference"][k]) for k in FORMAT] for x in diffs], text_cols=2)
+    return html_
 
 
 # ----------------------------------------------------------------- charts
@@ -328,10 +391,18 @@ def _signed(x: float | None) -> str:
     return "&ndash;" if x is None else f"{100 * x:+.1f}"
 
 
+def _pct_ci(value: float | None, ci: list[float | None]) -> str:
+    lo, hi = ci
+    return _pct(value) + (f" <small>[{100 * lo:.0f}&ndash;{100 * hi:.0f}]</small>" if lo is not None else "")
+
+
 def _with_ci(row: dict[str, Any], level: str) -> str:
-    lo, hi = row["ci"][level]
-    ci = f" <small>[{100 * lo:.0f}&ndash;{100 * hi:.0f}]</small>" if lo is not None else ""
-    return f"{_pct(row['shares'][level])}{ci}"
+    return _pct_ci(row["shares"][level], row["ci"][level])
+
+
+def _diff(d: dict[str, Any]) -> str:
+    """A difference in percentage points with its interval."""
+    return f"{_signed(d['value'])} [{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]"
 
 
 def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
@@ -351,12 +422,10 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[
                             [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
                                                  for t in turns] for r in rows]))
     if diffs:
-        d = lambda x, k: (f"{_signed(x['difference'][k]['value'])} [{_signed(x['difference'][k]['ci'][0])}, "
-                          f"{_signed(x['difference'][k]['ci'][1])}]")
         parts.append("<h3>B minus A over the same conversations (percentage points, 95% interval)</h3>"
                      + _table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
                               [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
-                                x["conversations"], d(x, "excellent"), d(x, "pass"), d(x, "fail")]
+                                x["conversations"]] + [_diff(x["difference"][k]) for k in ("excellent", "pass", "fail")]
                                for x in diffs], text_cols=3))
     if wins:
         parts.append(_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
@@ -380,7 +449,7 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
             data = fn(rows, Path(charts_dir) / f"{name}.png")
             imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
-            f"{_format_table(format_summary(list(conversations)))}"
+            f"{_format_table(format_summary(list(conversations)), format_differences(list(conversations)))}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
             "when any of its first three turns is rated Fail (by most of its raters, for the pooled people). "
             "Intervals are 95%: a bootstrap that resamples whole conversations (their turns are not independent), "
@@ -411,7 +480,7 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths],
                "turns": turn_summary(turns), "turn_differences": turn_differences(turns),
                "conversations": conversation_summary(pairs),
-               "format": format_summary(convs)}
+               "format": format_summary(convs), "format_differences": format_differences(convs)}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{REPORT_CSS}</style></head><body><main><header><h1>{_e(title)}</h1><div class=sub>"
