@@ -108,3 +108,18 @@ def test_a_local_model_plays_the_user(tiny_gemma, tmp_path):
     assert r["mode"] == "simulated" and [m["role"] for m in r["messages"]] == ["user", "assistant"] * 2
     assert r["messages"][0]["content"] == "Soup ideas?" and r["messages"][2]["content"]  # written by the user model
     assert r["meta"]["user_model"] == f"{tiny_gemma}@local"
+
+
+def test_the_two_variants_take_about_as_many_optimizer_steps():
+    """The comparison is about dialogues, not training length (10 vs 18 steps measured a length effect)."""
+    import math
+
+    from lima_align.config import load_recipe
+
+    steps = {}
+    for v in ("single-turn", "with-dialogues"):
+        r = load_recipe(v)
+        n = sum(m.count for m in r.data.mix)
+        steps[v] = r.train.epochs * math.ceil(n / r.train.batch_size)
+        assert r.train.save_to_epoch == r.train.epochs  # the final checkpoint is the last epoch's
+    assert steps == {"single-turn": 20, "with-dialogues": 18}
