@@ -193,3 +193,21 @@ def test_the_report_pools_people_and_counts_a_turn_failed_by_majority():
     assert rows["people"]["n"] == 6 and rows["people"]["counts"] == {"fail": 5, "pass": 1, "excellent": 0}
     assert rows["people"]["failed_within_3_turns"] == 1 and rows["people"]["conversations"] == 3
     assert rows["human:a"]["failed_within_3_turns"] == 2
+
+
+def test_charts_show_pooled_people_instead_of_each_rater(monkeypatch, tmp_path):
+    from lima_align import dialogue_report
+
+    charted: list[list[str]] = []
+    monkeypatch.setattr(dialogue_report, "shares_chart", lambda rows, path: charted.append([r["label"] for r in rows]) or "")
+    monkeypatch.setattr(dialogue_report, "by_turn_chart", lambda rows, path: "")
+
+    def rec(judge: str, model: str) -> dict:
+        return {"type": "absolute", "scale": "fail_pass_excellent", "model": model, "judge": judge,
+                "conversation_id": "c1", "turn": 1, "score": "pass", "prompt_id": "c1#t1", "output": "o",
+                "prompt": [{"role": "user", "content": "q"}]}
+
+    records = [rec("human:a", "m1"), rec("human:b", "m1"), rec("human:a", "m2"), rec("api:j", "m1")]
+    page = dialogue_report.report_section(records, tmp_path)
+    assert charted == [["m1 (api:j)", "m1 (people)", "m2 (human:a)"]]  # m2 has one rater: no pooled row
+    assert "m1 (human:a)" in page and "m1 (human:b)" in page  # the tables keep every rater

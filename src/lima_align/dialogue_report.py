@@ -443,10 +443,13 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
         return ""
     rows, wins, diffs = turn_summary(turns), conversation_summary(pairs), turn_differences(turns)
     imgs = ""
+    # The charts show a model's pooled "people" row instead of each of its raters (the tables keep them all).
+    pooled = {r["model"] for r in rows if r["judge"] == PEOPLE}
+    charted = [r for r in rows if not (r["model"] in pooled and r["judge"].startswith("human:"))]
     if rows:
         for name, fn, alt in (("dialogue_shares", shares_chart, "turn rating shares"),
                               ("dialogue_by_turn", by_turn_chart, "quality by turn")):
-            data = fn(rows, Path(charts_dir) / f"{name}.png")
+            data = fn(charted, Path(charts_dir) / f"{name}.png")
             imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
             f"{_format_table(format_summary(list(conversations)), format_differences(list(conversations)))}"
