@@ -134,3 +134,15 @@ def test_lora_with_explicit_eot_trains_that_row(tiny_llama, examples_file, tmp_p
     row = lm.model.get_input_embeddings().weight[eot]
     mean = base.model.get_input_embeddings().weight.mean(0)
     assert not torch.allclose(row, mean, atol=1e-3)  # ... that moved away from its initialisation
+
+
+def test_one_process_trains_recipes_of_different_precision_one_after_another(tiny_llama, examples_file, tmp_path):
+    """`dialogue train` and `ablate` train several recipes in one process; accelerate keeps one state per
+    process and refused a second Accelerator with another precision before train() reset it."""
+    from accelerate.state import AcceleratorState
+
+    for i, precision in enumerate(("fp32", "bf16", "fp32")):
+        run = train(recipe_for(tiny_llama, examples_file, tmp_path / f"p{i}", "train.method=lora", "train.epochs=1",
+                               f"train.precision={precision}"))
+        assert (run / "done.json").exists()
+        assert AcceleratorState().mixed_precision == ("bf16" if precision == "bf16" else "no")

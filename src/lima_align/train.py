@@ -288,8 +288,11 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    from .distributed import fresh_accelerator_state
+
     t = recipe.train
     run = Path(t.output_dir)
+    fresh_accelerator_state()
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_precision(t.precision))
     main = acc.is_main_process
 
