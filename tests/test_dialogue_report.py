@@ -150,3 +150,16 @@ def test_format_shares_have_intervals_and_paired_differences(tmp_path):
     assert (d["model_a"], d["model_b"], d["conversations"]) == ("a", "b", 6)
     assert d["difference"]["ended_turn"]["value"] == pytest.approx(0.5)
     assert d["difference"]["hit_length_cap"]["value"] == pytest.approx(-0.5)
+
+
+def test_people_differences_only_between_models_two_people_rated():
+    from lima_align.dialogue_report import turn_differences
+
+    def rec(judge: str, model: str, score: str) -> dict:
+        return {"type": "absolute", "scale": "fail_pass_excellent", "model": model, "judge": judge,
+                "conversation_id": "c1", "turn": 1, "score": score, "prompt_id": "c1#t1"}
+
+    one_each = [rec("human:a", "m1", "fail"), rec("human:b", "m2", "pass")]
+    assert [d["judge"] for d in turn_differences(one_each)] == []  # no person rated both, nobody pooled
+    both = one_each + [rec("human:b", "m1", "fail"), rec("human:a", "m2", "pass")]
+    assert sorted(d["judge"] for d in turn_differences(both)) == ["human:a", "human:b", "people"]

@@ -149,16 +149,15 @@ def turn_differences(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
         judges = [r["judge"]] + ([PEOPLE] if r["judge"].startswith("human:") else [])
         for j in judges:
             by.setdefault((j, r["model"]), {}).setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
-    people_models = {m for (j, m) in by if j.startswith("human:")}
+    # As in turn_summary, "people" stands for a model only where two or more people rated it.
+    pooled = {m for m in {m for _, m in by} if sum(j.startswith("human:") for j, mm in by if mm == m) > 1}
     out = []
     for judge in sorted({j for j, _ in by}):
-        models = sorted(m for j, m in by if j == judge)
-        if judge == PEOPLE and sum(j.startswith("human:") for j in {j for j, _ in by}) < 2:
-            continue  # one person: their own rows already say it
+        models = sorted(m for j, m in by if j == judge and (judge != PEOPLE or m in pooled))
         for a_i, a in enumerate(models):
             for b in models[a_i + 1:]:
                 ids = sorted(set(by[(judge, a)]) & set(by[(judge, b)]))
-                if not ids or (judge == PEOPLE and not {a, b} <= people_models):
+                if not ids:
                     continue
                 ca, cb = _level_counts(by[(judge, a)], ids), _level_counts(by[(judge, b)], ids)
                 out.append({"model_a": a, "model_b": b, "judge": judge, "conversations": len(ids),

@@ -187,9 +187,9 @@ def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[d
     Absolute, turns and review: the share of identical labels and Cohen's kappa between people; for the
     rating kinds also between people and each attached judge's absolute records of the same answers (matched
     on prompt id and model), which is how an LLM turn judge is checked against people before it is trusted."""
-    rows_ = _vote_rows(engine, study["id"])
+    votes_ = _vote_rows(engine, study["id"])
     by_item: dict[str, dict[str, str]] = {}
-    for r in rows_:
+    for r in votes_:
         by_item.setdefault(r["key"], {})[r["username"]] = r["value"]
     x, y = [], []
     for votes in by_item.values():
@@ -202,7 +202,7 @@ def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[d
         for rec in judge_records:
             if rec.get("type") == "absolute" and rec.get("scale") == scale and rec.get("score") is not None:
                 judged.setdefault(rec["judge"], {})[(rec["prompt_id"], rec["model"])] = str(rec["score"])
-        keys = {r["key"]: _rated_key(study, r["key"], json.loads(r["payload"])) for r in rows_}
+        keys = {r["key"]: _rated_key(study, r["key"], json.loads(r["payload"])) for r in votes_}
         judge_rows = []
         for judge, scores in sorted(judged.items()):
             hx, jy = _with_judge(by_item, {k: scores[keys[k]] for k in by_item if keys[k] in scores})
