@@ -369,3 +369,46 @@ def test_cli_select(tmp_path, capsys):
     assert main(["curate", "select", str(pool), "--strategy", "longst", "--output", str(out)]) == 2
     assert "did you mean 'longest'" in capsys.readouterr().err
     assert main(["curate", "select", str(pool), "--strategy", "lima", "--quotas", "wikihow", "--output", str(out)]) == 2
+
+
+def test_batched_model_scores_equal_one_pass_per_example(tiny_gemma, monkeypatch):
+    """The scorer batches rows of different lengths (right-padded) and keeps only the logits it reads; each
+    score must equal the plain one-example, all-logits computation (in fp32, where only the order of
+    floating-point sums differs)."""
+    import torch
+
+    monkeypatch.setattr("lima_align.models.bf16_is_fast", lambda: False)
+
+    from lima_align.config import TurnsConfig
+    from lima_align.curate.select import JUDGE_QUESTION, ModelScorer
+    from lima_align.records import Message
+    from lima_align.turns import TurnFormat
+
+    pairs = [("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water."),
+             ("Hi", "Hello."), ("Empty answer?", ""), ("Say hello in Python, please, briefly.", 'print("hello")')]
+    scorer = ModelScorer(str(tiny_gemma), "logprob", max_tokens=64, batch_tokens=256)
+    got = scorer(pairs)
+    lm, fmt = scorer._load()
+    tok, model = lm.tokenizer, lm.model
+    fmt = TurnFormat(tok, TurnsConfig(format="auto", eot="eos"), for_training=False)
+    assert got[2] == -1e9  # nothing to score
+    for (prompt, response), score in zip(pairs, got):
+        if not response:
+            continue
+        p_ids = fmt.encode_prompt([Message("user", prompt)])
+        r_ids = tok(response, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p_ids + r_ids])).logits[0, len(p_ids) - 1:-1].float()
+        want = torch.log_softmax(logits, -1).gather(1, torch.tensor(r_ids)[:, None]).mean().item()
+        assert score == pytest.approx(want, abs=1e-4)
+    judge = ModelScorer(str(tiny_gemma), "judge", max_tokens=64, batch_tokens=256)
+    judged = judge(pairs)
+    yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+    for (prompt, response), score in zip(pairs, judged):
+        if not response:
+            continue
+        q = JUDGE_QUESTION.format(prompt=prompt, response=tok.decode(tok(response, add_special_tokens=False)["input_ids"]))
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([fmt.encode_prompt([Message("user", q)])]))
+                                     .logits[0, -1].float(), -1)
+        assert score == pytest.approx((logp[yes] - logp[no]).item(), abs=1e-4)

@@ -32,8 +32,8 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_text_atomic
+from ..logprobs import batches, continuation_logprobs
 from ..stats import wilson
-from .shift import batches, keep_logits, right_padded
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "retention"
 DEFAULT_TEXTS = DATA / "passages.jsonl"
@@ -85,35 +85,6 @@ def load_mcq(path: str | Path | None = None) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------- log-probs
-
-
-def continuation_logprobs(model: Any, items: list[tuple[list[int], int]], *, pad_id: int = 0,
-                          batch_tokens: int = 1024, desc: str | None = None) -> list[list[float]]:
-    """For each (ids, start): log p(ids[j] | ids[:j]) for j = start .. len(ids)-1 (start >= 1)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    out: list[list[float]] = [[] for _ in items]
-    lengths = [len(ids) for ids, _ in items]
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        groups = batches(lengths, batch_tokens)
-        for idx in tqdm(groups, desc=desc, unit="batch", disable=desc is None, dynamic_ncols=True):
-            idx = [i for i in idx if items[i][1] < len(items[i][0])]
-            if not idx:
-                continue
-            ids, mask = right_padded([items[i][0] for i in idx], pad_id)
-            width = ids.shape[1]
-            first = min(items[i][1] for i in idx) - 1
-            logits = keep_logits(model, ids.to(dev), mask.to(dev), width - first).float()
-            for r, i in enumerate(idx):
-                seq, start = items[i]
-                rows = logits[r, start - 1 - first:len(seq) - 1 - first]
-                target = torch.tensor(seq[start:], device=rows.device)[:, None]
-                lp = rows.gather(1, target)[:, 0] - torch.logsumexp(rows, dim=-1)
-                out[i] = lp.tolist()
-            del logits
-    return out
 
 
 def windows(n: int, window: int) -> list[tuple[int, int, int]]:

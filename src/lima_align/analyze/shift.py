@@ -28,7 +28,6 @@ aligned model itself ranks low: measure that floor by passing the aligned model 
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 from ..errors import LimaError
 from ..jsonl import JsonlAppender, read_jsonl, write_text_atomic
+from ..logprobs import batches, keep_logits, right_padded
 
 CLASSES = ("unshifted", "marginal", "shifted")
 N_BINS = 10
@@ -53,43 +53,6 @@ def records_path(output: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------- ranks
-
-
-def keep_logits(model: Any, ids: Any, mask: Any, keep: int) -> Any:
-    """Logits for the last `keep` positions only: the full (batch, length, vocabulary) tensor of a
-    262k-vocabulary model would be gigabytes, and only the answer positions are needed."""
-    params = inspect.signature(model.forward).parameters
-    if "logits_to_keep" in params:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, -keep:]
-    return model(input_ids=ids, attention_mask=mask).logits[:, -keep:]
-
-
-def right_padded(seqs: list[list[int]], pad_id: int) -> tuple[Any, Any]:
-    """(ids, attention mask) of token sequences padded on the right to the longest one."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, seq in enumerate(seqs):
-        ids[r, :len(seq)] = torch.tensor(seq)
-        mask[r, :len(seq)] = 1
-    return ids, mask
-
-
-def batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices grouped by similar length so that batch size x longest row stays within batch_tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > batch_tokens:
-            out.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        out.append(cur)
-    return out
 
 
 def token_ranks(model: Any, pairs: list[tuple[list[int], list[int]]], *, pad_id: int = 0,

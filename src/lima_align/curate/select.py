@@ -328,8 +328,13 @@ class ModelScorer:
     lima-align's turn format (the model's chat template if it has one).
     """
 
-    def __init__(self, model: str, method: str = "logprob", max_tokens: int = 1024):
+    def __init__(self, model: str, method: str = "logprob", max_tokens: int = 1024, batch_tokens: int | None = None):
         self.model_name, self.method, self.max_tokens = model, method, max_tokens
+        # Rows x longest row per forward pass. On a GPU, batching is what keeps it busy; on a CPU it did not
+        # pay (benchmarks/quality_score_speed.py, Gemma 270M, 24 seed examples: 2,048-token batches 0.97x of
+        # the old one-pass-per-example scorer, one row per pass 1.09x), so None means 8,192 tokens on CUDA
+        # and one row elsewhere. Keeping only the logits read is what gains on a CPU (judge: 1.76x).
+        self.batch_tokens = batch_tokens
         self.name = f"{method}:{model}:{max_tokens}"
         self._loaded: Any = None
 
@@ -348,33 +353,35 @@ class ModelScorer:
         return self._loaded
 
     def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
-        import torch
-
+        """Scores of a batch of (prompt, response) pairs, computed in a few batched forward passes that keep
+        only the logits they read (the response positions, or the one position after the question)."""
+        from ..logprobs import continuation_logprobs, next_token_logprobs
         from ..records import Message
+
+        import torch
 
         lm, fmt = self._load()
         tok = lm.tokenizer
-        device = next(lm.model.parameters()).device
-        out = []
-        for prompt, response in pairs:
-            r_ids = tok(response, add_special_tokens=False)["input_ids"][:self.max_tokens]
-            if not r_ids:
-                out.append(-1e9)  # nothing to score: last
-                continue
-            if self.method == "judge":
-                question = JUDGE_QUESTION.format(prompt=prompt[:4 * self.max_tokens], response=tok.decode(r_ids))
-                ids = torch.tensor([fmt.encode_prompt([Message("user", question)])], device=device)
-                yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-                with torch.no_grad():
-                    logp = torch.log_softmax(lm.model(input_ids=ids).logits[0, -1].float(), dim=-1)
-                out.append(float(logp[yes] - logp[no]))
-                continue
-            p_ids = fmt.encode_prompt([Message("user", prompt)])[-self.max_tokens:]
-            ids = torch.tensor([p_ids + r_ids], device=device)
-            with torch.no_grad():
-                logits = lm.model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
-            logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(r_ids, device=device)[:, None])
-            out.append(float(logp.mean()))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        budget = self.batch_tokens or (8192 if torch.cuda.is_available() else 1)
+        r_ids = [tok(response, add_special_tokens=False)["input_ids"][:self.max_tokens] for _, response in pairs]
+        live = [i for i, r in enumerate(r_ids) if r]
+        out = [-1e9] * len(pairs)  # an empty response has nothing to score: it ranks last
+        if self.method == "judge":
+            questions = [JUDGE_QUESTION.format(prompt=pairs[i][0][:4 * self.max_tokens], response=tok.decode(r_ids[i]))
+                         for i in live]
+            seqs = [fmt.encode_prompt([Message("user", q)]) for q in questions]
+            yes, no = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+            for i, (lp_yes, lp_no) in zip(live, next_token_logprobs(lm.model, seqs, [yes, no], pad_id=pad,
+                                                                     batch_tokens=budget)):
+                out[i] = lp_yes - lp_no
+            return out
+        items = []
+        for i in live:
+            p_ids = fmt.encode_prompt([Message("user", pairs[i][0])])[-self.max_tokens:]
+            items.append((p_ids + r_ids[i], len(p_ids)))
+        for i, lps in zip(live, continuation_logprobs(lm.model, items, pad_id=pad, batch_tokens=budget)):
+            out[i] = sum(lps) / len(lps)
         return out
 
 
