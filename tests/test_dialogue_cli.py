@@ -74,6 +74,8 @@ def test_dialogue_train_trains_both_variants_and_records_their_mixtures(tiny_gem
                "data.max_seq_len=128", "train.micro_batch_tokens=512", "train.epochs=1", "train.save_from_epoch=1",
                "train.save_to_epoch=1", "train.batch_size=16", "train.precision=fp32"])
     assert rc == 0
+    # the same train.epochs=1 for both: 3 steps against 5, so the comparison is no longer matched
+    assert "3 steps (single-turn) and 5 steps (with-dialogues)" in capsys.readouterr().err
     mix = {v: json.loads((tmp_path / "runs" / v / "run.json").read_text())["data"]["mixture"]
            for v in ("single-turn", "with-dialogues")}
     # (at this tiny max_seq_len some long prompts leave no answer token to train, so they are dropped)
@@ -123,3 +125,6 @@ def test_the_two_variants_take_about_as_many_optimizer_steps():
         steps[v] = r.train.epochs * math.ceil(n / r.train.batch_size)
         assert r.train.save_to_epoch == r.train.epochs  # the final checkpoint is the last epoch's
     assert steps == {"single-turn": 20, "with-dialogues": 18}
+    from lima_align.dialogue_cli import planned_steps
+
+    assert {v: planned_steps(load_recipe(v)) for v in steps} == steps  # what `dialogue train` checks
