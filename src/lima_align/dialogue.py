@@ -263,7 +263,7 @@ def _record(plan: Plan, messages: list[Message], finishes: list[str], trimmed: l
 async def _hold_batch(plans: list[Plan], assistant: Any, user: SimulatedUser | None,
                       log: Any, on_turns: Any = None) -> list[dict[str, Any] | Exception]:
     """Hold a batch of conversations in lockstep, turn by turn; a failed one is returned as its error.
-    on_turns(n): called after each turn with the number of conversations that were answered in it."""
+    on_turns(n): called after each turn with the number of conversations the assistant was asked to answer."""
     from .api import ApiError
 
     msgs = [[Message("system", p.system)] if p.system else [] for p in plans]
