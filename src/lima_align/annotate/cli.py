@@ -166,7 +166,7 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     sp.add_argument("--password-env", help="read the password from this environment variable (default: prompt)")
     sp.set_defaults(func=cmd_set_password)
 
-    c = with_db(cmds.add_parser("create-study", help="create a study from generation or dataset files"))
+    c = with_db(cmds.add_parser("create-study", help="create a study from generation, dataset or conversation files"))
     c.add_argument("--name", required=True)
     c.add_argument("--kind", required=True, choices=("pairwise", "absolute", "review", "dialogue", "turns"))
     c.add_argument("--a", help="generations file (pairwise: model A; absolute: the model rated)")
