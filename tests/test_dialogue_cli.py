@@ -56,6 +56,14 @@ def test_dialogue_eval_compares_two_models_with_the_length_baseline(tiny_gemma, 
     said = capsys.readouterr().out
     assert "no judge here can rate single turns" in said and "--kind turns --conversations" in said
     assert (out / "report" / "dialogue.html").exists() and not (out / "turn-ratings.jsonl").exists()
+    # the judge-free turn format needs no judgment file at all
+    convs = [str(out / f"conversations-{x}.jsonl") for x in ("single", "dialogues")]
+    assert main(["dialogue", "report", "--conversations", *convs, "--output", str(tmp_path / "fmt")]) == 0
+    summary = json.loads((tmp_path / "fmt" / "dialogue.json").read_text())
+    assert {r["model"] for r in summary["format"]} == {"single", "dialogues"} and summary["turns"] == []
+    assert len(summary["format_differences"]) == 1
+    assert main(["dialogue", "report", "--output", str(tmp_path / "none")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
 
 
 def test_user_errors_exit_2_with_a_fix(tmp_path, capsys):

@@ -236,6 +236,9 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
 def cmd_dialogue_report(args: argparse.Namespace) -> int:
     from .dialogue_report import build
 
+    if not args.files and not args.conversations:
+        raise LimaError("nothing to report", fix="pass judgment files (`judge turns` / `judge conversations` / "
+                        "an annotation export) and/or --conversations files from `lima-align converse`")
     page = build([Path(p) for p in args.files], Path(args.output),
                  conversation_paths=[Path(p) for p in args.conversations or []], title=args.title)
     print(f"report: {page}")
@@ -293,7 +296,8 @@ def add_commands(sub: Any) -> None:
     _overrides(e)
     e.set_defaults(func=cmd_dialogue_eval)
     r = d.add_parser("report", help="the Figure 7 page from turn ratings and conversation verdicts")
-    r.add_argument("files", nargs="+", help="judgments JSONL (turn ratings, conversation verdicts)")
+    r.add_argument("files", nargs="*", help="judgments JSONL (turn ratings, conversation verdicts); none: only the "
+                   "judge-free turn format of the --conversations")
     r.add_argument("--conversations", nargs="*", help="conversation files, to show whole transcripts")
     r.add_argument("--output", required=True, help="folder for dialogue.html, dialogue.json, charts/")
     r.add_argument("--title", default="lima-align dialogue evaluation")
