@@ -434,13 +434,24 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[
     return "".join(parts)
 
 
+def summarize(records: list[dict[str, Any]], conversations: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Every number of the dialogue section (what dialogue.json holds), computed once."""
+    turns, pairs = split(records)
+    convs = list(conversations)
+    return {"turns": turn_summary(turns), "turn_differences": turn_differences(turns),
+            "conversations": conversation_summary(pairs), "format": format_summary(convs),
+            "format_differences": format_differences(convs)}
+
+
 def report_section(records: list[dict[str, Any]], charts_dir: Path,
-                   conversations: list[dict[str, Any]] = ()) -> str:
-    """The dialogue section of a report page; "" when the records hold no dialogue judgments."""
+                   conversations: list[dict[str, Any]] = (), summary: dict[str, Any] | None = None) -> str:
+    """The dialogue section of a report page; "" when the records hold no dialogue judgments.
+    `summary`: summarize(records, conversations), when the caller has it already."""
     turns, pairs = split(records)
     if not turns and not pairs and not conversations:
         return ""
-    rows, wins, diffs = turn_summary(turns), conversation_summary(pairs), turn_differences(turns)
+    summary = summary or summarize(records, conversations)
+    rows, wins, diffs = summary["turns"], summary["conversations"], summary["turn_differences"]
     imgs = ""
     # The charts show a model's pooled "people" row instead of each of its raters (the tables keep them all).
     pooled = {r["model"] for r in rows if r["judge"] == PEOPLE}
@@ -451,7 +462,7 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
             data = fn(charted, Path(charts_dir) / f"{name}.png")
             imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
-            f"{_format_table(format_summary(list(conversations)), format_differences(list(conversations)))}"
+            f"{_format_table(summary['format'], summary['format_differences'])}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
             "when any of its first three turns is rated Fail (by most of its raters, for the pooled people). "
             "Intervals are 95%: a bootstrap that resamples whole conversations (their turns are not independent), "
@@ -471,7 +482,8 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     records = load_judgments(judgment_paths)
     convs = [c for p in conversation_paths for c in read_conversations_file(p)]
     out_dir = Path(out_dir)
-    section = report_section(records, out_dir / "charts", convs)
+    numbers = summarize(records, convs)
+    section = report_section(records, out_dir / "charts", convs, numbers)
     if not section:
         from .errors import LimaError
 
@@ -479,10 +491,7 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
                         "`lima-align judge turns` or `judge conversations`, and/or --conversations files")
     turns, pairs = split(records)
     created = time.strftime("%Y-%m-%d %H:%M:%S")
-    summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths],
-               "turns": turn_summary(turns), "turn_differences": turn_differences(turns),
-               "conversations": conversation_summary(pairs),
-               "format": format_summary(convs), "format_differences": format_differences(convs)}
+    summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths], **numbers}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{REPORT_CSS}</style></head><body><main><header><h1>{_e(title)}</h1><div class=sub>"

@@ -355,10 +355,10 @@ class ModelScorer:
     def __call__(self, pairs: list[tuple[str, str]]) -> list[float]:
         """Scores of a batch of (prompt, response) pairs, computed in a few batched forward passes that keep
         only the logits they read (the response positions, or the one position after the question)."""
+        import torch
+
         from ..logprobs import continuation_logprobs, next_token_logprobs
         from ..records import Message
-
-        import torch
 
         lm, fmt = self._load()
         tok = lm.tokenizer
