@@ -38,6 +38,17 @@ def test_lr_schedule_is_lima_linear_decay_without_warmup():
     assert all(lr_at(s, total, r) > lr_at(s + 1, total, r) for s in range(total - 1))
 
 
+def test_each_process_draws_its_own_dropout_masks_and_one_process_keeps_its_seeds():
+    from lima_align.train import step_seed
+
+    # One process: the seeds runs have always used, so a run resumed after this change reproduces.
+    assert [step_seed(7, s, 0) for s in range(3)] == [7 * 1_000_003 + s for s in range(3)]
+    # Several: every (step, process) pair of a run seeds differently (the same seed on two
+    # processes meant identical masks on the rows each of them trains).
+    assert step_seed(7, 5, 1) != step_seed(7, 5, 0)
+    assert len({step_seed(7, s, r) for s in range(2000) for r in range(64)}) == 2000 * 64
+
+
 def test_residual_dropout_rates_rise_linearly_bottom_to_top():
     rates = layer_rates(18, 0.0, 0.3)
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3)

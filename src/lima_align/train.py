@@ -220,6 +220,14 @@ def build_model(recipe: Recipe, fmt: TurnFormat, base: Any) -> nn.Module:
     return model
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed each process sets before an optimizer step: keyed by the step, so dropout masks are
+    the same whether or not the run was resumed, and by the process, so processes working on
+    different rows do not draw the same masks. One process (rank 0) keeps the value earlier runs used."""
+    # 1_000_000_007 > any step count: no (step, rank) pair of a run shares a seed with another.
+    return seed * 1_000_003 + step + rank * 1_000_000_007
+
+
 def lr_at(step: int, total: int, recipe: Recipe) -> float:
     """Linear warmup (LIMA: none), then linear decay from lr to lr_final at the last step."""
     t = recipe.train
@@ -368,8 +376,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         if plan[0] != epoch:  # the epoch's seeded order, computed once per epoch
             plan = (epoch, plan_steps(len(data.encoded), t.batch_size, epoch, t.seed))
         batch = plan[1][within]
-        # Fresh, step-keyed randomness: dropout masks are the same whether or not the run was resumed.
-        torch.manual_seed(t.seed * 1_000_003 + step)
+        torch.manual_seed(step_seed(t.seed, step, acc.process_index))
         rows = rows_for_rank(batch, lengths, t.micro_batch_tokens, acc.num_processes, acc.process_index)
         trained_total = sum(data.encoded[i].n_trained for i in batch)
         lr = lr_at(step, total_steps, recipe)
