@@ -48,3 +48,25 @@ def test_a_few_lora_steps_on_the_seed_set_lower_the_loss(tmp_path):
                                   TurnsConfig())
     reply = Generator(lm, fmt, Decoding(max_new_tokens=6)).generate([[Message("user", "Hello!")]])[0]
     assert reply.output_tokens <= 6
+
+
+def test_line_breaks_can_be_generated():
+    """Gemma lists its newline runs as added (not special) tokens; banning them kept every answer on one line."""
+    lm, fmt = load_for_generation(ModelConfig(name="embedded", dtype="float32"), TurnsConfig(format="plain"))
+    g = Generator(lm, fmt, Decoding(max_new_tokens=4, temperature=0.7, repetition_penalty=1.0))
+    newlines = lm.tokenizer.convert_tokens_to_ids(["\n", "\n\n"])
+    assert newlines == [107, 108] and not set(newlines) & set(g.suppress)
+    assert set(g.suppress) >= {lm.tokenizer.bos_token_id, lm.tokenizer.pad_token_id}
+    calls = {"n": 0}
+    wanted = {2: newlines[1], 3: newlines[0]}  # the second token a paragraph break, the third a line break
+
+    def prefer_newline(module, args, output):
+        calls["n"] += 1
+        if calls["n"] in wanted:
+            output[..., wanted[calls["n"]]] += 1e4
+        return output
+
+    handle = lm.model.get_output_embeddings().register_forward_hook(prefer_newline)
+    reply = g.generate([[Message("user", "List two colours.")]])[0]
+    handle.remove()
+    assert "\n\n" in reply.text

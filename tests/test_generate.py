@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from lima_align.config import GenerateConfig, ModelConfig, TurnsConfig
@@ -64,11 +65,23 @@ def test_special_tokens_other_than_eot_are_never_sampled(tiny_llama):
 
 
 def test_same_seed_same_output_and_greedy_is_deterministic(tiny_llama):
-    a = gen_for(tiny_llama, seed=3).generate(PROMPT, seed_key="p1")[0].text
-    b = gen_for(tiny_llama, seed=3).generate(PROMPT, seed_key="p1")[0].text
+    a = gen_for(tiny_llama, seed=3).generate(PROMPT)[0].text
+    b = gen_for(tiny_llama, seed=3).generate(PROMPT)[0].text
     assert a == b
     g0 = gen_for(tiny_llama, temperature=0.0)
     assert g0.generate(PROMPT)[0].text == g0.generate(PROMPT)[0].text
+
+
+def test_a_prompts_sample_does_not_depend_on_its_batch(tiny_llama):
+    g = gen_for(tiny_llama, temperature=1.0, top_p=0.95, max_new_tokens=16)
+    a = [Message("user", "How do I boil an egg?")]
+    longer = [Message("user", "Write a poem about the sea, then explain gravity to a child.")]
+    other = [Message("user", "What is the capital of Italy?")]
+    alone = g.generate([a])[0].text
+    assert alone  # sampled text, not empty
+    assert g.generate([longer, a])[0 + 1].text == alone  # left-padded beside a longer prompt
+    assert g.generate([a, other, longer])[0].text == alone
+    assert gen_for(tiny_llama, temperature=1.0, top_p=0.95, max_new_tokens=16, seed=1).generate([a])[0].text != alone
 
 
 def write_prompts(path, n):
@@ -81,7 +94,7 @@ def write_prompts(path, n):
 def test_generate_file_resumes_without_duplicates_or_loss(tiny_llama, tmp_path):
     prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
     out = tmp_path / "gens.jsonl"
-    cfg = GenerateConfig(prompts=str(prompts), output=str(out), max_new_tokens=4, batch_size=2)
+    cfg = GenerateConfig(prompts=str(prompts), output=str(out), max_new_tokens=8, batch_size=2, temperature=1.0)
     model = ModelConfig(name=str(tiny_llama), dtype="float32")
     generate_file(model, TurnsConfig(), cfg)
     lines = out.read_text().splitlines()
@@ -89,6 +102,7 @@ def test_generate_file_resumes_without_duplicates_or_loss(tiny_llama, tmp_path):
     rec = json.loads(lines[0])
     assert {"prompt_id", "model", "messages", "output", "finish_reason", "tokens", "decoding"} <= set(rec)
     assert rec["decoding"]["top_p"] == 0.9 and rec["decoding"]["repetition_penalty"] == 1.2
+    assert rec["decoding"]["repetition_penalty_scope"] == "generated"
     # Simulate a kill mid-write: two whole records survive, the third is half written.
     out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
     generate_file(model, TurnsConfig(), cfg)
@@ -96,6 +110,9 @@ def test_generate_file_resumes_without_duplicates_or_loss(tiny_llama, tmp_path):
     assert again[:2] == lines[:2]
     ids = [json.loads(line)["prompt_id"] for line in again]
     assert sorted(ids) == [f"p{i}" for i in range(5)]
+    # The resumed answers are the ones an uninterrupted run wrote (the batches differ now).
+    text = {json.loads(x)["prompt_id"]: json.loads(x)["output"] for x in lines}
+    assert {json.loads(x)["prompt_id"]: json.loads(x)["output"] for x in again} == text
 
 
 def test_history_is_trimmed_oldest_first_and_reported(tiny_llama):
@@ -117,17 +134,107 @@ def test_model_generates_in_bf16_or_fp32_only_as_asked(tiny_llama):
     assert next(g.model.parameters()).dtype == torch.float32
 
 
-def test_fast_top_p_equals_transformers_top_p():
-    from transformers.generation.logits_process import TopPLogitsWarper
+def reference_distribution(scores, temperature, top_p):
+    """Written out plainly: softmax(logits / T), keep the most likely tokens until their mass reaches p."""
+    probs = torch.softmax(scores / temperature, -1)
+    out = torch.zeros_like(probs)
+    for r in range(probs.shape[0]):
+        order = probs[r].argsort(descending=True)
+        mass = 0.0
+        for t in order.tolist():
+            if mass >= top_p:
+                break
+            out[r, t] = probs[r, t]
+            mass += probs[r, t].item()
+    return out / out.sum(-1, keepdim=True)
 
-    from lima_align.generate import FastTopP
+
+def sampler_distribution(sampler, scores):
+    probs, idx = sampler.distribution(scores)
+    dense = torch.zeros_like(scores).scatter(1, idx, probs)
+    return dense / dense.sum(-1, keepdim=True)
+
+
+def test_temperature_comes_before_the_nucleus():
+    from lima_align.decoding import Decoding, LimaSampler
 
     torch.manual_seed(0)
-    for scale in (0.5, 3.0, 12.0):  # flat to peaked distributions; flat ones need the fallback
+    for scale in (0.5, 3.0, 12.0):  # flat to peaked distributions; flat ones take the full-sort fallback
         scores = torch.randn(4, 5000) * scale
-        ours = FastTopP(0.9, k=256)(None, scores.clone())
-        ref = TopPLogitsWarper(0.9)(None, scores.clone())
-        assert torch.equal(torch.isinf(ours), torch.isinf(ref))
+        sampler = LimaSampler(Decoding(temperature=0.7, top_p=0.9, repetition_penalty=1.0), [[1]] * 4, 1, [])
+        ours = sampler_distribution(sampler, scores)
+        assert torch.allclose(ours, reference_distribution(scores, 0.7, 0.9), atol=1e-6)
+    # A case where the order matters: at T = 1 the nucleus holds three tokens, at T = 0.7 two.
+    scores = torch.log(torch.tensor([[0.6, 0.25, 0.1, 0.05]]))
+    sampler = LimaSampler(Decoding(temperature=0.7, top_p=0.9, repetition_penalty=1.0), [[1]], 1, [])
+    kept = (sampler_distribution(sampler, scores) > 0).sum().item()
+    assert kept == (reference_distribution(scores, 0.7, 0.9) > 0).sum().item() == 2
+    assert (reference_distribution(scores, 1.0, 0.9) > 0).sum().item() == 3
+
+
+def test_draws_follow_the_distribution_and_only_the_drawn_token_survives():
+    from lima_align.decoding import Decoding, LimaSampler
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    want = reference_distribution(scores, 0.7, 0.9)[0]
+    counts = torch.zeros(4)
+    for i in range(2000):
+        sampler = LimaSampler(Decoding(temperature=0.7, top_p=0.9, repetition_penalty=1.0, seed=i), [[1]], 1, [])
+        out = sampler(torch.tensor([[1]]), scores.clone())
+        assert torch.isfinite(out).sum() == 1
+        counts[out[0].argmax()] += 1
+    assert want[3] == 0 and counts[3] == 0  # outside the nucleus: never drawn
+    assert torch.allclose(counts / 2000, want, atol=0.04)
+
+
+def test_repetition_penalty_hits_generated_tokens_not_the_prompt():
+    from lima_align.decoding import Decoding, LimaSampler
+
+    eot, word = 3, 5
+    prompt = [1, 7, eot]  # every user turn ends with the end-of-turn token
+    scores = torch.zeros(1, 10)
+    scores[0, eot], scores[0, word] = 2.4, 1.2
+    ids = torch.tensor([prompt])
+    gen = LimaSampler(Decoding(repetition_penalty=1.2), [prompt], 3, [])
+    assert gen.adjust(ids, scores)[0, eot] == pytest.approx(2.4)  # LIMA: the prompt is not penalised
+    every = LimaSampler(Decoding(repetition_penalty=1.2, repetition_penalty_scope="all"), [prompt], 3, [])
+    assert every.adjust(ids, scores)[0, eot] == pytest.approx(2.0)
+    after = torch.tensor([prompt + [word]])  # once generated, a token is penalised
+    assert gen.adjust(after, scores)[0, word] == pytest.approx(1.0)
+    neg = scores.clone()
+    neg[0, word] = -1.0
+    assert gen.adjust(after, neg)[0, word] == pytest.approx(-1.2)
+    # Padding is never penalised under "all" (the pad token is often EOS).
+    padded = LimaSampler(Decoding(repetition_penalty=1.2, repetition_penalty_scope="all"), [[7, 8]], 3, [])
+    assert padded.adjust(torch.tensor([[0, 7, 8]]), torch.ones(1, 10))[0, 0] == pytest.approx(1.0)
+
+
+def test_only_special_tokens_are_banned(tiny_llama):
+    from transformers import AutoTokenizer
+
+    from lima_align.decoding import banned_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    tok.add_tokens(["\n\n", "<b>"])  # ordinary text the tokenizer lists as added (as Gemma's newlines)
+    tok.add_special_tokens({"additional_special_tokens": ["<unused0>"]})
+    banned = banned_tokens(tok, [tok.eos_token_id])
+    ordinary = tok.convert_tokens_to_ids(["\n\n", "<b>"])
+    assert not set(ordinary) & set(banned)
+    assert {tok.convert_tokens_to_ids("<unused0>"), tok.bos_token_id, tok.pad_token_id} <= set(banned)
+    assert tok.eos_token_id not in banned
+
+
+def test_progress_callback_counts_finished_answers(tiny_llama):
+    g = gen_for(tiny_llama)
+    handle = boost(g.model, [g.fmt.eot_id], after_calls=3)
+    seen = []
+    g.generate(PROMPT * 2, on_step=seen.append)
+    handle.remove()
+    assert seen == [0, 0, 0, 0]  # one call per step: three tokens, then the end of turn
+    from lima_align.decoding import Decoding, LimaSampler
+
+    sampler = LimaSampler(Decoding(), [[1], [1]], 1, [], stop_ids=[9])
+    assert sampler.finished_rows(torch.tensor([[1, 4, 9, 0], [1, 4, 5, 6]])) == 1
 
 
 def test_chat_keeps_history_and_resets(tiny_llama):

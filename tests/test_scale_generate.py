@@ -11,6 +11,7 @@ import pytest
 from lima_align.cli import main
 from lima_align.config import GenerateConfig, ModelConfig, TurnsConfig, load_recipe
 from lima_align.errors import LimaError
+from lima_align.decoding import prompt_seed
 from lima_align.generate import ROLE_STOP, Decoding, Generator, generate_file, load_for_generation
 from lima_align.records import Message
 
@@ -89,6 +90,8 @@ def test_vllm_backend_maps_decoding_and_writes_the_same_records(tiny_llama, tmp_
     assert tok.pad_token_id in banned and tok.bos_token_id in banned and fmt.eot_id not in banned
     assert all(v <= -100 for v in p["logit_bias"].values())
     assert len({q["seed"] for q in fake.params}) == 3  # each prompt its own seed
+    # ... the same seed the transformers backend gives that prompt
+    assert {q["seed"] for q in fake.params} == {prompt_seed(3, w) for w in want}
 
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["finish_reason"] for r in rows] == ["eot", "stop", "length"]
@@ -98,8 +101,9 @@ def test_vllm_backend_maps_decoding_and_writes_the_same_records(tiny_llama, tmp_
     for r in rows:
         assert set(r) == {"id", "prompt_id", "model", "messages", "output", "finish_reason", "tokens",
                           "decoding", "created"}
+        # vLLM's penalty covers the prompt too, and the record says so
         assert r["decoding"] == {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9,
-                                 "repetition_penalty": 1.2, "seed": 3}
+                                 "repetition_penalty": 1.2, "seed": 3, "repetition_penalty_scope": "all"}
         assert r["tokens"]["prompt"] in {len(w) for w in want}
 
     # Resume: a rerun over all five prompts answers only the two new ones.

@@ -30,7 +30,7 @@ from .errors import LimaError, Problem
 from .jsonl import JsonlAppender, read_jsonl
 
 if TYPE_CHECKING:  # generate.py imports torch; the judge uses this module without it
-    from .generate import Decoding
+    from .decoding import Decoding
     from .records import Conversation
 
 T = TypeVar("T")

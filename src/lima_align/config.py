@@ -155,6 +155,9 @@ class GenerateConfig:
     temperature: float = _f(0.7, "sampling temperature (LIMA: 0.7); 0 means greedy")
     top_p: float = _f(0.9, "nucleus sampling mass (LIMA: 0.9)")
     repetition_penalty: float = _f(1.2, "penalty on tokens already present (LIMA: 1.2)")
+    repetition_penalty_scope: Literal["generated", "all"] = _f(
+        "generated", "which tokens the repetition penalty hits: those the model generated (LIMA), or the "
+        "prompt's too ('all', transformers' and vLLM's built-in behaviour)")
     batch_size: int = _f(8, "prompts per batch")
     seed: int = _f(0, "sampling seed")
     limit: int | None = _f(None, "generate only the first N prompts")

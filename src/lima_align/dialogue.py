@@ -182,7 +182,7 @@ class LocalAssistant:
             k, d = trim_history(self.gen, h, reserve=reserve)
             kept.append(k)
             dropped.append(d)
-        replies = self.gen.generate(kept, seed_key=seed_key)
+        replies = self.gen.generate(kept)  # each history seeds itself (decoding.prompt_seed)
         return [Turn(r.text, r.finish_reason, d) for r, d in zip(replies, dropped)]
 
 
@@ -240,7 +240,7 @@ class LocalChatClient:
 
         history = [Message(m["role"], m["content"]) for m in messages]
         history, _ = trim_history(self.gen, history, reserve=min(max_tokens, self.gen.context // 4))
-        r = self.gen.generate([history], seed_key=f"user-{len(history)}")[0]
+        r = self.gen.generate([history])[0]
         return ChatResult(r.text, r.prompt_tokens, r.output_tokens, "stop" if r.finish_reason == "eot" else "length")
 
     async def aclose(self) -> None:

@@ -36,7 +36,8 @@ def _user(args: argparse.Namespace) -> Any:
     if args.user_model:
         from .config import ModelConfig, TurnsConfig
         from .dialogue import LocalChatClient
-        from .generate import Decoding, Generator, load_for_generation
+        from .decoding import Decoding
+        from .generate import Generator, load_for_generation
 
         if args.user_api_base or args.user_api_model:
             raise LimaError("the user model is either local (--user-model) or behind an API (--user-api-base)",
@@ -56,7 +57,8 @@ def converse_local(model: str, recipe: Any, plans: list[Any], output: Path, labe
     """Hold the planned conversations with a local model (a folder, a run checkpoint, or 'embedded')."""
     from .config import ModelConfig
     from .dialogue import LocalAssistant, converse
-    from .generate import Decoding, Generator, load_for_generation
+    from .decoding import Decoding
+    from .generate import Generator, load_for_generation
 
     lm, fmt = load_for_generation(ModelConfig(name=model, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir,
                                               revision=recipe.model.revision), recipe.turns)
@@ -74,7 +76,7 @@ def cmd_converse(args: argparse.Namespace) -> int:
     if args.api_base or args.api_model:
         from .api import ChatClient
         from .dialogue import ApiAssistant, converse
-        from .generate import Decoding
+        from .decoding import Decoding
 
         if not (args.api_base and args.api_model) or args.model:
             raise LimaError("a model is either local (--model) or behind an API (--api-base with --api-model)",

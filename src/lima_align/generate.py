@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from transformers import LogitsProcessorList
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
+from .decoding import Decoding, LimaSampler, banned_tokens, generation_kwargs
 from .jsonl import JsonlAppender, read_jsonl
 from .models import LoadedModel, bf16_is_fast, load_model
 from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)
@@ -33,19 +32,6 @@ from .seed import load_dataset
 from .turns import TurnFormat
 
 ROLE_STOP = "\nUser:"  # plain format: a base model that starts the user's next turn is done
-
-
-@dataclass
-class Decoding:
-    max_new_tokens: int = 2048
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, g: GenerateConfig) -> Decoding:
-        return cls(g.max_new_tokens, g.temperature, g.top_p, g.repetition_penalty, g.seed)
 
 
 @dataclass
@@ -79,52 +65,6 @@ def load_for_generation(model_cfg: ModelConfig, turns_cfg: TurnsConfig) -> tuple
     return lm, fmt
 
 
-def banned_tokens(tok: Any, allowed: list[int]) -> list[int]:
-    special = set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}) or {})
-    return sorted(t for t in special - set(allowed) if t is not None and t < len(tok))
-
-
-class BanTokens:
-    """Never sample these ids: one precomputed additive mask (transformers' suppress_tokens
-    rebuilt an index test over the vocabulary every step, 12% of Gemma's decoding time here)."""
-
-    def __init__(self, ids: list[int], vocab: int):
-        self.ids, self.vocab = ids, vocab
-        self.mask: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.mask is None or self.mask.shape[-1] != scores.shape[-1] or self.mask.device != scores.device:
-            self.mask = torch.zeros(scores.shape[-1], device=scores.device, dtype=scores.dtype)
-            self.mask[[i for i in self.ids if i < scores.shape[-1]]] = float("-inf")
-        return scores + self.mask
-
-
-class FastTopP:
-    """Nucleus (top-p) filtering that is exact but avoids sorting the whole vocabulary.
-
-    Sorting 262k logits per row per step took a third of Gemma's decoding time on CPU. The
-    nucleus is almost always inside the few thousand most likely tokens: take those, and if
-    their probability mass reaches p the cut found among them is the exact one; otherwise
-    fall back to the full sort.
-    """
-
-    def __init__(self, top_p: float, k: int = 4096):
-        self.top_p, self.k = top_p, k
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        k = min(self.k, scores.shape[-1])
-        probs = scores.float().softmax(-1)
-        top, idx = probs.topk(k, dim=-1)
-        cum = top.cumsum(-1)
-        if bool((cum[:, -1] < self.top_p).any()):
-            top, idx = probs.sort(-1, descending=True)
-            cum = top.cumsum(-1)
-        # keep a token if the mass before it is still below p (the first token is always kept)
-        keep_sorted = (cum - top) < self.top_p
-        keep = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, idx, keep_sorted)
-        return scores.masked_fill(~keep, float("-inf"))
-
-
 class Generator:
     """Batched sampling with LIMA's settings for one loaded model."""
 
@@ -134,14 +74,16 @@ class Generator:
         self.model = lm.model.eval()
         self.tok = lm.tokenizer
         self.suppress = banned_tokens(self.tok, fmt.stop_ids)
-        self.ban = BanTokens(self.suppress, len(self.tok))
         self.context = getattr(self.model.config, "max_position_embeddings", 8192)
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         return self.fmt.encode_prompt(messages)
 
     @torch.no_grad()
-    def generate(self, conversations: list[list[Message]], *, seed_key: str = "", streamer: Any = None) -> list[Reply]:
+    def generate(self, conversations: list[list[Message]], *, streamer: Any = None,
+                 on_step: Callable[[int], None] | None = None) -> list[Reply]:
+        """Answer a batch; each prompt samples from its own seeded stream (see decoding.py), so a
+        prompt's answer does not depend on its batch. on_step(finished rows) is called every step."""
         d = self.dec
         prompts = [self.prompt_ids(m) for m in conversations]
         width = max(len(p) for p in prompts)
@@ -153,21 +95,11 @@ class Generator:
         for i, p in enumerate(prompts):  # left padding: every prompt ends where generation starts
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
-        torch.manual_seed(d.seed * 1_000_003 + zlib.crc32(seed_key.encode()))
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=max_new, eos_token_id=self.fmt.stop_ids, pad_token_id=pad,
-            repetition_penalty=d.repetition_penalty, streamer=streamer)
-        # Our processors run after transformers' own (repetition penalty, temperature).
-        processors = LogitsProcessorList([self.ban] if self.suppress else [])
-        if d.temperature > 0:
-            if d.top_p < 1:
-                processors.append(FastTopP(d.top_p))
-            kwargs.update(do_sample=True, temperature=d.temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sampler = LimaSampler(d, prompts, width, self.suppress, stop_ids=self.fmt.stop_ids, on_step=on_step)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=self.fmt.stop_ids, pad_token_id=pad,
+                                      streamer=streamer, **generation_kwargs(sampler))
         if self.fmt.kind == "plain":
             kwargs.update(stop_strings=[ROLE_STOP], tokenizer=self.tok)
-        kwargs["logits_processor"] = processors
         if self.cache == "static":
             kwargs["cache_implementation"] = "static"
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
@@ -227,14 +159,30 @@ def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateCon
     with JsonlAppender(out) as w:
         for s in range(0, len(todo), step):
             batch = todo[s:s + step]
-            replies = gen.generate([c.messages for c in batch], seed_key=batch[0].id)
-            w.write_many(_record(c, r, label, dec) for c, r in zip(batch, replies))
-            bar.update(len(batch))
+            replies = gen.generate([c.messages for c in batch], on_step=batch_progress(bar, len(batch)))
+            w.write_many(generation_record(c, r, label, gen.dec) for c, r in zip(batch, replies))
+            bar.n = len(prompts) - len(todo) + s + len(batch)
+            bar.set_postfix_str("")
+            bar.refresh()
     bar.close()
     return out
 
 
-def _record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, Any]:
+def batch_progress(bar: Any, size: int) -> Callable[[int], None]:
+    """A step callback that moves the bar as answers of the running batch finish, and shows the
+    step, so a batch of long answers on a CPU does not look stuck at 0."""
+    start, state = bar.n, {"step": 0}
+
+    def on_step(finished: int) -> None:
+        state["step"] += 1
+        bar.n = start + min(finished, size)
+        if state["step"] % 8 == 0:
+            bar.set_postfix_str(f"token {state['step']}, {size - finished} answers running", refresh=False)
+        bar.refresh()
+    return on_step
+
+
+def generation_record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, Any]:
     return {"id": f"{Path(label).name}:{c.id}", "prompt_id": c.id, "model": label,
             "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
             "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens}, "decoding": asdict(dec),
@@ -286,7 +234,7 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
         if streaming:
             print("assistant> ", end="", flush=True)
         streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True) if streaming else None
-        reply = gen.generate([history], seed_key=f"chat-{turn}", streamer=streamer)[0]
+        reply = gen.generate([history], streamer=streamer)[0]
         if not streaming:
             print_fn(f"assistant> {reply.text}")
         history.append(Message("assistant", reply.text))

@@ -42,7 +42,8 @@ from transformers import TextIteratorStreamer
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError, ProblemList
-from .generate import ROLE_STOP, Decoding, Generator, Reply, load_for_generation, trim_history
+from .decoding import Decoding
+from .generate import ROLE_STOP, Generator, Reply, load_for_generation, trim_history
 from .records import Message, check_messages
 
 log = logging.getLogger("lima_align.serve")

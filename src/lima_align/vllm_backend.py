@@ -6,21 +6,25 @@ are the token ids of our TurnFormat (vLLM never applies a chat template to them)
 decoding is mapped onto SamplingParams one setting at a time (`sampling_params`), so the
 records written are the same as the transformers backend's (same fields, same finish reasons).
 
-What differs, by construction: vLLM has its own random number stream, so sampled texts differ
-from the transformers backend's (greedy ones agree up to kernel rounding). Each prompt gets its
-own seed derived from its text, so a prompt's answer does not depend on which batch it was in.
+Same as the transformers backend: temperature before top-p, only special tokens banned, and a
+seed per prompt (`decoding.prompt_seed`: the decoding seed and the prompt's token ids), so a
+prompt's answer does not depend on its batch or on a resume. What still differs: vLLM has its
+own random number stream, so sampled texts differ from the transformers backend's (greedy ones
+agree up to kernel rounding); and vLLM's repetition penalty always covers the prompt's tokens
+too, so this backend runs repetition_penalty_scope "all", says so, and records it.
 """
 
 from __future__ import annotations
 
 import json
-import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
-from .generate import ROLE_STOP, Decoding, Reply, banned_tokens
+from .decoding import Decoding, banned_tokens, prompt_seed
+from .generate import ROLE_STOP, Reply
 from .records import Message
 from .turns import TurnFormat
 
@@ -37,11 +41,6 @@ def import_vllm() -> Any:
     return vllm
 
 
-def prompt_seed(seed: int, prompt_ids: list[int]) -> int:
-    """A per-prompt seed: the same prompt gets the same sample whatever batch it is in."""
-    return (seed * 1_000_003 + zlib.crc32(json.dumps(prompt_ids).encode())) % (2 ** 31)
-
-
 def sampling_params(vllm: Any, d: Decoding, fmt: TurnFormat, banned: list[int], prompt_len: int,
                     context: int, seed: int) -> Any:
     """LIMA's decoding as vLLM SamplingParams (same meaning as Generator.generate's settings)."""
@@ -50,7 +49,8 @@ def sampling_params(vllm: Any, d: Decoding, fmt: TurnFormat, banned: list[int], 
         n=1,
         temperature=0.0 if greedy else d.temperature,
         top_p=1.0 if greedy else d.top_p,
-        # Same multiplicative penalty as transformers', over prompt and output tokens alike.
+        # vLLM's penalty covers prompt and output tokens alike: repetition_penalty_scope "all"
+        # (load() says so when the recipe asked for "generated").
         repetition_penalty=d.repetition_penalty,
         max_tokens=max(1, min(d.max_new_tokens, context - prompt_len)),
         seed=seed,
@@ -125,13 +125,16 @@ class VllmGenerator:
         dtype = "auto" if model_cfg.dtype == "auto" else model_cfg.dtype
         llm = vllm.LLM(model=path, tokenizer=path, revision=model_cfg.revision, dtype=dtype,
                        seed=decoding.seed, skip_tokenizer_init=False)
+        decoding = vllm_decoding(decoding)
         return cls(llm, tok, fmt, decoding, engine_context(llm), vllm), path
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         return self.fmt.encode_prompt(messages)
 
-    def generate(self, conversations: list[list[Message]], *, seed_key: str = "", streamer: Any = None) -> list[Reply]:
-        # seed_key is the transformers backend's per-batch seed; here each prompt seeds itself.
+    def generate(self, conversations: list[list[Message]], *, streamer: Any = None,
+                 on_step: Any = None) -> list[Reply]:
+        # Each prompt seeds itself with prompt_seed, as in the transformers backend (other streams,
+        # so other texts). on_step is not called: vLLM schedules its own steps.
         prompts = [self.prompt_ids(m) for m in conversations]
         params = [sampling_params(self.vllm, self.dec, self.fmt, self.suppress, len(p), self.context,
                                   prompt_seed(self.dec.seed, p)) for p in prompts]
@@ -144,6 +147,15 @@ class VllmGenerator:
             streamer.put(torch.tensor(list(outs[0].outputs[0].token_ids)))
             streamer.end()
         return replies
+
+
+def vllm_decoding(d: Decoding, log: Any = print) -> Decoding:
+    """The decoding vLLM will actually run: its penalty has no generated-only mode."""
+    if d.repetition_penalty != 1.0 and d.repetition_penalty_scope != "all":
+        log("note: vLLM's repetition penalty also covers the prompt's tokens; generating with "
+            "repetition_penalty_scope=all (recorded in each generation's decoding)")
+        return replace(d, repetition_penalty_scope="all")
+    return d
 
 
 def load_generator(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig) -> tuple[VllmGenerator, str]:

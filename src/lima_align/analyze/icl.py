@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError, ProblemList
-from ..generate import Generator
+from ..generate import Generator, batch_progress
 from ..records import Message
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "icl" / "default.json"
@@ -131,7 +131,8 @@ def generate_icl_file(model_cfg: Any, g: Any, *, examples: str | Path | None = N
     """Answer every prompt in g.prompts in context, appending to g.output (resumable, like generate_file)."""
     from tqdm.auto import tqdm
 
-    from ..generate import Decoding, _record
+    from ..decoding import Decoding
+    from ..generate import generation_record
     from ..jsonl import JsonlAppender, read_jsonl
     from ..seed import load_dataset
 
@@ -156,8 +157,9 @@ def generate_icl_file(model_cfg: Any, g: Any, *, examples: str | Path | None = N
     with JsonlAppender(out) as w:
         for s in range(0, len(todo), g.batch_size):
             batch = todo[s:s + g.batch_size]
-            replies = gen.generate([c.messages for c in batch], seed_key=batch[0].id)
-            w.write_many({**_record(c, r, label, dec), "meta": meta} for c, r in zip(batch, replies, strict=True))
-            bar.update(len(batch))
+            replies = gen.generate([c.messages for c in batch], on_step=batch_progress(bar, len(batch)))
+            w.write_many({**generation_record(c, r, label, dec), "meta": meta} for c, r in zip(batch, replies, strict=True))
+            bar.n = len(prompts) - len(todo) + s + len(batch)
+            bar.refresh()
     bar.close()
     return out
