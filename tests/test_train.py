@@ -147,6 +147,35 @@ def test_lora_with_explicit_eot_trains_that_row(tiny_llama, examples_file, tmp_p
     assert not torch.allclose(row, mean, atol=1e-3)  # ... that moved away from its initialisation
 
 
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_lora_with_explicit_eot_trains_its_output_row_too(kind, tiny_llama, tiny_gemma, examples_file, tmp_path,
+                                                          monkeypatch):
+    """The untied Llama has an output row of its own for the EOT, which must learn to predict it;
+    the tied Gemma shares one row between input and output."""
+    built = {}
+    real_build = train_mod.build_model
+
+    def build_and_note(recipe, fmt, base):
+        model = real_build(recipe, fmt, base)
+        built.update(eot=fmt.eot_id, head=train_mod.output_layer(model).weight.detach().clone(),
+                     emb=model.get_input_embeddings().weight.detach().clone())
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", build_and_note)
+    run = train(recipe_for(tiny_llama if kind == "llama" else tiny_gemma, examples_file, tmp_path / "run",
+                           "train.method=lora", "turns.eot=<|eot|>", "train.epochs=2", "train.lr=1e-2",
+                           "train.lr_final=1e-3"))
+    lm = load_model(str(run / "checkpoints" / "epoch-02")).model  # as generation loads it: adapter merged
+    assert type(lm.get_output_embeddings()) is torch.nn.Linear
+    assert (lm.get_output_embeddings().weight is lm.get_input_embeddings().weight) == (kind == "gemma3")
+    eot = built["eot"]
+    for now, before in ((lm.get_output_embeddings().weight, built["head"]),
+                        (lm.get_input_embeddings().weight, built["emb"])):
+        others = torch.arange(now.shape[0]) != eot
+        assert torch.equal(now[others], before[others])  # LoRA leaves every other row alone ...
+        assert not torch.allclose(now[eot], before[eot], atol=1e-3)  # ... and the EOT's rows learned
+
+
 def test_one_process_trains_recipes_of_different_precision_one_after_another(tiny_llama, examples_file, tmp_path):
     """`dialogue train` and `ablate` train several recipes in one process; accelerate keeps one state per
     process and refused a second Accelerator with another precision before train() reset it."""

@@ -151,14 +151,28 @@ class _ChunkedLinearCE(torch.autograd.Function):
         return grad_h * grad_out, gw, None, None, None
 
 
+def linear_weight(head: nn.Module) -> torch.Tensor | None:
+    """The matrix of a bias-free linear output layer, else None.
+
+    peft's trainable-token wrapper (the EOT's row under LoRA) answers `.weight` with its merged
+    matrix, the trained rows swapped in and still in the autograd graph, so it takes the chunked
+    path too; calling the wrapper per chunk would keep a merged copy of the matrix per chunk.
+    """
+    inner = getattr(head, "original_module", head)  # the layer peft's wrapper holds
+    if type(inner) is nn.Linear and inner.bias is None:
+        return head.weight
+    return None
+
+
 def token_loss_sum(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, softcap: float | None,
                    chunk_elems: int = 1 << 27) -> torch.Tensor:
     """Sum of cross-entropy over the given positions, the output layer applied chunk by chunk."""
+    weight = linear_weight(head)
+    if weight is not None:
+        return _ChunkedLinearCE.apply(hidden, weight, targets, softcap, max(1, chunk_elems // weight.shape[0]))
+    # Any other head: call the module, keep the logits per chunk.
     vocab = getattr(head, "out_features", None) or head.weight.shape[0]
     chunk = max(1, chunk_elems // vocab)
-    if type(head) is nn.Linear and head.bias is None:
-        return _ChunkedLinearCE.apply(hidden, head.weight, targets, softcap, chunk)
-    # A wrapped head (e.g. peft's trainable-token rows): call the module, keep the logits per chunk.
     total = hidden.new_zeros((), dtype=torch.float32)
     for s in range(0, hidden.shape[0], chunk):
         logits = head(hidden[s:s + chunk]).float()
@@ -192,6 +206,19 @@ class TrainedPositionLoss(nn.Module):
         return loss * weight.squeeze(), sel.sum()
 
 
+def eot_rows(model: nn.Module, eot_id: int) -> dict[str, list[int]]:
+    """peft's `trainable_token_indices` for training the EOT under LoRA: its input embedding row,
+    and its output-layer row where that is a matrix of its own (Llama). Given only the input
+    embedding, peft trains the output row of tied models (Gemma) through the tie, and leaves an
+    untied one at its initialisation: the model would read the token but never learn to predict it."""
+    names = {id(m): n for n, m in model.named_modules()}
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {names[id(emb)]: [eot_id]}
+    if head is not None and head.weight is not emb.weight:
+        rows[names[id(head)]] = [eot_id]
+    return rows
+
+
 def build_model(recipe: Recipe, fmt: TurnFormat, base: Any) -> nn.Module:
     """Resize for a new EOT token, wrap LoRA if asked, add residual dropout hooks."""
     model = base.model
@@ -205,7 +232,7 @@ def build_model(recipe: Recipe, fmt: TurnFormat, base: Any) -> nn.Module:
         targets = "all-linear" if lc.target_modules == ["all-linear"] else lc.target_modules
         kwargs: dict[str, Any] = {}
         if fmt.train_eot_row:
-            kwargs["trainable_token_indices"] = [fmt.eot_id]
+            kwargs["trainable_token_indices"] = eot_rows(model, fmt.eot_id)
         model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM", **kwargs))
     if recipe.train.gradient_checkpointing:
