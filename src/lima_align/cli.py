@@ -448,6 +448,9 @@ def make_parser() -> argparse.ArgumentParser:
     add_curate(sub)
     add_annotate(sub)
     add_analyze(sub)
+    from .answer_checks import add_commands as add_answers  # `answers`: judge-free figures of generations files
+
+    add_answers(sub)
     from .dialogue_cli import add_commands as add_dialogue  # `converse`, `dialogue train|eval|report`
 
     add_dialogue(sub)
