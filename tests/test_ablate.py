@@ -182,6 +182,11 @@ def test_shipped_grids_load_and_validate(name):
     assert len(plan_cells(r)) >= 4 and ablate.pick_axis(r) == "examples"
 
 
+def test_the_7b_grid_trains_with_limas_smaller_model_values():
+    t = ablate.base_recipe(load_recipe("ablate-gpu", cls=AblationRecipe)).train
+    assert (t.batch_size, t.residual_dropout_top) == (64, 0.2)  # LIMA's 32 and 0.3 were for 65B
+
+
 def test_absolute_scores_through_an_api_judge(setup):
     fake = pytest.importorskip("fake_openai")
     recipe, _ = setup

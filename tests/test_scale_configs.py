@@ -131,7 +131,9 @@ def test_scale_recipes_load(name):
     from lima_align.config import load_recipe
 
     r = load_recipe(name)
-    assert r.train.batch_size == 32 and r.train.epochs == 15
+    assert r.train.epochs == 15
+    # LIMA: 32 examples a step and top dropout 0.3 at 65B, 64 and 0.2 for its smaller models.
+    assert (r.train.batch_size, r.train.residual_dropout_top) == ((32, 0.3) if name == "lima-65b" else (64, 0.2))
     assert (r.train.quantization == "4bit") == (name == "qlora-1gpu")
     assert (r.train.method == "full") == name.startswith("lima-")
 

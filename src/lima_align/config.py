@@ -121,7 +121,8 @@ class TrainConfig:
     adam_beta1: float = _f(0.9, "AdamW beta1 (LIMA: 0.9)")
     adam_beta2: float = _f(0.95, "AdamW beta2 (LIMA: 0.95)")
     weight_decay: float = _f(0.1, "AdamW weight decay (LIMA: 0.1)")
-    batch_size: int = _f(32, "examples per optimizer step, across all processes (LIMA: 32)")
+    batch_size: int = _f(32, "examples per optimizer step, across all processes (LIMA: 32 for 65B, "
+                         "64 for smaller models)")
     micro_batch_tokens: int = _f(2048, "tokens per packed forward pass; examples are packed padding-free")
     max_grad_norm: float | None = _f(1.0, "clip gradients to this norm; None disables clipping")
     residual_dropout_bottom: float = _f(0.0, "residual dropout at the first layer (LIMA: 0.0)")

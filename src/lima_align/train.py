@@ -1,10 +1,11 @@
 """`lima-align train`: supervised fine-tuning with the LIMA recipe.
 
-One optimizer step = `batch_size` examples (LIMA: 32), laid out as padding-free packed rows of
-at most `micro_batch_tokens` tokens (see packing.py), gradients accumulated over the rows. The
-loss is the sum of token losses over the step's trained tokens divided by their number, so it
-does not depend on how examples were packed or split across processes, and the output layer is
-applied only at trained positions (for Gemma's 262k-word vocabulary it is most of the compute).
+One optimizer step = `batch_size` examples (LIMA: 32 at 65B, 64 for smaller models), laid out
+as padding-free packed rows of at most `micro_batch_tokens` tokens (see packing.py), gradients
+accumulated over the rows. The loss is the sum of token losses over the step's trained tokens
+divided by their number, so it does not depend on how examples were packed or split across
+processes, and the output layer is applied only at trained positions (for Gemma's 262k-word
+vocabulary it is most of the compute).
 
 fp32 master weights with bf16 autocast where the hardware has bf16 (pure-bf16 updates at
 lr 1e-5 round away). Runs unchanged on one CPU, or under `accelerate launch` / `torchrun`
