@@ -11,24 +11,18 @@ import dataclasses
 import gc
 import json
 import resource
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from .answer_checks import rich_table, summarize
+from .compare_page import side_by_side_html
 from .config import ModelConfig, Recipe, TurnsConfig, dump_recipe
-from .generate import generate_file, read_generations
+from .generate import generate_file
 from .jsonl import write_text_atomic
 from .models import EMBEDDED, prepare_embedded
-from .report import side_by_side_html
+from .records import read_generations
 from .train import train
-
-
-def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"answers": len(rows),
-            "ended_their_turn": sum(r["finish_reason"] == "eot" for r in rows),
-            "hit_length_limit": sum(r["finish_reason"] == "length" for r in rows),
-            "mean_output_tokens": round(statistics.mean(r["tokens"]["output"] for r in rows), 1) if rows else 0}
 
 
 def quickstart(recipe: Recipe, *, log: Any = print) -> Path:
@@ -70,30 +64,25 @@ def quickstart(recipe: Recipe, *, log: Any = print) -> Path:
     t = mark("generate_aligned_s", t)
 
     base, aligned = read_generations(base_file), read_generations(aligned_file)
-    summary = {"base": _summary(base), "aligned": _summary(aligned), "timings_s": timings,
+    # The judge-free figures (answer_checks) are the summary: the same numbers as `lima-align answers` and the page.
+    summary = {"base": summarize(base), "aligned": summarize(aligned), "timings_s": timings,
                "total_s": round(time.time() - t0, 1),
                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
                "checkpoint": final}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     page = side_by_side_html(base, aligned, out / "compare.html", title="lima-align quickstart: base vs aligned",
                              names=("base (pretrained)", "aligned (fine-tuned)"),
-                             summary=f"{len(base)} held-out prompts, decoding: {json.dumps(dataclasses.asdict(gen))}")
+                             summary=f"Prompts: {q.eval_prompts}.")
     _print_summary(summary, base, aligned, page, log)
     return out
 
 
 def _print_summary(summary: dict[str, Any], base: list[dict], aligned: list[dict], page: Path, log: Any) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    table = Table(title="quickstart: base vs aligned on held-out prompts")
-    table.add_column("")
-    table.add_column("base")
-    table.add_column("aligned")
-    for key in ("answers", "ended_their_turn", "hit_length_limit", "mean_output_tokens"):
-        table.add_row(key.replace("_", " "), str(summary["base"][key]), str(summary["aligned"][key]))
-    console.print(table)
+    console.print(rich_table([summary["base"], summary["aligned"]], ["base", "aligned"],
+                             "quickstart: base vs aligned on held-out prompts (95% intervals, k/n)"))
     by_id = {r["prompt_id"]: r for r in aligned}
     for r in base[:2]:
         a = by_id.get(r["prompt_id"])
