@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lima_align.config import TurnsConfig
 from lima_align.errors import LimaError
 from lima_align.models import load_tokenizer
 from lima_align.records import Conversation, Message
-from lima_align.turns import IGNORE, TurnFormat
+from lima_align.turns import CHECKPOINT_META, IGNORE, TurnFormat, checkpoint_method
 
 CONV = Conversation("c1", [Message("user", "How do I boil an egg?"), Message("assistant", "Nine minutes."),
                            Message("user", "And soft?"), Message("assistant", "Six minutes.")])
@@ -87,3 +89,75 @@ def test_template_format_masks_assistant_turns(tok):
 def test_template_requested_without_one_is_a_clear_error(tok):
     with pytest.raises(LimaError, match="no chat template"):
         TurnFormat(tok, TurnsConfig(format="template"))
+
+
+# ------------------------------------------------------------ what describe() says training does to the EOT
+
+
+def test_lora_eos_is_described_as_the_pretrained_eos_not_a_trained_token(tok):
+    text = TurnFormat(tok, TurnsConfig(format="plain", eot="auto"), method="lora").describe()
+    assert "EOS" in text and "pretrained" in text and "not a new one" in text and "LoRA" in text
+    assert "full fine-tuning" not in text
+
+
+def test_new_token_under_full_fine_tuning_is_trained(tok):
+    text = TurnFormat(tok, TurnsConfig(format="plain", eot="new"), method="full").describe()
+    assert "a new token added to the vocabulary, trained by full fine-tuning" in text
+
+
+def test_explicit_eos_under_full_fine_tuning(tok):
+    text = TurnFormat(tok, TurnsConfig(format="plain", eot="eos"), method="full").describe()
+    assert "EOS" in text and "full fine-tuning" in text and "LoRA" not in text
+
+
+def save_checkpoint_like(tok, path, method: str, eot: str):
+    """A folder as train.save_checkpoint leaves it, as far as the turn format is concerned."""
+    tok.save_pretrained(path)
+    (path / CHECKPOINT_META).write_text(json.dumps({"method": method, "turns": {"format": "plain", "eot": eot}}))
+    return load_tokenizer(str(path))
+
+
+def test_a_lora_checkpoint_ending_turns_with_eos_is_not_said_to_be_fully_fine_tuned(tok, tmp_path):
+    # What generate/chat do with a checkpoint: the EOT by name from its record, for_training=False.
+    loaded = save_checkpoint_like(tok, tmp_path, "lora", "<eos>")
+    assert checkpoint_method(loaded) == "lora"
+    fmt = TurnFormat(loaded, TurnsConfig(format="plain", eot="<eos>"), for_training=False)
+    text = fmt.describe()
+    assert fmt.eot_id == tok.eos_token_id and "EOS" in text and "pretrained" in text and "LoRA" in text
+    assert "full fine-tuning" not in text
+
+
+def test_checkpoints_with_a_trained_token_say_how_it_was_trained(tok, tmp_path):
+    TurnFormat(tok, TurnsConfig(format="plain", eot="new"), method="full")  # adds <|eot|> to the tokenizer
+    full = save_checkpoint_like(tok, tmp_path / "full", "full", "<|eot|>")
+    text = TurnFormat(full, TurnsConfig(format="plain", eot="<|eot|>"), for_training=False).describe()
+    assert "'<|eot|>'" in text and "trained by full fine-tuning" in text
+    lora = save_checkpoint_like(tok, tmp_path / "lora", "lora", "<|eot|>")
+    text = TurnFormat(lora, TurnsConfig(format="plain", eot="<|eot|>"), for_training=False).describe()
+    assert "embedding row trained alongside the LoRA adapters" in text and "full fine-tuning" not in text
+
+
+def test_a_model_nobody_fine_tuned_claims_no_training(tok):
+    fmt = TurnFormat(tok, TurnsConfig(format="plain", eot="eos"), for_training=False)
+    assert checkpoint_method(tok) is None
+    assert fmt.reason == "EOS, the model's own end-of-sequence token"
+
+
+def test_chat_on_a_lora_checkpoint_describes_its_eos_truthfully(tiny_llama, examples_file, tmp_path, monkeypatch,
+                                                                 capsys):
+    from lima_align.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "lima", "--data", str(examples_file), f"model.name={tiny_llama}", f"train.output_dir={run}",
+                 "train.method=lora", "train.epochs=1", "train.batch_size=4", "train.save_from_epoch=1",
+                 "train.save_to_epoch=1", "train.precision=fp32"]) == 0
+    capsys.readouterr()
+
+    def no_more_input(prompt=""):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_more_input)
+    assert main(["chat", "--model", str(run / "checkpoints" / "epoch-01")]) == 0
+    said = capsys.readouterr().out
+    assert "chatting with" in said and "EOS" in said and "LoRA" in said
+    assert "full fine-tuning" not in said

@@ -23,14 +23,18 @@ Two formats:
 
 Which EOT? A token's embedding row only learns if it is trained. With full fine-tuning we use
 the model's own end-of-turn token if it has one (Gemma's `<end_of_turn>`), else a new one;
-LoRA freezes embeddings, so `auto` falls back to EOS there, and an explicit non-EOS EOT under
-LoRA has its embedding row made trainable (peft `trainable_token_indices`). `describe()` says
-which was chosen and why.
+LoRA freezes embeddings, so `auto` falls back to EOS there (the pretrained EOS row, unchanged:
+the adapters learn when to emit it), and an explicit non-EOS EOT under LoRA has its embedding
+row made trainable (peft `trainable_token_indices`). `describe()` says which was chosen and
+what training does to it; for a loaded checkpoint it reads how the checkpoint was trained
+(`checkpoint_method`), so `chat` never claims a LoRA run trained its EOS.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .config import TurnsConfig
@@ -41,6 +45,21 @@ IGNORE = -100
 KNOWN_EOT_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|eot|>")
 NEW_EOT = "<|eot|>"
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+CHECKPOINT_META = "lima_align_checkpoint.json"  # written into every run checkpoint by train.save_checkpoint
+
+
+def checkpoint_method(tokenizer: Any) -> str | None:
+    """'full' or 'lora' when the tokenizer was loaded from a lima-align run checkpoint (which records how it was
+    trained), else None."""
+    where = str(getattr(tokenizer, "name_or_path", "") or "")
+    meta = Path(where) / CHECKPOINT_META if where else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        method = json.loads(meta.read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if method in ("full", "lora") else None
 
 
 @dataclass
@@ -55,7 +74,12 @@ class Encoded:
 
 
 class TurnFormat:
-    def __init__(self, tokenizer: Any, cfg: TurnsConfig, *, method: str = "full", for_training: bool = True):
+    def __init__(self, tokenizer: Any, cfg: TurnsConfig, *, method: str | None = None, for_training: bool = True):
+        """method: how the model is trained ('full' when not given), or for a loaded model (for_training=False)
+        how it was trained: not given, it is read from the checkpoint the tokenizer came from, if any."""
+        if method is None:
+            method = "full" if for_training else checkpoint_method(tokenizer)
+        self.method = method
         self.tok = tokenizer
         self.system = cfg.system
         has_template = bool(getattr(tokenizer, "chat_template", None))
@@ -69,27 +93,30 @@ class TurnFormat:
             self.eot_id, self.reason = self._choose_eot(cfg.eot, method, for_training)
         else:
             self.eot_id = self._template_eot()
-            self.reason = "the chat template's own end-of-turn token"
+            self.reason = "the chat template's own end-of-turn token" + (
+                "; LoRA leaves its embedding row as pretrained" if method == "lora" else "")
         self.stop_ids = sorted({self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
         self._seg_cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ EOT choice
 
-    def _choose_eot(self, eot: str, method: str, for_training: bool) -> tuple[int, str]:
+    def _choose_eot(self, eot: str, method: str | None, for_training: bool) -> tuple[int, str]:
         tok = self.tok
         vocab = tok.get_vocab()
-        if eot == "eos":
-            return tok.eos_token_id, "EOS, as asked (turns.eot=eos)"
+        if eot == "eos" or (eot == "auto" and method == "lora"):
+            reason = _eos_reason(method, for_training)
+            if for_training:
+                reason += " (turns.eot=eos)" if eot == "eos" else " (set turns.eot to a token to train a dedicated row)"
+            return tok.eos_token_id, reason
         if eot == "auto":
-            if method == "lora":
-                return tok.eos_token_id, ("EOS: LoRA freezes embeddings, so a dedicated end-of-turn token's row "
-                                          "would never learn (set turns.eot to a token to train its row anyway)")
             for name in KNOWN_EOT_TOKENS:
                 if name in vocab:
-                    return vocab[name], f"{name!r}, the model's own end-of-turn token, trained by full fine-tuning"
+                    return vocab[name], f"{name!r}, the model's own end-of-turn token{_row_trained(method)}"
             eot = "new"
         if eot == "new":
             eot = NEW_EOT
+        if eot == tok.eos_token and not for_training:  # a checkpoint that ended turns with EOS records it by name
+            return tok.eos_token_id, _eos_reason(method, for_training)
         if eot not in vocab:
             if not for_training:
                 raise LimaError(f"end-of-turn token {eot!r} is not in this tokenizer", where="turns.eot",
@@ -101,11 +128,13 @@ class TurnFormat:
         if ids != [tid]:
             raise LimaError(f"end-of-turn {eot!r} is not a single token in this tokenizer (got {ids})",
                             where="turns.eot", fix="use a special token, 'new', or 'eos'")
+        if not for_training:  # without a checkpoint record (method None) the token came from turns.eot
+            return tid, (f"{eot!r}, the checkpoint's end-of-turn token{_row_trained(method)}" if method
+                         else f"{eot!r}, as turns.eot names it")
         if method == "lora":
             self.train_eot_row = True
-            return tid, f"{eot!r}, its embedding row trained alongside the LoRA adapters"
-        how = "a new token" if self.new_token else "an existing token"
-        return tid, f"{eot!r}, {how}, trained by full fine-tuning"
+        how = "a new token added to the vocabulary" if self.new_token else "an existing token"
+        return tid, f"{eot!r}, {how}{_row_trained(method)}"
 
     def _template_eot(self) -> int:
         sentinel = "LIMASENTINEL"
@@ -195,7 +224,10 @@ class TurnFormat:
 
     def show_mask(self, conv: Conversation, loss_on: str = "assistant") -> str:
         """Render an example with trained tokens in [[...]] and masked ones plain."""
-        enc = self.encode(conv, loss_on)
+        return self.render_mask(self.encode(conv, loss_on))
+
+    def render_mask(self, enc: Encoded) -> str:
+        """Render encoded tokens (e.g. trimmed as training trims them) with trained ones in [[...]]."""
         out, run, state = [], [], None
         for t, lab in zip(enc.input_ids, enc.labels):
             trained = lab != IGNORE
@@ -211,6 +243,26 @@ class TurnFormat:
     def _render(self, ids: list[int], trained: bool) -> str:
         text = self.tok.decode(ids, skip_special_tokens=False)
         return f"[[{text}]]" if trained else text
+
+
+def _eos_reason(method: str | None, for_training: bool) -> str:
+    """What EOS as the end of turn is, and what training does (or did) to it."""
+    if method == "lora" and for_training:
+        return ("EOS, the model's own pretrained end-of-sequence token, not a new one: LoRA freezes embeddings, so "
+                "its row stays as pretrained and the adapters learn when to emit it")
+    if method == "lora":  # an explicit turns.eot naming EOS would also have trained its row: say only what is sure
+        return ("EOS, the model's own pretrained end-of-sequence token, not a new one: the LoRA adapters learned "
+                "when to emit it")
+    if method == "full":
+        return "EOS, the model's own end-of-sequence token, its row trained further by full fine-tuning"
+    return "EOS, the model's own end-of-sequence token"
+
+
+def _row_trained(method: str | None) -> str:
+    """', <how its embedding row is trained>' for a dedicated end-of-turn token ('' when unknown)."""
+    if method == "lora":
+        return ", its embedding row trained alongside the LoRA adapters"
+    return ", trained by full fine-tuning" if method == "full" else ""
 
 
 def _as_ids(x: Any) -> list[int]:
