@@ -175,6 +175,9 @@ def load_model(name: str, *, dtype: str = "float32", revision: str | None = None
         tok = load_tokenizer(path) if (Path(path) / "tokenizer_config.json").exists() else base.tokenizer
         if len(tok) > base.model.get_input_embeddings().weight.shape[0]:
             base.model.resize_token_embeddings(len(tok))
+        from .quiet import silence_library_noise
+
+        silence_library_noise()  # wrapping in peft warns about a deprecated transformers property (quiet.py)
         model = PeftModel.from_pretrained(base.model, path)
         model = model.merge_and_unload()  # plain model: generation and serving need no peft
         return LoadedModel(model.eval(), tok, base.path, adapter=path)
