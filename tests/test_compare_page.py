@@ -51,7 +51,8 @@ def test_columns_are_even_and_line_breaks_are_kept(tmp_path):
 
 def test_decoding_text_when_files_differ_or_say_nothing():
     assert decoding_text([{"decoding": None}]) is None
-    mixed = [rec("p1", "q", "a", "eot", 1, "m"), {**rec("p2", "q", "a", "eot", 1, "m"), "decoding": {**DEC, "top_p": 1}}]
+    mixed = [rec("p1", "q", "a", "eot", 1, "m"),
+             {**rec("p2", "q", "a", "eot", 1, "m"), "decoding": {**DEC, "top_p": 1}}]
     assert decoding_text(mixed) == "several decoding settings"
     other = [{**r, "decoding": {**DEC, "temperature": 0.0}} for r in ALIGNED]
     line = lead_line(BASE[:2], other, ("base", "aligned"))

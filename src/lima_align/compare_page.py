@@ -53,7 +53,7 @@ def lead_line(a: list[dict[str, Any]], b: list[dict[str, Any]], names: tuple[str
         how = f"decoding for both: {da}" if da else "decoding not recorded"
     else:
         how = f"decoding: {names[0]}: {da or 'not recorded'}; {names[1]}: {db or 'not recorded'}"
-    text = f"{len(a)} prompts answered by both models; {how}."
+    text = f"{len(a)} prompt{'' if len(a) == 1 else 's'} answered by both models; {how}."
     return f"{text} {note}" if note else text
 
 
@@ -77,8 +77,9 @@ def side_by_side_html(a: list[dict[str, Any]], b: list[dict[str, Any]], path: st
         prompt = r["messages"][-1]["content"]
         rows.append(f"<tr><td class=p><div class=text>{html.escape(prompt)}</div><div class=meta>"
                     f"{html.escape(r['prompt_id'])}</div></td>{cell(r)}{cell(other)}</tr>")
-    figures = "".join(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td class=n>{html.escape(c)}</td>" for c in cells)
-                      + "</tr>" for label, cells in figures_rows([summarize(shown_a), summarize(shown_b)]))
+    figures = "".join(f"<tr><td>{html.escape(label)}</td>"
+                      + "".join(f"<td class=n>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                      for label, cells in figures_rows([summarize(shown_a), summarize(shown_b)]))
     page = PAGE.format(title=html.escape(title), lead=html.escape(lead_line(shown_a, shown_b, names, summary)),
                        a=html.escape(names[0]), b=html.escape(names[1]), figures=figures, rows="\n".join(rows))
     return write_text_atomic(path, page)
