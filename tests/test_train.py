@@ -186,3 +186,26 @@ def test_one_process_trains_recipes_of_different_precision_one_after_another(tin
                                f"train.precision={precision}"))
         assert (run / "done.json").exists()
         assert AcceleratorState().mixed_precision == ("bf16" if precision == "bf16" else "no")
+
+
+def test_full_finetune_with_frozen_embeddings_keeps_the_vocabulary_matrix(tiny_gemma, examples_file, tmp_path):
+    run = train(recipe_for(tiny_gemma, examples_file, tmp_path / "run", "train.freeze_embeddings=true",
+                           "turns.eot=eos", "train.epochs=2", "train.save_to_epoch=2"))
+    m = metrics(run)
+    assert m[-1]["loss"] < m[0]["loss"]
+    before = load_model(str(tiny_gemma), dtype="float32").model
+    after = load_model(str(run / "checkpoints" / "epoch-02"), dtype="float32").model
+    assert torch.equal(before.get_input_embeddings().weight, after.get_input_embeddings().weight)
+    assert torch.equal(before.get_output_embeddings().weight, after.get_output_embeddings().weight)
+    moved = [n for (n, a), b in zip(before.named_parameters(), after.parameters()) if not torch.equal(a, b)]
+    assert moved and all("embed" not in n for n in moved)  # the decoder layers trained
+    trainable = json.loads((run / "run.json").read_text())["trainable_parameters"]
+    assert trainable == sum(p.numel() for p in before.parameters()) - before.get_input_embeddings().weight.numel()
+
+
+def test_frozen_embeddings_need_eos_as_the_end_of_turn():
+    from lima_align.errors import LimaError
+
+    with pytest.raises(LimaError, match="turns.eot"):
+        load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=auto"])
+    assert load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=eos"]).train.freeze_embeddings

@@ -60,7 +60,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _generate_from_api(args: argparse.Namespace) -> int:
     from .api import ChatClient, generate_from_api
-    from .generate import Decoding
+    from .decoding import Decoding
     from .seed import load_dataset
 
     if not (args.api_base and args.api_model):

@@ -114,6 +114,9 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     method: Literal["full", "lora"] = _f("full", "full fine-tuning (LIMA) or LoRA adapters (peft)")
+    freeze_embeddings: bool = _f(
+        False, "full fine-tuning that leaves the embedding matrix (and a tied output layer) as pretrained: much "
+        "less memory and compute on large vocabularies; needs turns.eot=eos (a frozen row cannot learn a new token)")
     epochs: int = _f(15, "passes over the training set (LIMA: 15)")
     lr: float = _f(1e-5, "peak learning rate (LIMA: 1e-5)")
     lr_final: float = _f(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6)")
@@ -210,6 +213,10 @@ class Recipe:
             problems.add("train.micro_batch_tokens", f"({t.micro_batch_tokens}) is smaller than data.max_seq_len "
                          f"({d.max_seq_len}), so a long example would not fit one forward pass",
                          "raise train.micro_batch_tokens or lower data.max_seq_len")
+        if t.freeze_embeddings and t.method == "full" and self.turns.eot != "eos":
+            problems.add("turns.eot", f"is {self.turns.eot!r} but train.freeze_embeddings keeps every embedding row "
+                         "as pretrained, so a dedicated end-of-turn token could never be learned",
+                         "set turns.eot=eos, or train.freeze_embeddings=false")
         if not 0 < g.top_p <= 1:
             problems.add("generate.top_p", f"must be in (0, 1], got {g.top_p}")
         if g.temperature < 0:
