@@ -190,7 +190,7 @@ def test_one_process_trains_recipes_of_different_precision_one_after_another(tin
 
 def test_full_finetune_with_frozen_embeddings_keeps_the_vocabulary_matrix(tiny_gemma, examples_file, tmp_path):
     run = train(recipe_for(tiny_gemma, examples_file, tmp_path / "run", "train.freeze_embeddings=true",
-                           "turns.eot=eos", "train.epochs=2", "train.save_to_epoch=2"))
+                           "turns.eot=auto", "train.epochs=2", "train.save_to_epoch=2"))
     m = metrics(run)
     assert m[-1]["loss"] < m[0]["loss"]
     before = load_model(str(tiny_gemma), dtype="float32").model
@@ -201,11 +201,14 @@ def test_full_finetune_with_frozen_embeddings_keeps_the_vocabulary_matrix(tiny_g
     assert moved and all("embed" not in n for n in moved)  # the decoder layers trained
     trainable = json.loads((run / "run.json").read_text())["trainable_parameters"]
     assert trainable == sum(p.numel() for p in before.parameters()) - before.get_input_embeddings().weight.numel()
+    # auto chose EOS (a frozen row cannot learn a new token), and the checkpoint says how it was trained
+    lm, fmt = load_for_generation(ModelConfig(name=str(run / "checkpoints" / "epoch-02")), TurnsConfig())
+    assert fmt.eot_id == lm.tokenizer.eos_token_id and "freeze_embeddings" in fmt.reason
 
 
-def test_frozen_embeddings_need_eos_as_the_end_of_turn():
+def test_frozen_embeddings_end_turns_with_eos():
     from lima_align.errors import LimaError
 
     with pytest.raises(LimaError, match="turns.eot"):
-        load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=auto"])
+        load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=new"])
     assert load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=eos"]).train.freeze_embeddings

@@ -116,7 +116,8 @@ class TrainConfig:
     method: Literal["full", "lora"] = _f("full", "full fine-tuning (LIMA) or LoRA adapters (peft)")
     freeze_embeddings: bool = _f(
         False, "full fine-tuning that leaves the embedding matrix (and a tied output layer) as pretrained: much "
-        "less memory and compute on large vocabularies; needs turns.eot=eos (a frozen row cannot learn a new token)")
+        "less memory and compute on large vocabularies; the end of turn is then EOS (turns.eot auto or eos: a frozen "
+        "row cannot learn a new token)")
     epochs: int = _f(15, "passes over the training set (LIMA: 15)")
     lr: float = _f(1e-5, "peak learning rate (LIMA: 1e-5)")
     lr_final: float = _f(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6)")
@@ -213,7 +214,7 @@ class Recipe:
             problems.add("train.micro_batch_tokens", f"({t.micro_batch_tokens}) is smaller than data.max_seq_len "
                          f"({d.max_seq_len}), so a long example would not fit one forward pass",
                          "raise train.micro_batch_tokens or lower data.max_seq_len")
-        if t.freeze_embeddings and t.method == "full" and self.turns.eot != "eos":
+        if t.freeze_embeddings and t.method == "full" and self.turns.eot not in ("eos", "auto"):
             problems.add("turns.eot", f"is {self.turns.eot!r} but train.freeze_embeddings keeps every embedding row "
                          "as pretrained, so a dedicated end-of-turn token could never be learned",
                          "set turns.eot=eos, or train.freeze_embeddings=false")

@@ -203,7 +203,7 @@ def trim_history(gen: Generator, messages: list[Message], reserve: int) -> tuple
     return system + body, dropped
 
 
-def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, input_fn: Any = input,
+def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, input_fn: Any = None,
          print_fn: Any = print) -> list[Message]:
     """Multi-turn chat in the terminal. /reset clears the history, /quit (or Ctrl-D) leaves."""
     from transformers import TextStreamer
@@ -215,7 +215,7 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
     turn = 0
     while True:
         try:
-            text = input_fn("you> ").strip()
+            text = (input_fn or input)("you> ").strip()  # builtins.input looked up now, not at import
         except EOFError:
             break
         if text in ("/quit", "/exit"):
@@ -230,7 +230,7 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
         history, dropped = trim_history(gen, history, reserve=min(g.max_new_tokens, gen.context // 4))
         if dropped:
             print_fn(f"(context full: dropped the oldest {dropped} turns)")
-        streaming = input_fn is input  # a real terminal: show tokens as they come
+        streaming = input_fn is None  # a real terminal: show tokens as they come
         if streaming:
             print("assistant> ", end="", flush=True)
         streamer = TextStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True) if streaming else None

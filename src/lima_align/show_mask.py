@@ -20,7 +20,7 @@ def cmd_show_mask(args: argparse.Namespace) -> int:
     from .models import load_tokenizer, resolve_model_path
     from .seed import load_dataset
     from .train import load_training_conversations, prepare_data
-    from .turns import TurnFormat
+    from .turns import TurnFormat, training_method
 
     overrides = list(args.overrides or [])
     if args.input and "=" in args.input and not Path(args.input).exists():
@@ -33,7 +33,7 @@ def cmd_show_mask(args: argparse.Namespace) -> int:
         raise LimaError(f"--index {args.index} is out of range ({len(convs)} records)", where="--index",
                         fix=f"use 0..{len(convs) - 1}")
     tok = load_tokenizer(resolve_model_path(r.model.name, r.model.cache_dir), r.model.revision)
-    fmt = TurnFormat(tok, r.turns, method=r.train.method)  # as train() builds it
+    fmt = TurnFormat(tok, r.turns, method=training_method(r.train))  # as train() builds it
     d, conv = r.data, convs[args.index]
     full = fmt.encode(conv, d.loss_on)
     try:

@@ -34,7 +34,7 @@ from .jsonl import JsonlAppender, read_jsonl, write_jsonl_atomic, write_text_ato
 from .models import bf16_is_fast, load_model
 from .packing import collate, plan_steps, rows_for_rank
 from .records import Conversation
-from .turns import IGNORE, Encoded, TurnFormat
+from .turns import IGNORE, Encoded, TurnFormat, training_method
 
 CHECKPOINT_META = "lima_align_checkpoint.json"
 
@@ -321,7 +321,8 @@ def save_checkpoint(acc: Any, wrapped: nn.Module, fmt: TurnFormat, recipe: Recip
     lm.save_pretrained(tmp, state_dict=state)
     fmt.tok.save_pretrained(tmp)
     eot = fmt.tok.convert_ids_to_tokens(fmt.eot_id)
-    meta = {"base_model": base_path, "method": recipe.train.method, "turns": {
+    meta = {"base_model": base_path, "method": recipe.train.method,
+            "freeze_embeddings": recipe.train.method == "full" and recipe.train.freeze_embeddings, "turns": {
         "format": fmt.kind, "eot": eot, "system": fmt.system}, **info}
     (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2))
     if path.exists():
@@ -369,7 +370,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     else:
         base = load_model(recipe.model.name, dtype="float32", revision=recipe.model.revision,
                           cache_dir=recipe.model.cache_dir)
-    fmt = TurnFormat(base.tokenizer, recipe.turns, method=t.method)
+    fmt = TurnFormat(base.tokenizer, recipe.turns, method=training_method(t))
     data = prepare_data(recipe, fmt, convs)
     model = build_model(recipe, fmt, base)
     wrapped = TrainedPositionLoss(model)

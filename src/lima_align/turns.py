@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TurnsConfig
+from .config import TrainConfig, TurnsConfig
 from .errors import LimaError
 from .records import Conversation, Message
 
@@ -59,7 +59,24 @@ def checkpoint_method(tokenizer: Any) -> str | None:
         method = json.loads(meta.read_text()).get("method")
     except (OSError, ValueError, AttributeError):
         return None
+    if method == "full" and meta_flag(meta, "freeze_embeddings"):
+        return "frozen"
     return method if method in ("full", "lora") else None
+
+
+def meta_flag(meta: Path, key: str) -> bool:
+    try:
+        return bool(json.loads(meta.read_text()).get(key))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def training_method(t: TrainConfig) -> str:
+    """How a run trains, as far as the end of turn cares: 'lora', 'frozen' (full fine-tuning that keeps
+    the embedding matrix as pretrained, train.freeze_embeddings) or 'full'."""
+    if t.method == "lora":
+        return "lora"
+    return "frozen" if t.freeze_embeddings else "full"
 
 
 @dataclass
@@ -103,7 +120,7 @@ class TurnFormat:
     def _choose_eot(self, eot: str, method: str | None, for_training: bool) -> tuple[int, str]:
         tok = self.tok
         vocab = tok.get_vocab()
-        if eot == "eos" or (eot == "auto" and method == "lora"):
+        if eot == "eos" or (eot == "auto" and method in ("lora", "frozen")):
             reason = _eos_reason(method, for_training)
             if for_training:
                 reason += " (turns.eot=eos)" if eot == "eos" else " (set turns.eot to a token to train a dedicated row)"
@@ -255,6 +272,9 @@ def _eos_reason(method: str | None, for_training: bool) -> str:
                 "when to emit it")
     if method == "full":
         return "EOS, the model's own end-of-sequence token, its row trained further by full fine-tuning"
+    if method == "frozen":
+        return ("EOS, the model's own pretrained end-of-sequence token, not a new one: the embedding matrix stays "
+                "as pretrained (train.freeze_embeddings) and the fine-tuned layers learn when to emit it")
     return "EOS, the model's own end-of-sequence token"
 
 

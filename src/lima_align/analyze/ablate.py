@@ -185,10 +185,10 @@ def load_pool(spec: str, base: Recipe) -> list[dict[str, Any]]:
     cap = base.data.max_example_tokens
     if cap is not None:
         from ..models import load_tokenizer, resolve_model_path
-        from ..turns import TurnFormat
+        from ..turns import TurnFormat, training_method
 
         tok = load_tokenizer(resolve_model_path(base.model.name, base.model.cache_dir), base.model.revision)
-        fmt = TurnFormat(tok, base.turns, method=base.train.method)
+        fmt = TurnFormat(tok, base.turns, method=training_method(base.train))
         convs = [c for c in convs if len(fmt.encode(c, base.data.loss_on).input_ids) <= cap]
     return [c.to_dict() for c in convs]
 
