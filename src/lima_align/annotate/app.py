@@ -242,17 +242,18 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         except ValueError:
             raise Refused(400, "Annotators per item must be a whole number.") from None
         with tempfile.TemporaryDirectory() as tmp:
-            paths: dict[str, Path | None] = {}
-            for field in ("a", "b", "dataset"):
-                upload = form.get(field)
-                paths[field] = None
-                if upload is not None and not isinstance(upload, str) and upload.filename:
-                    paths[field] = Path(tmp) / f"{field}.jsonl"
-                    paths[field].write_bytes(await upload.read())
-            convs = [f for f in (paths["a"], paths["b"]) if f is not None] if kind == "turns" else None
+            paths: dict[str, list[Path]] = {}
+            for field in ("a", "b", "dataset"):  # a and b may hold several files (one model each)
+                paths[field] = []
+                for n, upload in enumerate(form.getlist(field)):
+                    if not isinstance(upload, str) and upload.filename:
+                        paths[field].append(Path(tmp) / f"{field}{n}.jsonl")
+                        paths[field][-1].write_bytes(await upload.read())
+            convs = paths["a"] + paths["b"] if kind == "turns" else None
             sid = await run_in_threadpool(
                 lambda: studies.create_study(engine, str(form.get("name", "")).strip() or "study", kind,
-                                             overlap=overlap, a=paths["a"], b=paths["b"], dataset=paths["dataset"],
+                                             overlap=overlap, a=paths["a"] or None, b=paths["b"] or None,
+                                             dataset=paths["dataset"][0] if paths["dataset"] else None,
                                              conversations=convs,
                                              scale=str(form.get("scale", "fail_pass_excellent")),
                                              chat_url=str(form.get("chat_url", "")) or None,

@@ -74,7 +74,8 @@ def cmd_create_study(args: argparse.Namespace) -> int:
     engine = db.connect(args.db)
     guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else None
     sid = studies.create_study(engine, args.name, args.kind, overlap=args.overlap,
-                               a=Path(args.a) if args.a else None, b=Path(args.b) if args.b else None,
+                               a=[Path(f) for f in args.a] if args.a else None,
+                               b=[Path(f) for f in args.b] if args.b else None,
                                dataset=Path(args.dataset) if args.dataset else None, scale=args.scale,
                                chat_url=args.chat_url, chat_model=args.chat_model, max_tokens=args.max_tokens,
                                temperature=args.temperature, guidelines=guidelines,
@@ -169,8 +170,10 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     c = with_db(cmds.add_parser("create-study", help="create a study from generation, dataset or conversation files"))
     c.add_argument("--name", required=True)
     c.add_argument("--kind", required=True, choices=("pairwise", "absolute", "review", "dialogue", "turns"))
-    c.add_argument("--a", help="generations file (pairwise: model A; absolute: the model rated)")
-    c.add_argument("--b", help="generations file of model B (pairwise)")
+    c.add_argument("--a", nargs="+", help="generations file(s), one model each (absolute: the models rated, "
+                   "several in one blind study; pairwise: the one model A)")
+    c.add_argument("--b", nargs="+", help="pairwise: generations file(s) of the models B, one model each "
+                   "(A is compared with each B in one study)")
     c.add_argument("--dataset", help="candidate records in our JSONL format (review)")
     c.add_argument("--overlap", type=int, default=1, help="annotators per item (3 gives agreement numbers)")
     c.add_argument("--scale", default="fail_pass_excellent", choices=("fail_pass_excellent", "helpfulness_6"),
@@ -181,7 +184,8 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     c.add_argument("--temperature", type=float, default=0.7, help="dialogue: sampling temperature")
     c.add_argument("--conversations", nargs="+", help="turns: conversation files from `lima-align converse` "
                    "(one per model; every assistant turn becomes an item, the model hidden)")
-    c.add_argument("--seed", type=int, default=0, help="turns: seed of the order conversations are shown in")
+    c.add_argument("--seed", type=int, default=0, help="turns, and absolute / pairwise studies of several "
+                   "models: seed of the shuffle that interleaves the models' items")
     c.add_argument("--guidelines", help="a text file with the instructions shown to annotators")
     c.set_defaults(func=cmd_create_study)
 

@@ -49,17 +49,29 @@ def _score(study: dict[str, Any], value: str) -> str | int:
     return int(value) if study["config"]["scale"] == "helpfulness_6" else value
 
 
+def _pair(study: dict[str, Any], key: str, payload: dict[str, Any]) -> tuple[str, str, str]:
+    """(prompt_id, model_a, model_b) of a pairwise item: from its payload in a study of several pairs
+    (key "p<j>:<prompt_id>"), from the study's config in a one-pair study (key = prompt_id)."""
+    if "model_b" in payload:
+        return payload["prompt_id"], payload["model_a"], payload["model_b"]
+    return key, study["config"]["model_a"], study["config"]["model_b"]
+
+
 def judgment_records(engine: Engine, study: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pairwise, absolute or turn-rating judgments, one per vote, in EVAL_SPEC's format."""
-    cfg, ins = study["config"], _instructions(study)
+    """Pairwise, absolute or turn-rating judgments, one per vote, in EVAL_SPEC's format.
+
+    Items of multi-model studies are keyed by model position ("m0:q7", "p1:q7"); their records carry the
+    answer's own prompt id and model names (from the payload), exactly as a one-model study's would."""
+    ins = _instructions(study)
     out = []
     for r in _vote_rows(engine, study["id"]):
         p = json.loads(r["payload"])
         judge = f"human:{r['username']}"
-        base = {"prompt_id": r["key"], "prompt": p["prompt"]}
         if study["kind"] == "pairwise":
-            rec = {"id": _digest(["pairwise", judge, study["name"], r["key"], cfg["model_a"], cfg["model_b"]]),
-                   "type": "pairwise", **base, "model_a": cfg["model_a"], "model_b": cfg["model_b"],
+            pid, model_a, model_b = _pair(study, r["key"], p)
+            rec = {"id": _digest(["pairwise", judge, study["name"], pid, model_a, model_b]),
+                   "type": "pairwise", "prompt_id": pid, "prompt": p["prompt"], "model_a": model_a,
+                   "model_b": model_b,
                    "output_a": p["output_a"], "output_b": p["output_b"], "judge": judge, "instructions": ins,
                    # one person sees one order: one vote, its verdict already in original a/b terms
                    "votes": [{"order": r["shown_order"], "raw": r["raw"], "verdict": r["value"]}],
@@ -68,12 +80,14 @@ def judgment_records(engine: Engine, study: dict[str, Any]) -> list[dict[str, An
             pid = turn_id(p["conversation_id"], p["turn"])
             rec = {"id": _digest(["absolute", judge, study["name"], pid, p["model"]]),
                    "type": "absolute", "prompt_id": pid, "prompt": p["prompt"], "model": p["model"],
-                   "output": p["output"], "judge": judge, "instructions": ins, "scale": cfg["scale"],
+                   "output": p["output"], "judge": judge, "instructions": ins, "scale": study["config"]["scale"],
                    "raw": r["raw"], "score": r["value"], "conversation_id": p["conversation_id"], "turn": p["turn"]}
         else:
-            rec = {"id": _digest(["absolute", judge, study["name"], r["key"], cfg["model"]]),
-                   "type": "absolute", **base, "model": cfg["model"], "output": p["output"], "judge": judge,
-                   "instructions": ins, "scale": cfg["scale"], "raw": r["raw"], "score": _score(study, r["value"])}
+            pid, model = _rated_key(study, r["key"], p)
+            rec = {"id": _digest(["absolute", judge, study["name"], pid, model]),
+                   "type": "absolute", "prompt_id": pid, "prompt": p["prompt"], "model": model,
+                   "output": p["output"], "judge": judge, "instructions": ins, "scale": study["config"]["scale"],
+                   "raw": r["raw"], "score": _score(study, r["value"])}
         out.append({**rec, "comment": r["comment"], "usage": NO_USAGE, "created": r["created"]})
     return out
 
@@ -178,7 +192,21 @@ def _rated_key(study: dict[str, Any], item_key: str, payload: dict[str, Any]) ->
     """(prompt_id, model) of a rated item: what an LLM judge's absolute record of the same answer carries."""
     if study["kind"] == "turns":
         return turn_id(payload["conversation_id"], payload["turn"]), payload["model"]
+    if "model" in payload:  # an absolute study of several models
+        return payload["prompt_id"], payload["model"]
     return item_key, study["config"]["model"]
+
+
+def _between_people(by_item: dict[str, dict[str, str]], keys: Any = None) -> tuple[list[str], list[str]]:
+    """Every pair of annotators' labels on a shared item (of `keys`, or all items)."""
+    x, y = [], []
+    for key, votes in by_item.items():
+        if keys is not None and key not in keys:
+            continue
+        for u, w in combinations(sorted(votes), 2):
+            x.append(votes[u])
+            y.append(votes[w])
+    return x, y
 
 
 def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -186,43 +214,64 @@ def agreement_table(engine: Engine, study: dict[str, Any], judge_records: list[d
     every pair of annotators that voted on the same item, and between people and each attached LLM judge.
     Absolute, turns and review: the share of identical labels and Cohen's kappa between people; for the
     rating kinds also between people and each attached judge's absolute records of the same answers (matched
-    on prompt id and model), which is how an LLM turn judge is checked against people before it is trusted."""
+    on prompt id and model), which is how an LLM turn judge is checked against people before it is trusted.
+
+    An item is one answer (or one pair of answers) of one model (pair), so votes are only ever compared with
+    votes on the same answers; pairwise votes are stored in model terms ("a": the study's model A won,
+    whichever side it was shown on), so they agree when people pick the same model. Studies of several
+    models (or pairs) add `groups`: the same numbers between people for each model (pair) on its own."""
     votes_ = _vote_rows(engine, study["id"])
     by_item: dict[str, dict[str, str]] = {}
+    payloads: dict[str, dict[str, Any]] = {}
     for r in votes_:
         by_item.setdefault(r["key"], {})[r["username"]] = r["value"]
-    x, y = [], []
-    for votes in by_item.values():
-        for u, w in combinations(sorted(votes), 2):
-            x.append(votes[u])
-            y.append(votes[w])
+        payloads.setdefault(r["key"], json.loads(r["payload"]))
+    x, y = _between_people(by_item)
+    if study["kind"] not in ("pairwise", *RATED):
+        return {"people": None, "exact": _exact(x, y) if x else None, "judges": [], "groups": []}
     if study["kind"] in RATED:
         scale = study["config"]["scale"]
         judged: dict[str, dict[tuple[str, str], str]] = {}
         for rec in judge_records:
             if rec.get("type") == "absolute" and rec.get("scale") == scale and rec.get("score") is not None:
                 judged.setdefault(rec["judge"], {})[(rec["prompt_id"], rec["model"])] = str(rec["score"])
-        keys = {r["key"]: _rated_key(study, r["key"], json.loads(r["payload"])) for r in votes_}
+        keys = {k: _rated_key(study, k, p) for k, p in payloads.items()}
         judge_rows = []
         for judge, scores in sorted(judged.items()):
             hx, jy = _with_judge(by_item, {k: scores[keys[k]] for k in by_item if keys[k] in scores})
             if hx:
                 judge_rows.append({"judge": judge, **_exact(hx, jy)})
-        return {"people": None, "exact": _exact(x, y) if x else None, "judges": judge_rows}
-    if study["kind"] != "pairwise":
-        return {"people": None, "exact": _exact(x, y) if x else None, "judges": []}
+        groups = []
+        if len(study["config"].get("models", ())) > 1:
+            for model in study["config"]["models"]:
+                gx, gy = _between_people(by_item, {k for k, (_, m) in keys.items() if m == model})
+                groups.append({"label": model, "exact": _exact(gx, gy) if gx else None, "people": None})
+        return {"people": None, "exact": _exact(x, y) if x else None, "judges": judge_rows, "groups": groups}
     people = agreement(x, y) if x else None
+    pairs = {k: _pair(study, k, p) for k, p in payloads.items()}  # item key -> (prompt_id, model_a, model_b)
     cfg = study["config"]
-    pair = {cfg["model_a"], cfg["model_b"]}
-    judges: dict[str, dict[str, str | None]] = {}
+    studied = {frozenset((cfg["model_a"], b)) for b in cfg.get("models_b") or [cfg["model_b"]]}
+    judges: dict[str, dict[tuple[str, frozenset[str]], dict[str, Any]]] = {}
     for rec in judge_records:
-        if rec.get("type") == "pairwise" and {rec.get("model_a"), rec.get("model_b")} == pair:
-            judges.setdefault(rec["judge"], {})[rec["prompt_id"]] = _labels(rec, cfg["model_a"])
+        pair = frozenset((rec.get("model_a"), rec.get("model_b")))
+        if rec.get("type") == "pairwise" and pair in studied:
+            judges.setdefault(rec["judge"], {})[(rec["prompt_id"], pair)] = rec
     rows = []
-    for judge, verdicts in sorted(judges.items()):
+    for judge, recs in sorted(judges.items()):
+        verdicts = {}
+        for key, (pid, a, b) in pairs.items():
+            rec = recs.get((pid, frozenset((a, b))))
+            if rec is not None:
+                verdicts[key] = _labels(rec, a)  # oriented like the people's votes on this item
         hx, jy = _with_judge(by_item, verdicts)
         rows.append({"judge": judge, **agreement(hx, jy)})
-    return {"people": people, "exact": None, "judges": rows}
+    groups = []
+    if len(cfg.get("models_b", ())) > 1:
+        for model_b in cfg["models_b"]:
+            gx, gy = _between_people(by_item, {k for k, (_, _, b) in pairs.items() if b == model_b})
+            groups.append({"label": f"{cfg['model_a']} vs {model_b}", "people": agreement(gx, gy) if gx else None,
+                           "exact": None})
+    return {"people": people, "exact": None, "judges": rows, "groups": groups}
 
 
 def attach_judgments(engine: Engine, sid: int, name: str, path: Path) -> int:

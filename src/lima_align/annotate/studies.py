@@ -3,7 +3,9 @@
 Kinds of study (one Literal, explicit branches):
 - pairwise: a prompt and two answers (two generation files joined on prompt_id), shown in an order drawn
   per annotator and item; the vote is stored both as pressed ("A") and in original terms ("a").
-- absolute: one answer rated on the fail/pass/excellent or the 1-6 helpfulness scale.
+  Several B files compare model A with each B in one study, the pairs' items interleaved (as for turns).
+- absolute: one answer rated on the fail/pass/excellent or the 1-6 helpfulness scale; several generation
+  files (one model each) are rated in one study, blind, their answers interleaved in a seeded shuffle.
 - review: one candidate training record; accept, reject, or edit (the edit kept beside the original).
 - dialogue: no fixed items; annotators chat with a served model and rate each of its turns.
 - turns: recorded conversations (`lima-align converse` files, any number of models) rated turn by turn,
@@ -17,6 +19,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,36 +67,89 @@ class Refused(Exception):
 # ----------------------------------------------------------------- creating studies
 
 
-def _pairwise_items(a_path: Path, b_path: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-    gens_a, gens_b = read_generations(a_path), read_generations(b_path)
-    by_b = {g["prompt_id"]: g for g in gens_b}
-    model_a, model_b = gens_a[0]["model"] if gens_a else "", gens_b[0]["model"] if gens_b else ""
-    if not gens_a or not gens_b:
-        raise LimaError("a generations file is empty", where=str(a_path if not gens_a else b_path),
-                        fix="generate answers first with `lima-align generate`")
-    if model_a == model_b:
-        raise LimaError(f"both files come from model {model_a!r}", where=str(b_path),
-                        fix="compare two different models (the label is the generations' \"model\" field)")
-    missing = sorted({g["prompt_id"] for g in gens_a} ^ set(by_b))
-    if missing:
-        raise LimaError(f"{len(missing)} prompt ids are in only one file (e.g. {missing[:3]})", where=str(b_path),
-                        fix="generate both files from the same prompt set")
-    out = []
-    for ga in gens_a:
-        gb = by_b[ga["prompt_id"]]
-        out.append((ga["prompt_id"], {"prompt": ga["messages"], "output_a": ga["output"],
-                                      "output_b": gb["output"]}))
-    return out, {"model_a": model_a, "model_b": model_b}
-
-
-def _absolute_items(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
-    gens = read_generations(path)
+def _one_model(path: Path, gens: list[dict[str, Any]]) -> str:
+    """The model of a generations file: refused when the file is empty or mixes models."""
     if not gens:
-        raise LimaError("the generations file is empty", where=str(path), fix="generate answers first")
+        raise LimaError("the generations file is empty", where=str(path),
+                        fix="generate answers first with `lima-align generate`")
     models = sorted({g["model"] for g in gens})
     if len(models) > 1:
-        raise LimaError(f"the file mixes models {models}", where=str(path), fix="one study rates one model")
-    return [(g["prompt_id"], {"prompt": g["messages"], "output": g["output"]}) for g in gens], {"model": models[0]}
+        raise LimaError(f"the file mixes models {models}", where=str(path),
+                        fix="pass one generations file per model (split the file by its \"model\" field)")
+    return models[0]
+
+
+def _distinct(paths: list[Path], models: list[str]) -> None:
+    """Refuse two files of the same model (the label is the generations' "model" field)."""
+    seen: dict[str, Path] = {}
+    for path, model in zip(paths, models, strict=True):
+        if model in seen:
+            raise LimaError(f"{seen[model]} and this file both come from model {model!r}", where=str(path),
+                            fix="pass each model's generations once, one file per model (the label is the "
+                                "generations' \"model\" field)")
+        seen[model] = path
+
+
+def _pairwise_items(a_path: Path, b_paths: list[Path], seed: int
+                    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """Model A against each model B, joined on prompt_id.
+
+    One B: keys are prompt ids and the models live in the study's config (the format of every older study).
+    Several Bs: keys name the pair by its position ("p0:PROMPT_ID" for A vs the first B), the items of all
+    pairs are interleaved in a shuffle fixed by `seed`, and the pair's model names travel in the payload,
+    which pages never show (as in _turn_items)."""
+    gens_a = read_generations(a_path)
+    model_a = _one_model(a_path, gens_a)
+    ids_a = [g["prompt_id"] for g in gens_a]
+    pairs = []
+    for b_path in b_paths:
+        gens_b = read_generations(b_path)
+        model_b = _one_model(b_path, gens_b)
+        if model_b == model_a:
+            raise LimaError(f"both files come from model {model_a!r}", where=str(b_path),
+                            fix="compare two different models (the label is the generations' \"model\" field)")
+        by_b = {g["prompt_id"]: g for g in gens_b}
+        missing = sorted(set(ids_a) ^ set(by_b))
+        if missing:
+            raise LimaError(f"{len(missing)} prompt ids are in only one of this file and {a_path} "
+                            f"(e.g. {missing[:3]})", where=str(b_path),
+                            fix="generate every file from the same prompt set")
+        pairs.append((model_b, by_b))
+    _distinct(b_paths, [m for m, _ in pairs])
+    if len(pairs) == 1:
+        (model_b, by_b), = pairs
+        return ([(ga["prompt_id"], {"prompt": ga["messages"], "output_a": ga["output"],
+                                    "output_b": by_b[ga["prompt_id"]]["output"]}) for ga in gens_a],
+                {"model_a": model_a, "model_b": model_b})
+    out = []
+    for j, (model_b, by_b) in enumerate(pairs):
+        for ga in gens_a:
+            pid = ga["prompt_id"]
+            out.append((f"p{j}:{pid}", {"prompt": ga["messages"], "output_a": ga["output"],
+                                        "output_b": by_b[pid]["output"], "prompt_id": pid,
+                                        "model_a": model_a, "model_b": model_b}))
+    random.Random(seed).shuffle(out)
+    return out, {"model_a": model_a, "models_b": [m for m, _ in pairs], "seed": seed}
+
+
+def _absolute_items(paths: list[Path], seed: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """Every answer of every model, rated on its own.
+
+    One file: keys are prompt ids and the model lives in the study's config (the format of every older
+    study). Several files (one model each): keys name the model by its file's position ("m0:PROMPT_ID"),
+    the answers of all models are interleaved in a shuffle fixed by `seed`, and the model's name travels in
+    the payload, which pages never show (as in _turn_items)."""
+    files = [read_generations(p) for p in paths]
+    models = [_one_model(p, gens) for p, gens in zip(paths, files, strict=True)]
+    if len(paths) == 1:
+        return [(g["prompt_id"], {"prompt": g["messages"], "output": g["output"]}) for g in files[0]], \
+            {"model": models[0]}
+    _distinct(paths, models)
+    out = [(f"m{i}:{g['prompt_id']}", {"prompt": g["messages"], "output": g["output"], "model": model,
+                                       "prompt_id": g["prompt_id"]})
+           for i, (model, gens) in enumerate(zip(models, files, strict=True)) for g in gens]
+    random.Random(seed).shuffle(out)
+    return out, {"models": models, "seed": seed}
 
 
 def _turn_items(paths: list[Path], seed: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
@@ -132,12 +188,22 @@ def _review_items(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(c.id, {"record": c.to_dict()}) for c in read_conversations(path, purpose="train")]
 
 
-def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: Path | None = None,
-                 b: Path | None = None, dataset: Path | None = None, scale: str = "fail_pass_excellent",
+def _paths(x: Path | str | Sequence[Path | str] | None) -> list[Path]:
+    if x is None:
+        return []
+    return [Path(x)] if isinstance(x, (str, Path)) else [Path(p) for p in x]
+
+
+def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1,
+                 a: Path | Sequence[Path] | None = None, b: Path | Sequence[Path] | None = None,
+                 dataset: Path | None = None, scale: str = "fail_pass_excellent",
                  chat_url: str | None = None, chat_model: str | None = None, max_tokens: int = 512,
                  temperature: float = 0.7, guidelines: str | None = None,
                  conversations: list[Path] | None = None, seed: int = 0) -> int:
-    """Read the input files, check them, and store the study with its items (all in one transaction)."""
+    """Read the input files, check them, and store the study with its items (all in one transaction).
+
+    absolute: `a` is one generations file or several (one model each); pairwise: `a` is one file (model A)
+    and `b` one or several (A is compared with each); `seed` fixes the order of multi-model items."""
     if kind not in KINDS:
         raise LimaError(f"unknown study kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
     if overlap < 1:
@@ -146,15 +212,22 @@ def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1, a: 
         raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
     config: dict[str, Any] = {"guidelines": guidelines or GUIDELINES[kind]}
     rows: list[tuple[str, dict[str, Any]]] = []
+    a_paths, b_paths = _paths(a), _paths(b)
     if kind == "pairwise":
-        if a is None or b is None:
-            raise LimaError("a pairwise study needs two generation files", fix="pass --a A.jsonl --b B.jsonl")
-        rows, models = _pairwise_items(a, b)
+        if not a_paths or not b_paths:
+            raise LimaError("a pairwise study needs two generation files",
+                            fix="pass --a A.jsonl --b B.jsonl [B2.jsonl ...]")
+        if len(a_paths) > 1:
+            raise LimaError(f"a pairwise study compares one model A with each model B, got {len(a_paths)} A files",
+                            where=", ".join(map(str, a_paths)),
+                            fix="pass one --a file and the others after --b (A is compared with each of them)")
+        rows, models = _pairwise_items(a_paths[0], b_paths, seed)
         config.update(models)
     elif kind == "absolute":
-        if a is None:
-            raise LimaError("an absolute study needs a generations file", fix="pass --a GENERATIONS.jsonl")
-        rows, models = _absolute_items(a)
+        if not a_paths:
+            raise LimaError("an absolute study needs a generations file",
+                            fix="pass --a GENERATIONS.jsonl [MORE.jsonl ...] (one file per model)")
+        rows, models = _absolute_items(a_paths, seed)
         config.update(models, scale=scale)
     elif kind == "turns":
         if not conversations:
