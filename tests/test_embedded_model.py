@@ -34,7 +34,7 @@ def test_base_model_continues_text_and_respects_the_length_cap():
     assert 0 < reply.output_tokens <= 8 and reply.text
 
 
-def test_a_few_lora_steps_on_the_seed_set_lower_the_loss(tmp_path):
+def test_a_few_quickstart_steps_on_the_seed_set_lower_the_loss(tmp_path):
     from lima_align.train import train
 
     recipe = load_recipe("quickstart", [f"train.output_dir={tmp_path}/run", "data.max_examples=8",

@@ -55,5 +55,5 @@ def test_quickstart_summary_and_page_use_the_same_figures(tmp_path, monkeypatch,
     assert "ended its turn" in printed and "line breaks, list/steps prompts" in printed
     page = (out / "compare.html").read_text()
     assert ac.fmt_share(summary["aligned"]["ended_turn"]) in page and ac.fmt_share(base["hit_length_cap"]) in page
-    assert "temperature 0.7" in page and "at most 160 new tokens" in page
+    assert "temperature 0.7" in page and f"at most {recipe.quickstart.eval_max_new_tokens} new tokens" in page
     assert "output_dir" not in page and '"output"' not in page  # no config dump

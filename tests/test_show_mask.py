@@ -16,10 +16,17 @@ def show(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_a_lora_recipe_ends_turns_with_eos(tiny_llama, examples_file, capsys):
-    rc, out, _ = show(capsys, str(examples_file), "--recipe", "quickstart", f"model.name={tiny_llama}")
+    rc, out, _ = show(capsys, str(examples_file), "--recipe", "quickstart", f"model.name={tiny_llama}",
+                      "train.method=lora")
     assert rc == 0
-    assert "train.method=lora" in out and "data.max_seq_len=384" in out
+    assert "train.method=lora" in out and "data.max_seq_len=512" in out
     assert f"[[{FIRST_ANSWER}<eos>]]" in out and "<|eot|>" not in out
+
+
+def test_frozen_embeddings_end_turns_with_eos(tiny_llama, examples_file, capsys):
+    rc, out, _ = show(capsys, str(examples_file), "--recipe", "quickstart", f"model.name={tiny_llama}")
+    assert rc == 0 and "train.method=full" in out
+    assert f"[[{FIRST_ANSWER}<eos>]]" in out and "<|eot|>" not in out and "freeze_embeddings" in out
 
 
 def test_without_a_recipe_full_fine_tuning_adds_a_new_end_of_turn(tiny_llama, examples_file, capsys):
@@ -31,7 +38,7 @@ def test_without_a_recipe_full_fine_tuning_adds_a_new_end_of_turn(tiny_llama, ex
 def test_flags_and_overrides_change_the_recipe(tiny_llama, examples_file, capsys):
     # --method full beats the recipe's lora; a key=value after the flags is an override too
     rc, out, _ = show(capsys, str(examples_file), "--recipe", "quickstart", "--method", "full",
-                      f"model.name={tiny_llama}", "--index", "1", "data.loss_on=all")
+                      f"model.name={tiny_llama}", "--index", "1", "data.loss_on=all", "train.freeze_embeddings=false")
     assert rc == 0 and "train.method=full" in out and "data.loss_on=all" in out
     body = out.split("context only\n\n")[1]
     assert "<|eot|>" in body and body.startswith("[[<bos>User:") and body.count("[[") == 1  # every token trained
