@@ -132,3 +132,23 @@ def test_side_by_side_html_still_works(tmp_path):
     b = [{"prompt_id": "x", "messages": [{"role": "user", "content": "hi <b>"}], "output": "fine"}]
     text = side_by_side_html(a, b, tmp_path / "c.html", title="t", names=("base", "aligned")).read_text()
     assert "hi &lt;b&gt;" in text and EVIL not in text and "fine" in text
+
+
+def test_report_has_pooled_people_rows_when_two_people_judged(judgment_files, tmp_path):
+    bob = [pairwise(f"p{i}", (v, v), "human:bob") for i, v in enumerate(["a", "b", "tie", "b", "a"], start=1)]
+    path = tmp_path / "bob.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in bob))
+    out = tmp_path / "report"
+    text = build_report([*judgment_files, path], out, title="t", n_boot=100).read_text()
+    rep = json.loads((out / "report.json").read_text())
+    (p,) = rep["pooled"]["pairwise"]
+    # alice a b tie b null + bob a b tie b a: 10 votes on 5 prompts, a 3, tie 2, b 4, null 1
+    assert p["raters"] == ["human:alice", "human:bob"] and p["counts"] == {"a": 3, "tie": 2, "b": 4, "null": 1}
+    assert len(rep["pairwise"]) == 3 and rep["pooled"]["absolute"] == []
+    assert "People, pooled" in text and "cluster bootstrap" in text
+
+
+def test_report_without_two_people_has_no_pooled_rows(judgment_files, tmp_path):
+    out = tmp_path / "report"
+    text = build_report(judgment_files, out, title="t", n_boot=50).read_text()
+    assert "pooled" not in json.loads((out / "report.json").read_text()) and "People, pooled" not in text

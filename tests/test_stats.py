@@ -331,3 +331,121 @@ def test_wilson_and_newcombe_known_values():
     assert wilson(0, 0)["value"] is None
     d = newcombe(48, 80, 56, 70)  # Newcombe (1998), method 10: 0.8 - 0.6, interval 0.0524 to 0.3339
     assert d["value"] == pytest.approx(0.2) and d["ci"] == pytest.approx([0.0524, 0.3339], abs=1e-4)
+
+
+# ----------------------------------------------------------------- people pooled (pooled.py)
+
+ANN, BOB, CID = "human:ann", "human:bob", "human:cid"
+
+
+def test_pooled_people_pairwise_by_hand():
+    # p1: ann a, bob a (bob's record written the other way round: base first, verdict b -> a)
+    # p2: ann a, bob tie;  p3: ann b, bob tie.  A model judge j1 and its row are left alone.
+    recs = [pw("p1", "a", judge=ANN), pw("p2", "a", judge=ANN), pw("p3", "b", judge=ANN),
+            pw("p1", "b", judge=BOB, a="base", b="aligned"), pw("p2", "tie", judge=BOB), pw("p3", "tie", judge=BOB),
+            pw("p1", "b"), pw("p2", "b")]
+    s = summarize(recs, n_boot=500)
+    json.dumps(s, allow_nan=False)
+    assert [p["judge"] for p in s["pairwise"]] == [ANN, BOB, "j1"]  # per-rater rows as before
+    (p,) = s["pooled"]["pairwise"]
+    assert (p["label"], p["judge"], p["raters"]) == ("aligned vs base (people)", "people", [ANN, BOB])
+    # 6 votes on 3 prompts: a 3, tie 2, b 1 -> 1/2, 1/3, 1/6; score (3 + 2/2)/6 = 2/3; decisive 3 of 4
+    assert (p["n_prompts"], p["n_votes"]) == (3, 6)
+    assert p["counts"] == {"a": 3, "tie": 2, "b": 1, "null": 0}
+    assert [p["rates"][k]["value"] for k in ("a", "tie", "b", "a_or_tie", "score")] == pytest.approx(
+        [1 / 2, 1 / 3, 1 / 6, 5 / 6, 2 / 3])
+    assert (p["decisive"]["a"], p["decisive"]["n"], p["decisive"]["value"]) == (3, 4, 0.75)
+    for e in [*p["rates"].values(), p["decisive"]]:
+        assert 0 <= e["ci"][0] <= e["value"] <= e["ci"][1] <= 1
+    # majority verdicts: p1 a (2 of 2), p2 and p3 split (1-1) -> sign test on 1 win, 0 losses: p = 1
+    st = p["sign_test"]
+    assert (st["wins"], st["losses"], st["ties"], st["split"], st["p_value"]) == (1, 0, 0, 2, 1.0)
+    assert "majority" in st["test"] and "cluster" in p["bootstrap"]["unit"]
+    # first two ratings: (a, a), (a, tie), (b, tie): 1 of 3 identical. kappa: p_o = 1/3; ann a 2/3 b 1/3,
+    # bob a 1/3 tie 2/3 -> p_e = 2/9; (1/3 - 2/9) / (1 - 2/9) = 1/7
+    g = p["agreement"]
+    assert (g["n"], g["identical"], g["n_more_than_two"]) == (3, 1, 0)
+    assert g["share"]["value"] == pytest.approx(1 / 3) and g["kappa"] == pytest.approx(1 / 7)
+    text = format_summary(s)
+    for needle in ("people pooled", "cluster bootstrap that resamples whole prompts", "correlated",
+                   "per-prompt majority verdicts", "aligned vs base (people)", "3 of 4: 75.0%", "0.143"):
+        assert needle in text
+
+
+def test_pooled_cluster_bootstrap_moves_a_prompts_votes_together():
+    # Two people who vote alike on every prompt: each prompt's two votes move together, so the pooled interval is
+    # exactly the interval of one of them. Resampling the 40 votes independently would make it narrower.
+    verdicts = ["a"] * 9 + ["tie"] * 6 + ["b"] * 5
+    recs = [pw(f"p{i}", v, judge=j) for j in (ANN, BOB) for i, v in enumerate(verdicts)]
+    s = summarize(recs, n_boot=400, seed=3)
+    ann = s["pairwise"][0]
+    (p,) = s["pooled"]["pairwise"]
+    assert p["counts"] == {k: 2 * v for k, v in ann["counts"].items()}
+    for k in ("a", "tie", "b", "a_or_tie", "score"):
+        assert p["rates"][k]["value"] == pytest.approx(ann["rates"][k]["value"])
+        assert p["rates"][k]["ci"] == pytest.approx(ann["rates"][k]["ci"])
+    naive = win_rates(verdicts * 2, n_boot=400, seed=3)["rates"]["a"]["ci"]
+    assert naive[1] - naive[0] < 0.85 * (p["rates"]["a"]["ci"][1] - p["rates"]["a"]["ci"][0])
+    # the decisive share too: one rater's 9 of 14 resampled by prompt
+    one = win_rates(verdicts, n_boot=400, seed=3)
+    assert (p["decisive"]["a"], p["decisive"]["n"]) == (18, 28)
+    assert p["sign_test"]["wins"] == 9 and p["sign_test"]["p_value"] == pytest.approx(one["sign_test"]["p_value"])
+    # absolute ratings the same way
+    scores = ["fail"] * 4 + ["pass"] * 5 + ["excellent"] * 3
+    s = summarize([ab(f"p{i}", x, judge=j) for j in (ANN, BOB) for i, x in enumerate(scores)], n_boot=400, seed=3)
+    (a,) = s["pooled"]["absolute"]
+    for k in ("fail", "pass", "excellent"):
+        assert a["shares"][k]["ci"] == pytest.approx(s["absolute"][0]["shares"][k]["ci"])
+    assert a["pass_or_better"]["ci"] == pytest.approx(s["absolute"][0]["pass_or_better"]["ci"])
+
+
+def test_pooled_absolute_majority_pass_share_and_agreement():
+    # aligned, rated by ann, bob (and cid on p3, p4):
+    #   p1 pass, excellent -> majority pass+   p2 pass, fail -> a tie: not     p3 fail, fail, excellent -> not
+    #   p4 excellent, pass, fail -> 2 of 3: yes   p5 pass (ann only) -> yes     p6 null, null -> no parsed rating
+    table = {ANN: ["pass", "pass", "fail", "excellent", "pass", None],
+             BOB: ["excellent", "fail", "fail", "pass", None, None],
+             CID: [None, None, "excellent", "fail", None, None]}
+    recs = [ab(f"p{i + 1}", x, judge=j) for j, xs in table.items() for i, x in enumerate(xs)
+            if x is not None or j != CID]
+    recs += [ab("p1", "pass", model="base", judge=ANN)]  # one person only: no pooled row for base
+    s = summarize(recs, n_boot=300)
+    json.dumps(s, allow_nan=False)
+    (a,) = s["pooled"]["absolute"]
+    assert (a["label"], a["raters"], a["n_prompts"], a["n"], a["null"]) == ("aligned (people)", [ANN, BOB, CID],
+                                                                            6, 14, 3)
+    # 14 ratings (ann 6, bob 6, cid 2), 3 of them null; 11 parsed: fail 4, pass 4, excellent 3
+    assert a["counts"] == {"fail": 4, "pass": 4, "excellent": 3}
+    assert [a["shares"][k]["value"] for k in ("fail", "pass", "excellent")] == pytest.approx([4 / 11, 4 / 11, 3 / 11])
+    assert a["pass_or_better"]["value"] == pytest.approx(7 / 11)
+    m = a["majority_pass_or_better"]
+    assert (m["prompts"], m["n"], m["value"]) == (3, 5, 0.6) and m["ci"][0] < 0.6 < m["ci"][1]
+    # first two parsed ratings of p1-p4: (pass, exc), (pass, fail), (fail, fail), (exc, pass): 1 of 4 identical;
+    # p_o = 1/4, p_e = (1/4)(2/4) + (2/4)(1/4) + (1/4)(1/4) = 5/16 -> kappa = (4/16 - 5/16) / (11/16) = -1/11
+    g = a["agreement"]
+    assert (g["n"], g["identical"], g["n_more_than_two"]) == (4, 1, 2)
+    assert g["kappa"] == pytest.approx(-1 / 11)
+    assert "3 of 5: 60.0%" in format_summary(s)
+
+
+def test_pooled_kappa_is_na_for_one_label():
+    recs = [ab(f"p{i}", "fail", judge=j) for j in (ANN, BOB) for i in range(5)]
+    recs += [pw(f"p{i}", "tie", judge=j) for j in (ANN, BOB) for i in range(4)]
+    s = summarize(recs, n_boot=100)
+    for row in (s["pooled"]["pairwise"][0], s["pooled"]["absolute"][0]):
+        g = row["agreement"]
+        assert g["share"]["value"] == 1.0 and g["kappa"] is None and g["kappa_note"] == "one label"
+    assert s["pooled"]["absolute"][0]["majority_pass_or_better"]["value"] == 0.0
+    assert format_summary(s).count("n/a (one label)") == 2
+    from lima_align.pooled import first_two_agreement
+
+    assert first_two_agreement([["a"], []], ("a", "tie", "b"))["kappa_note"] == "no prompt rated twice"
+
+
+def test_no_pooled_rows_without_two_people_on_the_same_thing():
+    one_person = [pw("p1", "a", judge=ANN), pw("p1", "b"), ab("p1", "pass", judge=ANN), ab("p1", "fail")]
+    other_pairs = [pw("p1", "a", judge=ANN), pw("p1", "a", judge=BOB, b="other"),
+                   ab("p1", "pass", judge=ANN), ab("p1", "pass", judge=BOB, model="base")]
+    for recs in (one_person, other_pairs, [pw("p1", "a"), pw("p1", "b", judge="j2")]):
+        s = summarize(recs, n_boot=50)
+        assert "pooled" not in s and "people" not in format_summary(s)

@@ -318,6 +318,46 @@ def _ratings_table(absolute: list[dict[str, Any]]) -> str:
                   rows, text_cols=4)
 
 
+def _pooled_section(pooled: dict[str, Any]) -> str:
+    """The "people" rows (pooled.py): every person's votes pooled, prompt-cluster bootstrap intervals."""
+    def kappa(g: dict[str, Any]) -> str:
+        return f"n/a ({_e(g['kappa_note'])})" if g["kappa"] is None else format(g["kappa"], ".3f")
+
+    def agree(g: dict[str, Any]) -> str:
+        return _fmt_pct(g["share"]["value"]) + _muted(f"{g['identical']} of {g['n']} prompts")
+
+    parts = []
+    if pooled.get("pairwise"):
+        rows = [[f"{_e(p['model_a'])} vs {_e(p['model_b'])}", p["n_prompts"], p["n_votes"],
+                 *(_fmt_est(p["rates"][k]) for k in ("a", "tie", "b", "score")),
+                 _fmt_est(p["decisive"]) + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes"),
+                 _fmt_p(p["sign_test"]["p_value"]) + _muted(f"{p['sign_test']['wins']}&ndash;{p['sign_test']['losses']}"
+                                                            " prompts"), agree(p["agreement"]), kappa(p["agreement"])]
+                for p in pooled["pairwise"]]
+        parts.append(_table(["comparison (a vs b)", "prompts", "votes", "a wins", "tie", "b wins", "score",
+                             "a preferred (decisive votes)", "sign test p (prompt majorities)",
+                             "first two ratings identical", "Cohen's &kappa;"], rows))
+    if pooled.get("absolute"):
+        rows = []
+        for a in pooled["absolute"]:
+            dist = " &middot; ".join(f"{_e(k)}: {_fmt_est(v)}" for k, v in a["shares"].items())
+            m = a.get("majority_pass_or_better")
+            rows.append([_e(a["model"]), _e(a["scale"]), dist, a["n_prompts"], a["n"],
+                         _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False),
+                         _fmt_est(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;",
+                         agree(a["agreement"]), kappa(a["agreement"])])
+        parts.append(_table(["model", "scale", "distribution", "prompts", "ratings", "pass or better / mean",
+                             "majority pass or better", "first two ratings identical", "Cohen's &kappa;"], rows,
+                            text_cols=3))
+    return ("<section><h2>People, pooled</h2>" + "".join(parts)
+            + "<p class=note>Every vote of every person counts once (a prompt judged by two people gives two votes). "
+            "Votes on one prompt are correlated, so the 95% intervals come from a cluster bootstrap that resamples "
+            "whole prompts. The sign test runs on per-prompt majority verdicts (strict majority; tie and split "
+            "prompts left out), not on the pooled votes. Majority pass or better: prompts where a strict majority "
+            "of ratings is Pass or Excellent (ties count as not), Wilson interval. Agreement: the first two "
+            "ratings of every prompt rated at least twice.</p></section>")
+
+
 def _prompt_text(messages: Any) -> tuple[str, str]:
     """(last user turn, earlier turns as text) of a judgment's prompt messages."""
     if not isinstance(messages, list) or not messages:
@@ -410,6 +450,8 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
                      f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
                      "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
                      "</p></section>")
+    if summary.get("pooled"):
+        parts.append(_pooled_section(summary["pooled"]))
     if ab:
         parts.append(f"<section><h2>Absolute ratings</h2>{img('ratings', 'fail / pass / excellent shares')}"
                      f"{img('mean_scores', 'mean helpfulness scores')}{_ratings_table(ab)}</section>")

@@ -606,7 +606,9 @@ def power_analysis(n_decisive: int, tie_share: float | None, *, targets: Sequenc
 
 def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """All statistics for a set of judgment records (see load_judgments), as one JSON-able dict:
-    {"n_records", "pairwise": [per comparison], "agreement": [per judge pair], "absolute": [per model x judge]}."""
+    {"n_records", "pairwise": [per comparison], "agreement": [per judge pair], "absolute": [per model x judge]},
+    plus "pooled": {"pairwise", "absolute"} with the "people" rows where two or more people judged the same
+    model pair or model (see pooled.py)."""
     comps = comparisons(records)
     pairwise = []
     for c in comps:
@@ -617,26 +619,32 @@ def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -
                          "model_a": c["model_a"], "model_b": c["model_b"], "judge": c["judge"], **wr,
                          "position": position_bias(rs), "length": length_bias(rs, n_boot=n_boot, seed=seed),
                          "power": power_analysis(wr["counts"]["a"] + wr["counts"]["b"], tie_share)})
-    return {"n_records": len(records), "pairwise": pairwise, "agreement": judge_agreement(comps),
-            "absolute": ratings(records, n_boot=n_boot, seed=seed)}
+    out = {"n_records": len(records), "pairwise": pairwise, "agreement": judge_agreement(comps),
+           "absolute": ratings(records, n_boot=n_boot, seed=seed)}
+    from .pooled import pool_people  # imported here: pooled builds on this module
+
+    pooled = pool_people(records, comps, n_boot=n_boot, seed=seed)
+    if pooled["pairwise"] or pooled["absolute"]:  # two or more people judged the same thing
+        out["pooled"] = pooled
+    return out
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _pct_ci(e: dict[str, Any]) -> str:
+def pct_ci(e: dict[str, Any]) -> str:
     lo, hi = e["ci"]
     if e["value"] is None:
         return "-"
-    return f"{100 * e['value']:.1f}% [{_pct(lo)[:-1]}, {_pct(hi)}]" if lo is not None else _pct(e["value"])
+    return f"{100 * e['value']:.1f}% [{pct(lo)[:-1]}, {pct(hi)}]" if lo is not None else pct(e["value"])
 
 
 def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def text_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
@@ -647,20 +655,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     parts = [f"{summary['n_records']} judgment records"]
     pw = summary["pairwise"]
     if pw:
-        rows = [[p["label"], str(p["n"]), *(_pct_ci(p["rates"][k]) for k in ("a", "tie", "b")),
-                 str(p["counts"]["null"]), _pct_ci(p["rates"]["score"]), _num(p["sign_test"]["p_value"], ".4g")]
+        rows = [[p["label"], str(p["n"]), *(pct_ci(p["rates"][k]) for k in ("a", "tie", "b")),
+                 str(p["counts"]["null"]), pct_ci(p["rates"]["score"]), _num(p["sign_test"]["p_value"], ".4g")]
                 for p in pw]
-        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)\n" + _table(
+        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)\n" + text_table(
             ["comparison", "n", "a wins", "tie", "b wins", "null", "score", "sign p"], rows))
         rows = []
         for p in pw:
             pos, ln = p["position"], p["length"]
             lc = ln["length_controlled"]
-            rows.append([p["label"], _pct(pos["consistency"]), _pct(pos["first_position_share"]),
-                         _pct(ln["longer_wins_share"]),
-                         _pct(lc["raw_win_share"]) if lc else "-",
-                         _pct_ci(lc["win_share_at_equal_length"]) if lc else "-"])
-        parts.append("biases (consistency across orders; shares among decisive verdicts)\n" + _table(
+            rows.append([p["label"], pct(pos["consistency"]), pct(pos["first_position_share"]),
+                         pct(ln["longer_wins_share"]),
+                         pct(lc["raw_win_share"]) if lc else "-",
+                         pct_ci(lc["win_share_at_equal_length"]) if lc else "-"])
+        parts.append("biases (consistency across orders; shares among decisive verdicts)\n" + text_table(
             ["comparison", "consistent", "1st pos wins", "longer wins", "a share", "a share at equal length"],
             rows))
         rows = []
@@ -668,25 +676,29 @@ def format_summary(summary: dict[str, Any]) -> str:
             pa = p["power"]
             needed = ", ".join(f"{round(100 * t['win_share'])}%: {t['prompts'] or t['decisive_prompts']}"
                                for t in pa["needed"])
-            rows.append([p["label"], str(pa["n_decisive"]), _pct(pa["minimum_detectable_share"]), needed])
-        parts.append("power (sign test, alpha 0.05, power 0.8; prompts at the observed tie share)\n" + _table(
+            rows.append([p["label"], str(pa["n_decisive"]), pct(pa["minimum_detectable_share"]), needed])
+        parts.append("power (sign test, alpha 0.05, power 0.8; prompts at the observed tie share)\n" + text_table(
             ["comparison", "decisive", "detects >=", "prompts needed for a win share of"], rows))
     if summary["agreement"]:
         rows = [[f"{g['model_a']} vs {g['model_b']}", f"{short_judge(g['judge_1'])} ~ {short_judge(g['judge_2'])}",
-                 str(g["n"]), _pct(g["tie_discounted_accuracy"]), _pct(g["with_ties"]),
-                 f"{_pct(g['without_ties'])} (n={g['n_without_ties']})", _num(g["kappa"])]
+                 str(g["n"]), pct(g["tie_discounted_accuracy"]), pct(g["with_ties"]),
+                 f"{pct(g['without_ties'])} (n={g['n_without_ties']})", _num(g["kappa"])]
                 for g in summary["agreement"]]
-        parts.append("judge agreement\n" + _table(
+        parts.append("judge agreement\n" + text_table(
             ["models", "judges", "n", "tie-discounted", "w/ ties", "w/o ties", "kappa"], rows))
     if summary["absolute"]:
         rows = []
         for a in summary["absolute"]:
-            dist = ", ".join(f"{k} {_pct(v['value'])}" for k, v in a["shares"].items())
-            extra = _pct_ci(a["pass_or_better"]) if "pass_or_better" in a else _num(a["mean"]["value"], ".2f") + (
+            dist = ", ".join(f"{k} {pct(v['value'])}" for k, v in a["shares"].items())
+            extra = pct_ci(a["pass_or_better"]) if "pass_or_better" in a else _num(a["mean"]["value"], ".2f") + (
                 f" [{_num(a['mean']['ci'][0], '.2f')}, {_num(a['mean']['ci'][1], '.2f')}]")
             rows.append([a["label"], a["scale"], str(a["n"]), str(a["null"]), dist, extra])
-        parts.append("absolute ratings (pass or better / mean score, 95% CI)\n" + _table(
+        parts.append("absolute ratings (pass or better / mean score, 95% CI)\n" + text_table(
             ["model (judge)", "scale", "n", "null", "distribution", "pass+ / mean"], rows))
+    if summary.get("pooled"):
+        from .pooled import format_pooled
+
+        parts += format_pooled(summary["pooled"])
     return "\n\n".join(parts)
 
 
