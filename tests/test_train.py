@@ -212,3 +212,12 @@ def test_frozen_embeddings_end_turns_with_eos():
     with pytest.raises(LimaError, match="turns.eot"):
         load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=new"])
     assert load_recipe(None, ["train.freeze_embeddings=true", "turns.eot=eos"]).train.freeze_embeddings
+
+
+def test_training_hands_freed_memory_back_before_returning(tiny_llama, examples_file, tmp_path, monkeypatch):
+    # glibc kept 4 GB of freed training memory resident; the quickstart then loaded the checkpoint on top of it
+    calls = []
+    monkeypatch.setattr(train_mod, "release_freed_memory", lambda: calls.append(1))
+    train(recipe_for(tiny_llama, examples_file, tmp_path / "run", "train.epochs=1", "train.save_from_epoch=1",
+                     "train.save_to_epoch=1"))
+    assert calls == [1]

@@ -448,6 +448,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
             grad_norm = None
         opt.step()
         opt.zero_grad(set_to_none=True)
+        trim_heap()
         step += 1
         loss = (acc.reduce(loss_sum, "sum") / trained_total).item()
         tok_all = int(acc.reduce(torch.tensor(step_tokens, device=acc.device), "sum").item())
@@ -477,7 +478,41 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         if state_dir.exists():
             shutil.rmtree(state_dir)  # optimizer state is large and no longer needed
     acc.wait_for_everyone()
+    acc.free_memory()
+    release_freed_memory()
     return run
+
+
+def trim_heap() -> None:
+    """Give the pages glibc's heap holds free back to the system (malloc_trim).
+
+    Packed rows differ in length every step, so CPU tensors of ever-different sizes fragment the
+    heap: the quickstart's resident memory crept from 6 to 9.5 GB over 20 steps without this, and
+    4.0 GB stayed resident after training returned (0.6 GB after a trim).
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - not glibc (macOS, musl): nothing to trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
+
+
+def release_freed_memory() -> None:
+    """After training: drop unreachable objects and trim the heap, since callers go on in the same
+    process (the quickstart loads the checkpoint and answers with it, ablate trains the next run)."""
+    import gc
+
+    gc.collect()
+    trim_heap()
 
 
 def _save_state(acc: Any, state_dir: Path, step: int) -> None:
