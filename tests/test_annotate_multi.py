@@ -13,7 +13,7 @@ from test_annotate_app import PW, cheap_hashes, person  # noqa: F401 - cheap_has
 from lima_align import stats
 from lima_align.annotate import accounts, db, export, studies
 from lima_align.annotate.app import create_app
-from lima_align.annotate.client import Annotator, write_generations
+from lima_align.annotate.client import Annotator, rate_all, write_generations
 from lima_align.cli import main
 from lima_align.errors import LimaError
 
@@ -49,15 +49,6 @@ def answers(html: str) -> list[str]:
     """The quality words of the answers shown, in screen order (prompt and form left out)."""
     shown = html[html.index('class="answer"'):html.index('class="vote"')]
     return re.findall(r"\b(Great|Plain|Awful) answer", shown)
-
-
-def rate_all(ann: Annotator, sid: int, rule) -> list[str]:
-    pages = []
-    while (item := ann.next_item(sid)) is not None:
-        html = ann.http.get(f"/s/{sid}").text
-        pages.append(html)
-        assert ann.vote(sid, item, rule(html)).status_code == 303
-    return pages
 
 
 def assert_blind(pages: list[str]) -> None:

@@ -11,7 +11,7 @@ from test_annotate_app import PW, cheap_hashes, person  # noqa: F401 - cheap_has
 from lima_align import stats
 from lima_align.annotate import accounts, db, export, studies
 from lima_align.annotate.app import create_app
-from lima_align.annotate.client import Annotator
+from lima_align.annotate.client import Annotator, rate_all
 from lima_align.cli import main
 from lima_align.dialogue_report import build
 from lima_align.errors import LimaError
@@ -45,16 +45,6 @@ def site(tmp_path: Path):
     for uid in uids.values():
         studies.add_member(engine, sid, uid)
     return {"app": app, "engine": engine, "sid": sid, "uids": uids, "tmp": tmp_path, "files": files}
-
-
-def rate_all(ann: Annotator, sid: int, rule) -> list[str]:
-    """Rate every item shown by `rule(page_html)`; returns the pages seen."""
-    pages = []
-    while (item := ann.next_item(sid)) is not None:
-        html = ann.http.get(f"/s/{sid}").text
-        pages.append(html)
-        assert ann.vote(sid, item, rule(html)).status_code == 303
-    return pages
 
 
 def test_turns_are_rated_blind_in_context_and_export_as_turn_ratings(site):

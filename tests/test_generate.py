@@ -79,7 +79,7 @@ def test_a_prompts_sample_does_not_depend_on_its_batch(tiny_llama):
     other = [Message("user", "What is the capital of Italy?")]
     alone = g.generate([a])[0].text
     assert alone  # sampled text, not empty
-    assert g.generate([longer, a])[0 + 1].text == alone  # left-padded beside a longer prompt
+    assert g.generate([longer, a])[1].text == alone  # left-padded beside a longer prompt
     assert g.generate([a, other, longer])[0].text == alone
     assert gen_for(tiny_llama, temperature=1.0, top_p=0.95, max_new_tokens=16, seed=1).generate([a])[0].text != alone
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 import httpx
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -96,3 +97,13 @@ class Annotator:
         """POST a vote; returns the response (303 when it was stored)."""
         data = {"csrf": self.csrf, "item": str(item), "choice": choice, **(extra or {})}
         return self.http.post(f"/s/{sid}/vote", data=data)
+
+
+def rate_all(ann: Annotator, sid: int, rule: Any) -> list[str]:
+    """Vote on every item the study shows this annotator, `rule(page_html)` choosing; returns the pages seen."""
+    pages = []
+    while (item := ann.next_item(sid)) is not None:
+        html = ann.http.get(f"/s/{sid}").text
+        pages.append(html)
+        assert ann.vote(sid, item, rule(html)).status_code == 303
+    return pages
