@@ -49,26 +49,20 @@ CHECKPOINT_META = "lima_align_checkpoint.json"  # written into every run checkpo
 
 
 def checkpoint_method(tokenizer: Any) -> str | None:
-    """'full' or 'lora' when the tokenizer was loaded from a lima-align run checkpoint (which records how it was
-    trained), else None."""
+    """'full', 'frozen' or 'lora' when the tokenizer was loaded from a lima-align run checkpoint (which records
+    how it was trained), else None."""
     where = str(getattr(tokenizer, "name_or_path", "") or "")
     meta = Path(where) / CHECKPOINT_META if where else None
     if meta is None or not meta.is_file():
         return None
     try:
-        method = json.loads(meta.read_text()).get("method")
+        saved = json.loads(meta.read_text())
+        method = saved.get("method")
     except (OSError, ValueError, AttributeError):
         return None
-    if method == "full" and meta_flag(meta, "freeze_embeddings"):
+    if method == "full" and saved.get("freeze_embeddings"):
         return "frozen"
     return method if method in ("full", "lora") else None
-
-
-def meta_flag(meta: Path, key: str) -> bool:
-    try:
-        return bool(json.loads(meta.read_text()).get(key))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def training_method(t: TrainConfig) -> str:
