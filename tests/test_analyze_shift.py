@@ -184,3 +184,81 @@ def test_aligned_format_is_read_from_the_checkpoint_without_loading_weights(tiny
     assert fmt.kind == "plain" and fmt.eot_id == fmt.tok.bos_token_id and fmt.system == "Be kind."
     plain = aligned_format(str(tiny_gemma), None)  # not ours: EOS ends a turn
     assert plain.eot_id == plain.tok.eos_token_id
+
+
+# ----------------------------------------------------------------- generated ids and extended vocabularies
+
+
+def test_the_generated_ids_are_ranked_not_the_text_tokenised_again(tiny_gemma, tmp_path):
+    """"hello" generated one byte at a time is five tokens; tokenised again it is fewer, so ranking the
+    text would rank tokens the model never produced."""
+    _, tok = _tiny(tiny_gemma)
+    spelled = [tok.convert_tokens_to_ids(c) for c in "hello"]
+    assert tok.decode(spelled) == "hello" and len(tok("hello", add_special_tokens=False)["input_ids"]) < 5
+    gens = _generations(tmp_path / "gens.jsonl", [("Say hello.", "hello"), ("Say it again.", "hello")])
+    lines = [json.loads(x) for x in gens.read_text().splitlines()]
+    lines[0]["output_ids"] = spelled
+    lines[1]["output_ids"] = [tok.convert_tokens_to_ids("x")]  # ids that are not this text: not trusted
+    gens.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    logs = []
+    s = json.loads(analyze_shift(str(tiny_gemma), tmp_path / "shift.json", generations=gens, n_boot=20,
+                                 log=logs.append).read_text())
+    recs = {r["prompt_id"]: r for r in map(json.loads, records_path(tmp_path / "shift.json").read_text().splitlines())}
+    assert recs["p0"]["tokens"] == list("hello") and len(recs["p0"]["ranks"]) == 5
+    assert recs["p0"]["answer_ids"] == "generated"
+    assert recs["p1"]["answer_ids"] == "retokenised" and len(recs["p1"]["ranks"]) < 5
+    assert s["answer_ids"] == {"generated": 1, "retokenised": 1}
+    assert any("1 of 2 answers tokenised again" in str(m) for m in logs)
+
+
+def test_base_model_ranks_its_own_greedy_generations_first(tiny_gemma, tmp_path):
+    """Generated through `generate` and read back from its file: every token is the model's own first
+    choice, which holds only if the ranked ids are the generated ones."""
+    out = tmp_path / "shift.json"
+    analyze_shift(str(tiny_gemma), out, aligned_model=str(tiny_gemma), prompts="seed:test", limit=3,
+                  max_new_tokens=16, n_boot=20, log=lambda *_: None)
+    gens = [json.loads(x) for x in (tmp_path / "shift.generations.jsonl").read_text().splitlines()]
+    assert all(g["output_ids"] for g in gens)
+    recs = [json.loads(x) for x in records_path(out).read_text().splitlines()]
+    assert all(r["answer_ids"] == "generated" and r["ranks"] == [1] * len(r["ranks"]) for r in recs)
+
+
+def _extended_checkpoint(base, out):
+    """A full fine-tune's checkpoint that added a new end-of-turn token (one embedding row past the base's)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shutil.copytree(base, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.add_special_tokens({"additional_special_tokens": ["<|eot|>"]})
+    model = AutoModelForCausalLM.from_pretrained(out)
+    model.resize_token_embeddings(len(tok))
+    tok.save_pretrained(out)
+    model.save_pretrained(out)
+    (out / "lima_align_checkpoint.json").write_text(json.dumps(
+        {"base_model": str(base), "method": "full", "turns": {"format": "plain", "eot": "<|eot|>", "system": None}}))
+    return out, tok
+
+
+def test_shift_works_when_fine_tuning_added_an_end_of_turn_token(tiny_gemma, tmp_path):
+    from lima_align.analyze.shift import aligned_format
+    from lima_align.records import Message
+
+    ckpt, tok = _extended_checkpoint(tiny_gemma, tmp_path / "ckpt")
+    eot = tok.convert_tokens_to_ids("<|eot|>")
+    model, base_tok = _tiny(tiny_gemma)
+    assert eot >= model.get_input_embeddings().weight.shape[0]  # the base model has no row for it
+    gens = _generations(tmp_path / "gens.jsonl", [("How do I boil an egg?", "Put it in boiling water.")])
+    out = analyze_shift(str(tiny_gemma), tmp_path / "shift.json", generations=gens, aligned_model=str(ckpt),
+                        n_boot=20, log=lambda *_: None)
+    s = json.loads(out.read_text())
+    rec = json.loads(records_path(out).read_text())
+    full = aligned_format(str(ckpt), base_tok).encode_prompt([Message("user", "How do I boil an egg?")])
+    assert eot in full and rec["context_dropped"] == full.count(eot) == s["context_dropped"]
+    ctx = [t for t in full if t != eot]
+    ans = base_tok("Put it in boiling water.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ctx + ans])).logits[0]
+    want = [int((logits[len(ctx) - 1 + i] > logits[len(ctx) - 1 + i, t]).sum()) + 1 for i, t in enumerate(ans)]
+    assert rec["ranks"] == want and rec["context_tokens"] == len(ctx)

@@ -247,3 +247,24 @@ def test_chat_keeps_history_and_resets(tiny_llama):
                    GenerateConfig(max_new_tokens=3), input_fn=lambda _: next(lines), print_fn=printed.append)
     assert [m.role for m in history] == ["user", "assistant"] and history[0].content == "New topic?"
     assert "(history cleared)" in printed and sum(p.startswith("assistant>") for p in printed) == 3
+
+
+def test_records_carry_the_answer_ids_without_a_user_turn_the_model_began(tiny_llama):
+    """output_ids are what `analyze shift` ranks: the answer's own tokens, not a "User:" turn after it."""
+    from lima_align.generate import generation_record
+    from lima_align.records import Conversation
+
+    g = gen_for(tiny_llama)
+    answer = g.tok("Rome is the capital.", add_special_tokens=False)["input_ids"]
+    tail = g.tok("\nUser: and France?", add_special_tokens=False)["input_ids"]
+
+    def scripted(**kwargs):  # the model answers, then starts the user's next turn itself
+        ids = kwargs["input_ids"]
+        return torch.cat([ids, torch.tensor([answer + tail]).expand(len(ids), -1)], dim=1)
+
+    g.model.generate = scripted
+    reply = g.generate(PROMPT)[0]
+    assert reply.text == "Rome is the capital." and reply.finish_reason == "stop"
+    assert reply.output_ids == answer and reply.output_tokens == len(answer + tail)
+    rec = generation_record(Conversation("p0", PROMPT[0]), reply, "m", g.dec)
+    assert rec["output_ids"] == answer

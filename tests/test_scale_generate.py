@@ -98,9 +98,11 @@ def test_vllm_backend_maps_decoding_and_writes_the_same_records(tiny_llama, tmp_
     assert rows[0]["output"] == "Rome is the capital."
     assert rows[0]["tokens"]["output"] == len(answer)  # the end-of-turn token is not counted
     assert rows[2]["tokens"]["output"] == len(answer) + 2
+    assert rows[0]["output_ids"] == rows[1]["output_ids"] == answer  # what analyze shift ranks
+    assert rows[2]["output_ids"] == answer + answer[:2]
     for r in rows:
         assert set(r) == {"id", "prompt_id", "model", "messages", "output", "finish_reason", "tokens",
-                          "decoding", "created"}
+                          "output_ids", "decoding", "created"}
         # vLLM's penalty covers the prompt too, and the record says so
         assert r["decoding"] == {"max_new_tokens": 64, "temperature": 0.7, "top_p": 0.9,
                                  "repetition_penalty": 1.2, "seed": 3, "repetition_penalty_scope": "all"}

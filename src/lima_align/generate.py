@@ -8,9 +8,11 @@ appended to the output file, so a killed run resumes where it stopped.
 Generations file, one JSON object per line:
     {"id", "prompt_id", "model", "messages": [...prompt turns...], "output",
      "finish_reason": "eot" | "stop" | "length", "tokens": {"prompt", "output"},
-     "decoding": {...}, "created"}
+     "output_ids": [...], "decoding": {...}, "created"}
 "eot": the model ended its turn; "stop": (plain format) it began a new "User:" turn itself;
-"length": it hit max_new_tokens.
+"length": it hit max_new_tokens. "output_ids" are the token ids the model generated for the answer (no
+end-of-turn token, nothing of a "User:" turn it began): `analyze shift` ranks exactly these, since
+tokenising the text again can split it differently. "tokens.output" counts every generated token.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Reply:
     finish_reason: str
     prompt_tokens: int
     output_tokens: int
+    output_ids: list[int] | None = None  # the answer's own tokens (see the module docstring)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -118,11 +121,26 @@ class Generator:
                 while new and new[-1] == pad:
                     new.pop()
             text = self.tok.decode(new, skip_special_tokens=True)
+            answer = new
             if self.fmt.kind == "plain" and ROLE_STOP in "\n" + text:
-                text = ("\n" + text).split(ROLE_STOP)[0]
+                text = ("\n" + text).split(ROLE_STOP)[0][1:]
+                answer = ids_covering(self.tok, new, len(text))
                 finish = "stop" if finish != "eot" else finish
-            replies.append(Reply(text.strip(), finish, len(p), len(new)))
+            replies.append(Reply(text.strip(), finish, len(p), len(new), answer))
         return replies
+
+
+def ids_covering(tok: Any, ids: list[int], n_chars: int) -> list[int]:
+    """The shortest prefix of ids whose text reaches n_chars characters: the answer's tokens when the
+    model went on to begin a "User:" turn (a token that straddles the cut stays, so no answer text is lost)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tok.decode(ids[:mid], skip_special_tokens=True)) >= n_chars:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo]
 
 
 def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *,
@@ -185,7 +203,8 @@ def batch_progress(bar: Any, size: int) -> Callable[[int], None]:
 def generation_record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, Any]:
     return {"id": f"{Path(label).name}:{c.id}", "prompt_id": c.id, "model": label,
             "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
-            "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens}, "decoding": asdict(dec),
+            "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens},
+            **({"output_ids": r.output_ids} if r.output_ids is not None else {}), "decoding": asdict(dec),
             "created": round(time.time(), 3)}
 
 

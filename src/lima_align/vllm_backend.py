@@ -24,7 +24,7 @@ from typing import Any
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
 from .decoding import Decoding, banned_tokens, prompt_seed
-from .generate import ROLE_STOP, Reply
+from .generate import ROLE_STOP, Reply, ids_covering
 from .records import Message
 from .turns import TurnFormat
 
@@ -75,9 +75,12 @@ def reply_from_output(out: Any, fmt: TurnFormat, prompt_len: int) -> Reply:
     if ids and ids[-1] in fmt.stop_ids:
         ids = ids[:-1]  # the end-of-turn token is not part of the answer (as in generate.py)
     text = c.text
+    cut = isinstance(c.stop_reason, str)  # the ids go on past the text, into the stop string
     if fmt.kind == "plain" and ROLE_STOP in "\n" + text:
-        text, finish = ("\n" + text).split(ROLE_STOP)[0], "stop" if finish != "eot" else finish
-    return Reply(text.strip(), finish, prompt_len, len(ids))
+        text, finish = ("\n" + text).split(ROLE_STOP)[0][1:], "stop" if finish != "eot" else finish
+        cut = True
+    answer = ids_covering(fmt.tok, ids, len(text)) if cut else ids
+    return Reply(text.strip(), finish, prompt_len, len(ids), answer)
 
 
 def resolve_turns(path: str, turns_cfg: TurnsConfig) -> TurnsConfig:

@@ -12,10 +12,17 @@ so a token tied for the top counts as rank 1. Positions are then
     unshifted: rank 1      marginal: rank 2-3      shifted: rank > 3
 
 The logits are the model's raw next-token scores: no temperature, repetition penalty or banned tokens,
-so the ranks describe the two distributions, not a decoding setting. The answer is the text of the
-generations record tokenised by the aligned model's tokenizer (without BOS); the end-of-turn token is
-not counted, because the base model was never taught it. Both models must share one vocabulary, or a
-rank would compare different tokens.
+so the ranks describe the two distributions, not a decoding setting. The answer is the token ids the
+aligned model generated (the record's "output_ids", written by `lima-align generate`); a record without
+them, or whose ids do not decode to its text with this tokenizer, is tokenised again from its text
+(without BOS), and the summary counts how many answers were. The end-of-turn token is not counted,
+because the base model was never taught it. Both models must share one vocabulary, or a rank would
+compare different tokens.
+
+A full fine-tune may add a token (a new end-of-turn token) that the prompt context then holds. The base
+model has no embedding for it (or only an untrained padding row), so whatever stood in its place would be
+a guess: such tokens are left out of the base model's context, which keeps the conversation text the
+base model can read; the records and the summary count them ("context_dropped").
 
 Per-answer records go to `<output>.records.jsonl` as they are computed (a rerun skips the answers
 already there); the summary (`{"kind": "shift", ...}`) is what `lima-align report` draws.
@@ -135,6 +142,9 @@ def summarize_shift(records: list[dict[str, Any]], sources: ShiftSources, *, n_b
             "tokens": total, "counts": {c: counts[c] for c in CLASSES},
             "shares": {c: {"value": shares[c], "ci": ci[c]} for c in CLASSES},
             "by_position": position, "top_shifted": top,
+            "answer_ids": {"generated": sum(r.get("answer_ids") == "generated" for r in records),
+                           "retokenised": sum(r.get("answer_ids") != "generated" for r in records)},
+            "context_dropped": sum(r.get("context_dropped", 0) for r in records),
             "definitions": {"rank": "1 + number of vocabulary tokens with a strictly higher base-model logit",
                             "unshifted": "rank 1", "marginal": "rank 2-3", "shifted": "rank > 3",
                             "interval": f"95% percentile bootstrap over answers ({n_boot} resamples, seed {seed})"}}
@@ -222,28 +232,44 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
     rec_path = records_path(output)
     done = {r.get("key") for _, r in read_jsonl(rec_path, allow_partial_tail=True)} if rec_path.exists() else set()
     todo = [g for g in gens if answer_key(g) not in done]
-    vocab = base_lm.model.get_output_embeddings().weight.shape[0]
+    # ids past the base tokenizer are tokens the aligned model added; embedding rows past it are padding
+    known = min(len(base_lm.tokenizer), base_lm.model.get_output_embeddings().weight.shape[0])
     context = getattr(base_lm.model.config, "max_position_embeddings", 8192)
     log(f"shift: {len(gens)} answers ({len(gens) - len(todo)} already done); {fmt.describe()}")
     bar = tqdm(total=len(gens), initial=len(gens) - len(todo), desc="shift", unit="answer", dynamic_ncols=True)
     pad = base_lm.tokenizer.pad_token_id or 0
+    retokenised = dropped = 0
     with JsonlAppender(rec_path) as w:
         for s in range(0, len(todo), 16):  # 16 answers per durable write
             chunk = todo[s:s + 16]
-            pairs = []
+            pairs, extra = [], []
             for g in chunk:
-                ctx = fmt.encode_prompt([Message(m["role"], m["content"]) for m in g["messages"]])
-                ans = aligned_tok(g["output"], add_special_tokens=False)["input_ids"]
-                bad = [t for t in ans if t >= vocab]
+                full = fmt.encode_prompt([Message(m["role"], m["content"]) for m in g["messages"]])
+                ctx = [t for t in full if t < known]
+                ans = generated_ids(g, aligned_tok)
+                how = "generated" if ans is not None else "retokenised"
+                if ans is None:
+                    ans = aligned_tok(g["output"], add_special_tokens=False)["input_ids"]
+                bad = [t for t in ans if t >= known]
                 if bad:
                     raise LimaError(f"answer {g['prompt_id']!r} uses token ids the base model does not have "
                                     f"({bad[:3]})", where=str(generations),
                                     fix="use the base model the aligned model was fine-tuned from")
                 pairs.append((ctx, ans[: max(0, context - len(ctx))]))
+                extra.append({"answer_ids": how, "context_dropped": len(full) - len(ctx)})
+                retokenised += how == "retokenised"
+                dropped += len(full) - len(ctx)
             ranks = token_ranks(base_lm.model, pairs, pad_id=pad, batch_tokens=batch_tokens)
-            w.write_many(_record(g, p, r, aligned_tok) for g, p, r in zip(chunk, pairs, ranks, strict=True))
+            w.write_many({**_record(g, p, r, aligned_tok), **x}
+                         for g, p, r, x in zip(chunk, pairs, ranks, extra, strict=True))
             bar.update(len(chunk))
     bar.close()
+    if retokenised:
+        log(f"shift: {retokenised} of {len(todo)} answers tokenised again from their text (their records carry no "
+            "output_ids from this tokenizer; `lima-align generate` writes them)")
+    if dropped:
+        log(f"shift: {dropped} context tokens the base model does not have (added by fine-tuning, e.g. a new "
+            "end-of-turn token) left out of its context")
     # only this run's answers: a records file reused with another generations file keeps its old lines
     wanted = {answer_key(g) for g in gens}
     records = list({r["key"]: r for _, r in read_jsonl(rec_path) if r.get("key") in wanted}.values())
@@ -252,6 +278,15 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
     summary["records"] = str(rec_path)
     write_text_atomic(output, json.dumps(summary, indent=2, ensure_ascii=False))
     return output
+
+
+def generated_ids(g: dict[str, Any], tok: Any) -> list[int] | None:
+    """The record's generated token ids, if it has them and they are this tokenizer's ids for its text
+    (ids from another tokenizer, or a text edited after generation, would rank the wrong tokens)."""
+    ids = g.get("output_ids")
+    if not isinstance(ids, list) or not all(isinstance(t, int) and 0 <= t < len(tok) for t in ids):
+        return None
+    return ids if tok.decode(ids, skip_special_tokens=True).strip() == g["output"] else None
 
 
 def answer_key(g: dict[str, Any]) -> str:
