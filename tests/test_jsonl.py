@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,16 @@ def test_missing_file(tmp_path):
         list(read_jsonl(tmp_path / "nope.jsonl"))
 
 
-def test_partial_tail_skipped_only_when_allowed(tmp_path):
+def test_partial_tail_is_an_error_to_readers_and_cut_by_the_job_that_appends(tmp_path):
     p = tmp_path / "a.jsonl"
     complete = write_good(p, 3)
     p.write_bytes(complete + b'{"id": 3, "text": "half wri')
-    assert [obj for _, obj in read_jsonl(p, allow_partial_tail=True)] == GOOD[:3]
-    with pytest.raises(LimaError, match=f"{p}:4"):
+    with pytest.raises(LimaError, match=f"(?s){p}:4.*cut short.*rerun the command that wrote the file"):
         list(read_jsonl(p))
+    # the appending job's own read repairs the file, even when it then finds nothing left to do
+    assert [obj for _, obj in read_jsonl(p, allow_partial_tail=True)] == GOOD[:3]
+    assert p.read_bytes() == complete
+    assert [obj for _, obj in read_jsonl(p)] == GOOD[:3]
 
 
 def test_broken_last_line_with_newline_is_not_a_partial_tail(tmp_path):
@@ -75,7 +79,6 @@ def test_repair_tail_cuts_only_the_partial_line(tmp_path):
     complete = write_good(p)
     partial = b'{"id": 5, "text": "half \xc3'  # cut even mid-way through a UTF-8 character
     p.write_bytes(complete + partial)
-    assert [obj for _, obj in read_jsonl(p, allow_partial_tail=True)] == GOOD
     assert repair_tail(p) == len(partial)
     assert p.read_bytes() == complete  # complete lines kept byte for byte
     assert repair_tail(p) == 0  # idempotent
@@ -172,3 +175,53 @@ def test_write_text_atomic(tmp_path):
     write_text_atomic(p, "<p>hé</p>")
     assert p.read_text(encoding="utf-8") == "<p>hé</p>"
     assert [q.name for q in p.parent.iterdir()] == ["page.html"]
+
+
+def test_every_broken_line_is_reported_at_once_in_plain_words(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(line(GOOD[0]) + b'{"id": 1, "text": "no end\n' + line(GOOD[2]) + b'{"id": \xff}\n' + b"[3]\n"
+                  + line(GOOD[4]))
+    with pytest.raises(LimaError) as e:
+        list(read_jsonl(p))
+    assert [x.where for x in e.value.problems] == [f"{p}:2", f"{p}:4", f"{p}:5"]
+    text = str(e.value)
+    assert "Unterminated string starting at: column 19" in text and "at at" not in text
+    assert "not UTF-8 text (byte 0xff at column 8)" in text and "column ?" not in text
+
+
+def test_a_csv_file_is_named_as_such_with_the_formats_that_are_read(tmp_path):
+    p = tmp_path / "data.csv"
+    p.write_text("instruction,output\nSay hi,Hi\n")
+    with pytest.raises(LimaError) as e:
+        list(read_jsonl(p))
+    (problem,) = e.value.problems
+    assert problem.where == str(p) and "looks like CSV" in problem.what and "JSON Lines" in problem.fix
+
+
+def test_missing_file_and_folder_say_the_path_once(tmp_path):
+    for path, what in ((tmp_path / "nope.jsonl", "file not found"), (tmp_path, "is a folder, not a file")):
+        with pytest.raises(LimaError) as e:
+            list(read_jsonl(path))
+        assert str(e.value).count(str(path)) == 1 and what in str(e.value)
+
+
+def test_outputs_that_cannot_be_written_are_user_errors_and_leave_nothing(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for out in (tmp_path, tmp_path / "a-file" / "out.jsonl"):
+        with pytest.raises(LimaError, match="folder"):
+            write_jsonl_atomic(out, GOOD)
+        with pytest.raises(LimaError, match="folder"):
+            JsonlAppender(out)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(LimaError, match="not a regular file"):  # an atomic rename would replace it
+        write_text_atomic(fifo, "x")
+    assert fifo.exists() and not fifo.is_file()
+
+    def failing():
+        yield GOOD[0]
+        raise LimaError("record 2 is bad")
+
+    with pytest.raises(LimaError, match="record 2"):
+        write_jsonl_atomic(tmp_path / "out.jsonl", failing())
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a-file", "pipe"]

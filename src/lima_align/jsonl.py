@@ -16,40 +16,109 @@ from typing import Any
 from .errors import LimaError, Problem
 
 
-def read_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line_number, object) for each non-blank line. Bad JSON raises with file:line.
+MAX_LISTED_LINES = 20  # broken lines listed one by one; the rest are counted
+NOT_JSONL_SUFFIXES = {".csv": "CSV", ".tsv": "TSV", ".txt": "plain text", ".parquet": "Parquet",
+                      ".xlsx": "Excel", ".yaml": "YAML", ".yml": "YAML"}
 
-    allow_partial_tail: a last line without a trailing newline that fails to parse is taken
-    to be an interrupted write and skipped (the writer will repair it), not an error.
-    """
+
+def read_bytes(path: str | Path) -> bytes:
+    """A whole input file, or LimaError saying why not (missing, a folder, unreadable)."""
     path = Path(path)
     if not path.exists():
-        raise LimaError(f"file not found: {path}", where=str(path), fix="check the path")
-    with path.open("rb") as f:
-        data = f.read()
+        raise LimaError(Problem(str(path), "file not found", "check the path"))
+    if path.is_dir():
+        raise LimaError(Problem(str(path), "is a folder, not a file", "give the path of a file inside it"))
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise LimaError(Problem(str(path), f"cannot read it ({e.strerror})", "check its permissions")) from None
+
+
+def read_text(path: str | Path) -> str:
+    """read_bytes decoded as UTF-8; bytes that are not UTF-8 are reported with their line and column."""
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise LimaError(Problem(f"{path}:{line}", f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {col})",
+                                "save the file as UTF-8")) from None
+
+
+def json_error(e: json.JSONDecodeError) -> str:
+    """A JSON syntax error in words, e.g. "not valid JSON (Expecting value: column 7)"."""
+    return f"not valid JSON ({e.msg}: column {e.colno})"
+
+
+def read_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line_number, object) for each non-blank line. Every broken line is reported at once, with
+    file:line, before any record is yielded.
+
+    allow_partial_tail: the caller appends to this file (a resumable job reading what it already did).
+    A last line without a trailing newline that fails to parse is an interrupted write: it is cut off
+    the file (repair_tail) on this read, so the job's next stage never meets it, whether or not any work
+    is left to append.
+    """
+    path = Path(path)
+    data = read_bytes(path)
     lines = data.split(b"\n")
     ends_clean = data.endswith(b"\n") or not data
+    records: list[tuple[int, dict[str, Any]]] = []
+    problems: list[Problem] = []
     for i, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        is_tail = i == len(lines) and not ends_clean
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            is_tail = i == len(lines) and not ends_clean
             if allow_partial_tail and is_tail:
-                return
-            raise LimaError(
-                Problem(
-                    f"{path}:{i}",
-                    f"not valid JSON ({e.msg if hasattr(e, 'msg') else e} at column {getattr(e, 'colno', '?')})",
-                    "each line must be one complete JSON object; fix or delete this line",
-                )
-            ) from None
+                _cut_tail(path)
+                break
+            problems.append(_line_problem(path, i, raw, e, is_tail))
+            continue
         if not isinstance(obj, dict):
-            raise LimaError(
-                Problem(f"{path}:{i}", f"expected a JSON object, got {type(obj).__name__}", "wrap the record in {...}")
-            )
-        yield i, obj
+            problems.append(Problem(f"{path}:{i}", f"expected a JSON object, got {type(obj).__name__}",
+                                    "wrap the record in {...}"))
+            continue
+        records.append((i, obj))
+    if problems:
+        raise LimaError(_listed(path, problems, n_lines=sum(1 for x in lines if x.strip()), n_good=len(records)))
+    yield from records
+
+
+def _line_problem(path: Path, i: int, raw: bytes, e: ValueError, is_tail: bool) -> Problem:
+    if isinstance(e, UnicodeDecodeError):
+        return Problem(f"{path}:{i}", f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})",
+                       "save the file as UTF-8")
+    assert isinstance(e, json.JSONDecodeError)
+    if is_tail:
+        return Problem(f"{path}:{i}", json_error(e) + "; the last line is cut short, as an interrupted write "
+                       "leaves it", "rerun the command that wrote the file (it repairs the last line), or delete it")
+    return Problem(f"{path}:{i}", json_error(e), "each line must be one complete JSON object; fix or delete it")
+
+
+def _listed(path: Path, problems: list[Problem], *, n_lines: int, n_good: int) -> list[Problem]:
+    kind = NOT_JSONL_SUFFIXES.get(path.suffix.lower())
+    if n_good == 0 and (kind or (n_lines > 1 and all(p.what.startswith("not valid JSON") for p in problems))):
+        return [Problem(str(path), "not a JSON Lines file: no line is a JSON object"
+                        + (f" (it looks like {kind})" if kind else ""),
+                        "lima-align reads JSON Lines, one JSON object a line (datasets also as a .json list of "
+                        "objects); convert the file, e.g. for CSV in Python: "
+                        "pandas.read_csv(IN).to_json(OUT, orient='records', lines=True)")]
+    if len(problems) > MAX_LISTED_LINES:
+        rest = len(problems) - MAX_LISTED_LINES
+        problems = problems[:MAX_LISTED_LINES] + [Problem(str(path), f"{rest} more broken lines not listed",
+                                                          "fix these and run again")]
+    return problems
+
+
+def _cut_tail(path: Path) -> None:
+    try:
+        repair_tail(path)
+    except OSError:  # a file we may not write: skipping the partial line is enough for this read
+        pass
 
 
 def repair_tail(path: str | Path) -> int:
@@ -96,14 +165,42 @@ def repair_tail(path: str | Path) -> int:
         return size - cut
 
 
+def output_error(path: str | Path, e: OSError) -> LimaError:
+    """An output that cannot be written, said as a user problem (a folder, a missing or read-only place)."""
+    path = Path(path)
+    if path.is_dir():
+        return LimaError(Problem(str(path), "is a folder; an output file is needed here",
+                                 f"give a file path, e.g. {path / 'out.jsonl'}"))
+    above = next((a for a in path.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        return LimaError(Problem(str(path), f"cannot write it: {above} is a file, not a folder",
+                                 "choose a path in a folder you can write to"))
+    return LimaError(Problem(str(path), f"cannot write it ({e.strerror})",
+                             "choose a path in a folder you can write to"))
+
+
+def check_output(path: str | Path) -> Path:
+    """Refuse, before any work, an output path that is a folder or something other than a regular file (an
+    atomic rename would replace a device or pipe such as /dev/stdout instead of writing into it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise output_error(path, IsADirectoryError(21, "Is a directory"))
+    if path.exists() and not path.is_file():
+        raise LimaError(Problem(str(path), "is not a regular file", "give the path of a file to write"))
+    return path
+
+
 class JsonlAppender:
     """Append records durably: each write is one full line, flushed and fsynced."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        repair_tail(self.path)
-        self._f = self.path.open("a", encoding="utf-8")
+        self.path = check_output(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            repair_tail(self.path)
+            self._f = self.path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise output_error(self.path, e) from None
 
     def write(self, record: dict[str, Any]) -> None:
         self.write_many([record])
@@ -128,22 +225,27 @@ class JsonlAppender:
 
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Write a whole file via a temporary sibling and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return _write_atomic(path, lambda f: f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_atomic(path, lambda f: f.write(text))
+
+
+def _write_atomic(path: str | Path, fill: Any) -> Path:
+    path = check_output(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w", encoding="utf-8") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:  # records that fail half-way (a LimaError, ^C) leave no temporary file either
+        if tmp.is_file():
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise output_error(path, e) from None
+        raise
     return path
