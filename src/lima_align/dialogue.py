@@ -91,7 +91,7 @@ def _script_files(spec: str) -> tuple[list[Path], str]:
         return [p], "mt_bench"
     p = Path(spec)
     if not p.is_file():
-        raise LimaError(f"script file not found: {spec}", where=spec,
+        raise LimaError("script file not found", where=spec,
                         fix=f"give a JSONL file of {{\"id\", \"turns\"}} records, {MT_BENCH}PATH or {DIALOGUE_EVAL}")
     return [p], ""
 

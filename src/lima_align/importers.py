@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LimaError, Problem, ProblemList
-from .jsonl import read_jsonl
+from .jsonl import json_error, read_jsonl, read_text
 from .records import Conversation, Message
 
 
@@ -31,12 +31,10 @@ def alpaca_eval_id(instruction: str) -> str:
 
 
 def _json_list(path: Path) -> list[Any]:
-    if not path.exists():
-        raise LimaError(f"file not found: {path}", where=str(path), fix="check the path")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise LimaError(Problem(f"{path}:{e.lineno}", f"not valid JSON ({e.msg})", "fix the JSON syntax")) from None
+        raise LimaError(Problem(f"{path}:{e.lineno}", json_error(e), "fix the JSON syntax")) from None
     if not isinstance(data, list):
         raise LimaError(Problem(str(path), f"expected a JSON list of outputs, got {type(data).__name__}",
                                 'AlpacaEval files hold [{"instruction": ..., "output": ..., "generator": ...}, ...]'))

@@ -165,7 +165,7 @@ def load_instructions(path: str | Path | None, kind: str) -> Instructions:
     """Read an instruction file (None: the packaged one for `kind`) and check its placeholders."""
     path = Path(path) if path is not None else INSTRUCTIONS_DIR / DEFAULT_INSTRUCTIONS[kind]
     if not path.is_file():
-        raise LimaError(f"instruction file not found: {path}", where=str(path),
+        raise LimaError("instruction file not found", where=str(path),
                         fix="check the path, or leave the option out to use the packaged instructions")
     data = path.read_bytes()
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import LimaError, Problem, ProblemList
-from .jsonl import read_jsonl
+from .jsonl import json_error, read_jsonl, read_text
 
 ROLES = ("system", "user", "assistant")
 FORMATS = ("auto", "ours", "lima", "alpaca", "sharegpt")
@@ -172,9 +172,9 @@ def _iter_raw(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line-or-index, object) from JSONL, or from a JSON file holding a list of objects."""
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         except json.JSONDecodeError as e:
-            raise LimaError(Problem(f"{path}:{e.lineno}", f"not valid JSON ({e.msg})", "fix the JSON syntax")) from None
+            raise LimaError(Problem(f"{path}:{e.lineno}", json_error(e), "fix the JSON syntax")) from None
         if not isinstance(data, list):
             raise LimaError(Problem(str(path), "a .json dataset must hold a list of records", "or use JSONL"))
         for i, obj in enumerate(data):

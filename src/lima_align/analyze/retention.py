@@ -47,7 +47,7 @@ def load_texts(path: str | Path | None = None) -> list[dict[str, str]]:
     path = Path(path or DEFAULT_TEXTS)
     if path.suffix == ".txt":
         if not path.exists():
-            raise LimaError(f"file not found: {path}", where=str(path), fix="check the path")
+            raise LimaError("file not found", where=str(path), fix="check the path")
         parts = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n")]
         return [{"id": f"{path.stem}-{i}", "subject": "text", "text": p} for i, p in enumerate(parts) if p]
     problems = ProblemList()

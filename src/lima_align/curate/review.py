@@ -265,7 +265,7 @@ def apply_review(selected: str | Path, decisions: str | Path, output: str | Path
     """Write the accepted examples (edits applied, `meta.review` added) in selection order."""
     records = read_selection(selected)
     if not Path(decisions).exists():
-        raise LimaError(f"decisions file not found: {decisions}", where=str(decisions),
+        raise LimaError("decisions file not found", where=str(decisions),
                         fix="run `lima-align curate review` first")
     state, _ = replay(decisions)
     by_id = {str(r["id"]): r for r in records}
