@@ -1,31 +1,30 @@
 """Recipes: one YAML file per job, loaded into typed dataclasses, with `key=value` overrides.
 
-Every field has a type, a default and a help string (shown by `lima-align config show`).
-Loading checks the whole recipe and reports every problem at once (unknown keys come with the
-nearest valid name) before any model is loaded or any compute is spent.
+Every field has a type, a default, a help string and, for a number, its allowed range (all shown by
+`lima-align config show --fields`). Loading (recipe_loading.py) checks the whole recipe, NaN and
+infinity included, and reports every problem at once (unknown keys come with the nearest valid name)
+before any model is loaded or any compute is spent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
 from .errors import LimaError, ProblemList
+from .recipe_loading import load, parse_overrides, range_of, setting
+
+__all__ = ["load_recipe", "parse_overrides", "resolve_recipe_path", "setting"]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
+SEED_MAX = 2**32 - 1  # numpy's limit, which transformers.set_seed also seeds
 
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+_f = setting  # the short name the recipe dataclasses (here, in curate/ and analyze/) are written with
 
 
 @dataclass
@@ -52,8 +51,9 @@ class MixEntry:
     """One dataset of a training mixture (`data.mix`); see mixture.py."""
 
     dataset: str = _f("", "a path or seed split, as in data.train")
-    count: int | None = _f(None, "draw exactly this many examples (without replacement, seeded by train.seed)")
-    weight: float | None = _f(None, "draw this share of data.mix_total examples (weights are normalised)")
+    count: int | None = _f(None, "draw exactly this many examples (without replacement, seeded by train.seed)",
+                           above=0)
+    weight: float | None = _f(None, above=0, help="draw this share of data.mix_total examples (weights are normalised)")
 
 
 @dataclass
@@ -61,15 +61,15 @@ class DataConfig:
     train: list[str] = _f(["seed"], "training datasets: paths (JSONL/JSON, any supported format) or 'seed', "
                           "'seed:dialogues', 'seed:all'")
     format: Literal["auto", "ours", "lima", "alpaca", "sharegpt"] = _f("auto", "input format of the files")
-    max_seq_len: int = _f(2048, "examples longer than this many tokens are trimmed (LIMA: 2048)")
+    max_seq_len: int = _f(2048, above=0, help="examples longer than this many tokens are trimmed (LIMA: 2048)")
     loss_on: Literal["assistant", "last_assistant", "all"] = _f(
         "assistant", "which tokens carry loss: every assistant turn, only the last one, or everything")
-    max_examples: int | None = _f(None, "use only the first N examples (after shuffling with the seed)")
-    max_example_tokens: int | None = _f(None, "drop (not trim) examples longer than this; None keeps all")
+    max_examples: int | None = _f(None, above=0, help="use only the first N examples (after shuffling with the seed)")
+    max_example_tokens: int | None = _f(None, above=0, help="drop (not trim) examples longer than this; None keeps all")
     mix: list[MixEntry] = _f([], "datasets sampled into the training set on top of data.train, e.g. "
                              "[{dataset: 'seed:dialogues', count: 30}]; an entry with neither count nor weight is "
                              "used whole; realised counts are written to run.json")
-    mix_total: int | None = _f(None, "examples drawn over the data.mix entries that carry a weight")
+    mix_total: int | None = _f(None, above=0, help="examples drawn over the data.mix entries that carry a weight")
 
     def check_mix(self, problems: ProblemList) -> None:
         """Mixture rules (dataset sizes are checked when the data is read, see mixture.py)."""
@@ -87,27 +87,20 @@ class DataConfig:
             seen.add(m.dataset)
             if m.count is not None and m.weight is not None:
                 problems.add(here, "has both count and weight", "give one of them (or neither to use it whole)")
-            if m.count is not None and m.count <= 0:
-                problems.add(f"{here}.count", f"must be > 0, got {m.count}", "drop the entry to leave it out")
-            if m.weight is not None:
-                weighted = True
-                if m.weight <= 0:
-                    problems.add(f"{here}.weight", f"must be > 0, got {m.weight}", "drop the entry to leave it out")
+            weighted = weighted or m.weight is not None
         if weighted and self.mix_total is None:
             problems.add("data.mix_total", "is needed when a data.mix entry has a weight",
                          "set how many examples the weighted entries share, e.g. data.mix_total=100")
         if self.mix_total is not None and not weighted:
             problems.add("data.mix_total", "is set but no data.mix entry has a weight",
                          "give entries a weight, or remove data.mix_total")
-        if self.mix_total is not None and self.mix_total <= 0:
-            problems.add("data.mix_total", f"must be > 0, got {self.mix_total}")
 
 
 @dataclass
 class LoraConfig:
-    r: int = _f(16, "LoRA rank")
-    alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r)")
-    dropout: float = _f(0.0, "dropout on the LoRA input")
+    r: int = _f(16, "LoRA rank", above=0)
+    alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r)", above=0)
+    dropout: float = _f(0.0, "dropout on the LoRA input", at_least=0, below=1)
     target_modules: list[str] = _f(["all-linear"], "module names to adapt; 'all-linear' adapts every linear layer")
 
 
@@ -118,23 +111,25 @@ class TrainConfig:
         False, "full fine-tuning that leaves the embedding matrix (and a tied output layer) as pretrained: much "
         "less memory and compute on large vocabularies; the end of turn is then EOS (turns.eot auto or eos: a frozen "
         "row cannot learn a new token)")
-    epochs: int = _f(15, "passes over the training set (LIMA: 15)")
-    lr: float = _f(1e-5, "peak learning rate (LIMA: 1e-5)")
-    lr_final: float = _f(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6)")
-    warmup_steps: int = _f(0, "linear warmup steps (LIMA: none)")
-    adam_beta1: float = _f(0.9, "AdamW beta1 (LIMA: 0.9)")
-    adam_beta2: float = _f(0.95, "AdamW beta2 (LIMA: 0.95)")
-    weight_decay: float = _f(0.1, "AdamW weight decay (LIMA: 0.1)")
-    batch_size: int = _f(32, "examples per optimizer step, across all processes (LIMA: 32 for 65B, "
+    epochs: int = _f(15, "passes over the training set (LIMA: 15)", above=0)
+    lr: float = _f(1e-5, "peak learning rate (LIMA: 1e-5)", above=0, at_most=1)
+    lr_final: float = _f(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6); at most `lr`",
+                         at_least=0, at_most=1)
+    warmup_steps: int = _f(0, "linear warmup steps (LIMA: none)", at_least=0)
+    adam_beta1: float = _f(0.9, "AdamW beta1 (LIMA: 0.9)", at_least=0, below=1)
+    adam_beta2: float = _f(0.95, "AdamW beta2 (LIMA: 0.95)", at_least=0, below=1)
+    weight_decay: float = _f(0.1, "AdamW weight decay (LIMA: 0.1)", at_least=0)
+    batch_size: int = _f(32, above=0, help="examples per optimizer step, across all processes (LIMA: 32 for 65B, "
                          "64 for smaller models)")
-    micro_batch_tokens: int = _f(2048, "tokens per packed forward pass; examples are packed padding-free")
-    max_grad_norm: float | None = _f(1.0, "clip gradients to this norm; None disables clipping")
-    residual_dropout_bottom: float = _f(0.0, "residual dropout at the first layer (LIMA: 0.0)")
+    micro_batch_tokens: int = _f(2048, above=0, help="tokens per packed forward pass; examples are packed padding-free")
+    max_grad_norm: float | None = _f(1.0, above=0, help="clip gradients to this norm; None disables clipping")
+    residual_dropout_bottom: float = _f(0.0, "residual dropout at the first layer (LIMA: 0.0)", at_least=0, below=1)
     residual_dropout_top: float = _f(0.3, "residual dropout at the last layer, linear in between "
-                                     "(LIMA: 0.3 for 65B, 0.2 for smaller models)")
-    save_from_epoch: int = _f(5, "first epoch whose end is saved as a checkpoint (LIMA: 5)")
-    save_to_epoch: int = _f(10, "last epoch saved (LIMA: 10); the final epoch is always saved")
-    state_every_steps: int = _f(10, "write resumable training state every N optimizer steps (and each epoch)")
+                                     "(LIMA: 0.3 for 65B, 0.2 for smaller models)", at_least=0, below=1)
+    save_from_epoch: int = _f(5, above=0, help="first epoch whose end is saved as a checkpoint (LIMA: 5)")
+    save_to_epoch: int = _f(10, above=0, help="last epoch saved (LIMA: 10); the final epoch is always saved")
+    state_every_steps: int = _f(10, "write resumable training state every N optimizer steps (and each epoch)",
+                                above=0)
     precision: Literal["auto", "bf16", "fp32"] = _f(
         "auto", "bf16 autocast over fp32 master weights where the hardware has bf16; 'fp32' disables autocast")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
@@ -144,11 +139,11 @@ class TrainConfig:
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
         "auto", "attention kernel: 'auto' keeps the model's default (sdpa); packed rows stay apart in every one "
         "(flash_attention_2 runs its variable-length kernel off the restarting position ids; needs CUDA + flash-attn)")
-    seed: int = _f(0, "seed for data order, dropout and initialisation")
+    seed: int = _f(0, "seed for data order, dropout and initialisation", at_least=0, at_most=SEED_MAX)
     lora: LoraConfig = field(
         default_factory=LoraConfig, metadata={"help": "LoRA settings (used when method is 'lora')"})
     output_dir: str = _f("runs/lima", "run folder: resolved config, metrics.jsonl, checkpoints, state")
-    log_every_steps: int = _f(1, "write a metrics line every N optimizer steps")
+    log_every_steps: int = _f(1, "write a metrics line every N optimizer steps", above=0)
 
 
 @dataclass
@@ -156,16 +151,16 @@ class GenerateConfig:
     prompts: str = _f("seed:test", "prompts file (any supported format; messages ending in a user turn) or a seed split")
     output: str = _f("generations.jsonl", "where generations are appended (a rerun resumes)")
     model_label: str | None = _f(None, "name written into each record (default: the model path)")
-    max_new_tokens: int = _f(2048, "upper bound on generated tokens (LIMA: 2048)")
-    temperature: float = _f(0.7, "sampling temperature (LIMA: 0.7); 0 means greedy")
-    top_p: float = _f(0.9, "nucleus sampling mass (LIMA: 0.9)")
-    repetition_penalty: float = _f(1.2, "penalty on tokens already present (LIMA: 1.2)")
+    max_new_tokens: int = _f(2048, above=0, help="upper bound on generated tokens (LIMA: 2048)")
+    temperature: float = _f(0.7, at_least=0, help="sampling temperature (LIMA: 0.7); 0 means greedy")
+    top_p: float = _f(0.9, above=0, at_most=1, help="nucleus sampling mass (LIMA: 0.9)")
+    repetition_penalty: float = _f(1.2, above=0, help="penalty on tokens already present (LIMA: 1.2)")
     repetition_penalty_scope: Literal["generated", "all"] = _f(
         "generated", "which tokens the repetition penalty hits: those the model generated (LIMA), or the "
         "prompt's too ('all', transformers' and vLLM's built-in behaviour)")
-    batch_size: int = _f(8, "prompts per batch")
-    seed: int = _f(0, "sampling seed")
-    limit: int | None = _f(None, "generate only the first N prompts")
+    batch_size: int = _f(8, "prompts per batch", above=0)
+    seed: int = _f(0, "sampling seed", at_least=0, at_most=SEED_MAX)
+    limit: int | None = _f(None, "generate only the first N prompts", above=0)
     backend: Literal["transformers", "vllm"] = _f(
         "transformers", "generation engine: transformers, or vLLM (pip install 'lima-align[vllm]', a GPU)")
     cache: Literal["dynamic", "static"] = _f(
@@ -176,8 +171,8 @@ class GenerateConfig:
 class QuickstartConfig:
     output_dir: str = _f("runs/quickstart", "where the quickstart writes its run, generations and page")
     eval_prompts: str = _f("seed:test", "held-out prompts to compare base and aligned answers on")
-    eval_limit: int = _f(12, "how many held-out prompts to answer")
-    eval_max_new_tokens: int = _f(160, "answer length cap for the comparison")
+    eval_limit: int = _f(12, above=0, help="how many held-out prompts to answer")
+    eval_max_new_tokens: int = _f(160, above=0, help="answer length cap for the comparison")
 
 
 @dataclass
@@ -190,23 +185,11 @@ class Recipe:
     quickstart: QuickstartConfig = field(default_factory=QuickstartConfig, metadata={"help": "quickstart job"})
 
     def check(self, problems: ProblemList) -> None:
-        """Cross-field rules that types alone cannot express."""
-        t, d, g = self.train, self.data, self.generate
-        def positive(where: str, value: float) -> None:
-            if value <= 0:
-                problems.add(where, f"must be > 0, got {value}")
-        for name in ("epochs", "batch_size", "micro_batch_tokens", "state_every_steps", "log_every_steps"):
-            positive(f"train.{name}", getattr(t, name))
-        positive("train.lr", t.lr)
-        positive("data.max_seq_len", d.max_seq_len)
-        positive("generate.max_new_tokens", g.max_new_tokens)
-        positive("generate.batch_size", g.batch_size)
-        if t.lr_final < 0 or t.lr_final > t.lr:
-            problems.add("train.lr_final", f"must be between 0 and train.lr ({t.lr}), got {t.lr_final}")
-        for name in ("residual_dropout_bottom", "residual_dropout_top"):
-            v = getattr(t, name)
-            if not 0.0 <= v < 1.0:
-                problems.add(f"train.{name}", f"must be in [0, 1), got {v}")
+        """Cross-field rules that types and ranges alone cannot express."""
+        t, d = self.train, self.data
+        if t.lr_final > t.lr:
+            problems.add("train.lr_final", f"must be between 0 and train.lr ({t.lr}), got {t.lr_final}",
+                         "the learning rate decays from train.lr down to train.lr_final; lower it or raise train.lr")
         if t.save_from_epoch > t.save_to_epoch:
             problems.add("train.save_from_epoch", f"is after train.save_to_epoch ({t.save_to_epoch})",
                          "swap them, or set both to the one epoch you want saved")
@@ -218,133 +201,9 @@ class Recipe:
             problems.add("turns.eot", f"is {self.turns.eot!r} but train.freeze_embeddings keeps every embedding row "
                          "as pretrained, so a dedicated end-of-turn token could never be learned",
                          "set turns.eot=eos, or train.freeze_embeddings=false")
-        if not 0 < g.top_p <= 1:
-            problems.add("generate.top_p", f"must be in (0, 1], got {g.top_p}")
-        if g.temperature < 0:
-            problems.add("generate.temperature", f"must be >= 0, got {g.temperature}")
-        if g.repetition_penalty <= 0:
-            problems.add("generate.repetition_penalty", f"must be > 0, got {g.repetition_penalty}")
         if not d.train and not d.mix:
             problems.add("data.train", "no training datasets", "give at least one path or 'seed'")
         d.check_mix(problems)
-        if t.lora.r <= 0:
-            problems.add("train.lora.r", f"must be > 0, got {t.lora.r}")
-
-
-# ---------------------------------------------------------------- typed loading
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, where: str, problems: ProblemList) -> Any:
-    origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if value is None:  # a section with every key commented out
-            value = {}
-        if not isinstance(value, dict):
-            problems.add(where, f"expected a section (mapping), got {type(value).__name__}")
-            return tp()
-        return _build(tp, value, where, problems)
-    if origin in (types.UnionType, typing.Union):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where, problems)
-    if origin is Literal:
-        allowed = get_args(tp)
-        if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            problems.add(where, f"{value!r} is not one of {', '.join(repr(a) for a in allowed)}",
-                         f"did you mean {close[0]!r}?" if close else "")
-        return value
-    if origin is list:
-        if isinstance(value, (str, int, float)):
-            value = [value]  # a single item where a list is expected is a list of one
-        if not isinstance(value, list):
-            problems.add(where, f"expected a list, got {type(value).__name__}")
-            return []
-        return [_coerce(v, get_args(tp)[0], f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:
-            return float(value)  # YAML reads "1e-5" (no dot) as a string
-        except ValueError:
-            pass
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        problems.add(where, f"expected {_type_name(tp)}, got {value!r}")
-    return value
-
-
-# Names users bring from TRL / transformers / other tools, mapped to ours for "did you mean".
-ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "min_lr": "lr_final",
-           "per_device_train_batch_size": "batch_size", "global_batch_size": "batch_size", "max_length": "max_seq_len",
-           "max_seq_length": "max_seq_len", "warmup": "warmup_steps", "model_name_or_path": "name", "wd": "weight_decay",
-           "top_k_p": "top_p", "temp": "temperature", "max_tokens": "max_new_tokens", "datasets": "train"}
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str, problems: ProblemList) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in raw.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if key not in fields:
-            close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(str(key), list(fields), n=1)
-            problems.add(where, "unknown key",
-                         f"did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close
-                         else f"valid keys here: {', '.join(fields)}")
-            continue
-        kwargs[key] = _coerce(value, hints[key], where, problems)
-    return cls(**kwargs)
-
-
-def parse_overrides(overrides: list[str], problems: ProblemList) -> dict[str, Any]:
-    """`train.lr=2e-4 data.train=[a.jsonl,b.jsonl]` -> nested dict; values parsed as YAML."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            problems.add(f"override {item!r}", "expected key=value", "e.g. train.epochs=3")
-            continue
-        key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text.strip() else ""
-        node = nested
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                problems.add(f"override {item!r}", f"{p} is set both as a value and as a section")
-                break
-        else:
-            node[parts[-1]] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any], cls: Any = None) -> dict[str, Any]:
-    """Overrides replace values; they merge into a section only where the field is a dataclass section.
-    So `select.quotas={wikihow: 50}` replaces the recipe's whole quotas mapping instead of adding to it."""
-    out = dict(base)
-    hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
-    for k, v in extra.items():
-        sub = hints.get(k)
-        section = sub is not None and dataclasses.is_dataclass(sub)
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and (section or cls is None):
-            out[k] = _merge(out[k], v, sub if section else None)
-        else:
-            out[k] = v
-    return out
 
 
 def resolve_recipe_path(name: str) -> Path:
@@ -366,34 +225,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] = (), cls: type = 
 
     `cls` is the recipe's top-level dataclass: `Recipe` for training jobs; other stages (curation,
     ablation grids) bring their own, with an optional `check(problems)` for cross-field rules."""
-    problems = ProblemList()
-    raw: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        rpath = resolve_recipe_path(str(path))
-        where = str(rpath)
-        try:
-            loaded = yaml.safe_load(rpath.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise LimaError(f"not valid YAML: {getattr(e, 'problem', e)}", where=f"{rpath}{line}",
-                            fix="check indentation and quoting") from None
-        if not isinstance(loaded, dict):
-            raise LimaError("a recipe must be a mapping of sections", where=str(rpath))
-        raw = loaded
-    raw = _merge(raw, parse_overrides(list(overrides), problems), cls)
-    recipe = _build(cls, raw, "", problems)
-    try:
-        if hasattr(recipe, "check"):
-            recipe.check(problems)  # also when types were wrong, so every problem is listed in one go
-    except TypeError:
-        pass  # a value of the wrong type, already reported above
-    if problems:
-        for p in problems.problems:
-            p.where = f"{where}: {p.where}"
-        problems.raise_if_any()
-    return recipe
+    return load(cls, None if path is None else resolve_recipe_path(str(path)), list(overrides))
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -405,7 +237,8 @@ def dump_recipe(recipe: Recipe) -> str:
 
 
 def describe(cls: type = Recipe, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key, default, help) for every field, for `lima-align config show --help-fields`."""
+    """(key, default, help) for every field, for `lima-align config show --fields`; a number's help ends
+    with its allowed range."""
     rows = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -413,5 +246,6 @@ def describe(cls: type = Recipe, prefix: str = "") -> list[tuple[str, str, str]]
             rows += describe(f.default_factory, key + ".")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        rows.append((key, repr(default), f.metadata.get("help", "")))
+        rng = range_of(f)
+        rows.append((key, repr(default), f.metadata.get("help", "") + (f" [allowed: {rng}]" if rng else "")))
     return rows
