@@ -1,0 +1,183 @@
+"""Mutation testing of lima-align's core modules with mutmut 3, one module at a time.
+
+Run by hand (slow; nothing in CI calls it):
+
+    pip install -e '.[mutation]'
+    nice -n 19 python benchmarks/mutation.py decoding packing     # named modules, in order
+    nice -n 19 python benchmarks/mutation.py --max-minutes 20 train
+
+Each module gets its own scratch folder `.mutation/<module>/` holding links to src/ and tests/
+and a pyproject.toml with a [tool.mutmut] table that mutates only that module and runs only the
+test files listed for it in MODULES below (plus tests/test_<module>_mutants.py when it exists),
+so a mutant costs seconds rather than the whole suite. mutmut copies the tree into
+`.mutation/<module>/mutants/`, mutates it there and records each verdict in its .meta files;
+after the run this script writes `.mutation/<module>/result.json` (counts and kill rate) and
+`.mutation/<module>/survivors.txt` (the diff of every surviving mutant), and appends the row to
+`.mutation/summary.json`.
+
+The kill rate is killed / (killed + survived + timeout), counting a timeout as killed (the test
+run did not pass); mutants no selected test reaches ("no tests") are reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / ".mutation"
+
+# module name -> (source file, the fast test files that exercise it). Slow-marked tests are
+# deselected; test files that start servers, browsers or worker processes are left out on
+# purpose (their code runs outside mutmut's forked test process, so they cannot kill mutants).
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "decoding": ("src/lima_align/decoding.py", ["tests/test_generate.py"]),
+    "packing": ("src/lima_align/packing.py", ["tests/test_packing.py"]),
+    "jsonl": ("src/lima_align/jsonl.py", ["tests/test_jsonl.py"]),
+    "turns": ("src/lima_align/turns.py", ["tests/test_turns.py", "tests/test_packing.py"]),
+    "stats": ("src/lima_align/stats.py", ["tests/test_stats.py"]),
+    "train": ("src/lima_align/train.py", ["tests/test_train.py", "tests/test_loss.py", "tests/test_packing.py"]),
+    "generate": ("src/lima_align/generate.py", ["tests/test_generate.py"]),
+    "judge": ("src/lima_align/judge.py", ["tests/test_judge.py"]),
+    "serve": ("src/lima_align/serve.py", ["tests/test_serve.py"]),
+    "app": ("src/lima_align/annotate/app.py", ["tests/test_annotate_app.py", "tests/test_annotate_turns.py"]),
+}
+
+# One thread per test process: the machine is shared, and mutmut runs one mutant at a time here.
+QUIET_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_files(module: str) -> list[str]:
+    files = list(MODULES[module][1])
+    extra = f"tests/test_{module}_mutants.py"
+    if (ROOT / extra).exists():
+        files.append(extra)
+    return files
+
+
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(module: str, fresh: bool) -> Path:
+    work = SCRATCH / module
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "tests"):
+        link = work / name
+        if not link.exists():
+            link.symlink_to(ROOT / name)
+    source, _ = MODULES[module]
+    table = "\n".join([
+        "",
+        "[tool.mutmut]",
+        'source_paths = ["src"]',
+        f"only_mutate = {toml_list([source])}",
+        f"pytest_add_cli_args_test_selection = {toml_list(test_files(module))}",
+        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q", "-x"]',
+        # torch is not fork-safe once it has run work in the parent: fork every mutant from a
+        # clean server that only imported and collected the tests.
+        'process_isolation = "forkserver"',
+        "use_git_change_detection = false",
+        "",
+    ])
+    base = (ROOT / "pyproject.toml").read_text()
+    (work / "pyproject.toml").write_text(base + table)
+    return work
+
+
+def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **QUIET_ENV}
+    cmd = [sys.executable, "-m", "mutmut", *args]
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Stop mutmut and its workers (its own process group); verdicts so far are on disk.
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        out += "\n[time cap reached]\n"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def verdicts(work: Path) -> dict[str, str]:
+    """mutant name -> status, from `mutmut results --all true`."""
+    out = mutmut(work, "results", "--all", "true").stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s+(\S+): (.+)$", line)
+        if m:
+            found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def run_module(module: str, max_minutes: float | None, fresh: bool) -> dict:
+    work = prepare(module, fresh)
+    started = time.monotonic()
+    run = mutmut(work, "run", "--max-children", "1", timeout=max_minutes * 60 if max_minutes else None)
+    elapsed = time.monotonic() - started
+    (work / "run.log").write_text(run.stdout)
+    status = verdicts(work)
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    tested = killed + counts.get("survived", 0)
+    survivors = sorted(n for n, s in status.items() if s == "survived")
+    with open(work / "survivors.txt", "w") as f:
+        for name in survivors:
+            f.write(mutmut(work, "show", name).stdout + "\n")
+    result = {
+        "module": module,
+        "source": MODULES[module][0],
+        "tests": test_files(module),
+        "mutants": len(status),
+        "counts": counts,
+        "kill_rate": round(killed / tested, 4) if tested else None,
+        "survivors": survivors,
+        "minutes": round(elapsed / 60, 1),
+        "time_capped": "[time cap reached]" in run.stdout,
+    }
+    (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    summary_path = SCRATCH / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary[module] = {k: result[k] for k in ("mutants", "counts", "kill_rate", "minutes", "time_capped")}
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("modules", nargs="*", help=f"modules to test, in order (default: all of {', '.join(MODULES)})")
+    ap.add_argument("--max-minutes", type=float, help="stop a module's run after this long; report what was measured")
+    ap.add_argument("--resume", action="store_true", help="keep earlier verdicts in .mutation/<module>/ (re-runs only "
+                    "mutants without one); by default each module starts afresh")
+    args = ap.parse_args()
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    for module in args.modules or list(MODULES):
+        r = run_module(module, args.max_minutes, fresh=not args.resume)
+        rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
+        capped = " (time cap reached)" if r["time_capped"] else ""
+        print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
