@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import crash
 from .errors import LimaError
 
 
@@ -435,6 +436,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys_argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after flags (argparse stops filling the positional list at a flag)
@@ -444,13 +446,19 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides or []) + extra
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not in Python's flush at exit
+        return status
     except LimaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        return crash.end_quietly() if crash.stdout_reader_gone() else crash.report_unexpected(e, sys_argv)
+    except Exception as e:  # a bug or the machine's failure: one line and a log, never a bare traceback
+        return crash.report_unexpected(e, sys_argv)
 
 
 if __name__ == "__main__":

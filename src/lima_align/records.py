@@ -208,6 +208,11 @@ def read_conversations(path: str | Path, *, fmt: str = "auto", purpose: Purpose 
             problems.add(str(path), f"stopped after {max_problems} problems", "fix these and run again")
             break
     problems.raise_if_any()
+    if not out:  # nothing to train on or answer is never what was meant, so it is not a silent success
+        turns = '{"role": "user", "content": "..."}' + (', {"role": "assistant", "content": "..."}'
+                                                         if purpose == "train" else "")
+        raise LimaError(Problem(str(path), "holds no records", f'add records, one JSON object a line, e.g. '
+                                f'{{"id": "q1", "messages": [{turns}]}}'))
     return out
 
 

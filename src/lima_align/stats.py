@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProblemList
+from .errors import LimaError, Problem, ProblemList
 from .jsonl import read_jsonl
 
 VERDICTS = ("a", "tie", "b")
@@ -135,6 +135,10 @@ def read_judgments(path: str | Path) -> list[Record]:
             break
         out.append({**r, "_where": where})
     problems.raise_if_any()
+    if not out:  # "0 judgment records" would read as a result
+        raise LimaError(Problem(str(path), "holds no judgment records",
+                                "judge first, e.g. `lima-align judge pairwise A.jsonl B.jsonl --judge longest "
+                                f"--output {path}`; a judge run killed before its first judgment leaves an empty file"))
     return out
 
 
