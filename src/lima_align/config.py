@@ -152,7 +152,8 @@ class GenerateConfig:
     output: str = _f("generations.jsonl", "where generations are appended (a rerun resumes)")
     model_label: str | None = _f(None, "name written into each record (default: the model path)")
     max_new_tokens: int = _f(2048, above=0, help="upper bound on generated tokens (LIMA: 2048)")
-    temperature: float = _f(0.7, at_least=0, help="sampling temperature (LIMA: 0.7); 0 means greedy")
+    temperature: float = _f(0.7, "sampling temperature (LIMA: 0.7); 0 means greedy; at most 2, as in the "
+                            "OpenAI API `lima-align serve` speaks", at_least=0, at_most=2)
     top_p: float = _f(0.9, above=0, at_most=1, help="nucleus sampling mass (LIMA: 0.9)")
     repetition_penalty: float = _f(1.2, above=0, help="penalty on tokens already present (LIMA: 1.2)")
     repetition_penalty_scope: Literal["generated", "all"] = _f(
