@@ -70,13 +70,44 @@ def test_generation_stops_at_the_models_next_user_turn(tiny_gemma):
     assert reply.finish_reason == "stop" and reply.output_tokens < len(script)
 
 
+def short_examples(tmp_path):
+    """The shipped examples are over 1,000 tokens for the tiny test tokenizer, whose context is 512."""
+    f = tmp_path / "short.json"
+    f.write_text(json.dumps({"system": "Be helpful.", "examples": [{"user": "Capital of Italy?",
+                                                                    "assistant": "Rome."}]}))
+    return f
+
+
 def test_generate_method_icl_cli(tiny_gemma, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
     out = tmp_path / "icl.jsonl"
     rc = main(["generate", "--method", "icl", "--model", str(tiny_gemma), "--prompts", "seed:test", "--output",
-               str(out), "generate.limit=2", "generate.max_new_tokens=4", "generate.temperature=0"])
+               str(out), "--icl-examples", str(short_examples(tmp_path)), "generate.limit=2",
+               "generate.max_new_tokens=4", "generate.temperature=0"])
     assert rc == 0 and "generations:" in capsys.readouterr().out
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 2
     assert all(r["model"] == f"{tiny_gemma.name}+icl" and r["meta"]["method"] == "icl" for r in recs)
     assert all(r["messages"][0]["role"] == "user" and len(r["messages"]) == 1 for r in recs)  # the prompt only
-    assert all(r["tokens"]["prompt"] > 200 for r in recs)  # the examples were in the model's prompt
+    icl, tok = load_icl(short_examples(tmp_path)), AutoTokenizer.from_pretrained(tiny_gemma)
+    for r in recs:  # the examples were in the model's prompt
+        assert r["tokens"]["prompt"] == len(tok(icl.text([Message(**r["messages"][0])]))["input_ids"])
+        assert r["tokens"]["output"] == 4
+
+
+@pytest.mark.parametrize("max_new, room", [("400", "at most"), ("4", "fills the context")])
+def test_examples_that_overflow_the_context_are_refused_before_generating(tiny_gemma, tmp_path, capsys, max_new, room):
+    """The tiny model's context is 512 tokens; answers were silently cut to what was left (one token)."""
+    out = tmp_path / "icl.jsonl"
+    args = ["generate", "--method", "icl", "--model", str(tiny_gemma), "--prompts", "seed:test", "--output",
+            str(out), "generate.limit=2", f"generate.max_new_tokens={max_new}"]
+    f = short_examples(tmp_path)
+    if room == "fills the context":  # one example long enough to fill the context by itself
+        f.write_text(json.dumps({"system": "", "examples": [{"user": "Tell me.", "assistant": "word " * 600}]}))
+    args += ["--icl-examples", str(f)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "2 of 2 prompts do not fit" in err and "context of 512 tokens" in err and "max_new_tokens" in err
+    assert "fix: use fewer or shorter examples" in err and room in err
+    assert not out.exists() or out.read_text() == ""  # nothing generated
