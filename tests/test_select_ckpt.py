@@ -86,3 +86,24 @@ def test_perplexity_matches_full_logits(tiny_run):
     keep = tgt != IGNORE
     want = torch.nn.functional.cross_entropy(logits[keep], tgt[keep]).item()
     assert got["tokens"] == int(keep.sum()) and got["loss"] == pytest.approx(want, rel=1e-4)
+
+
+def test_a_run_on_its_whole_file_is_selected_by_judging_alone(tiny_run, tmp_path, capsys):
+    """No held-out examples is LIMA's own setup: perplexity is skipped with a notice, not a failure."""
+    import shutil
+
+    run, prompts, _ = tiny_run
+    whole = tmp_path / "whole-run"
+    shutil.copytree(run, whole)
+    recipe = (whole / "recipe.yaml").read_text()
+    assert "max_examples: 6" in recipe
+    (whole / "recipe.yaml").write_text(recipe.replace("max_examples: 6", "max_examples: null"))  # trained on all 8
+    out = tmp_path / "select"
+    assert main(["select", str(whole), "--prompts", str(prompts), "--max-new-tokens", "4", "--n-boot", "50",
+                 "--output", str(out)]) == 0
+    assert "perplexity skipped: the run trained on every example" in capsys.readouterr().out
+    res = json.loads((out / "select.json").read_text())
+    assert res["perplexity_data"] is None and res["lowest_perplexity"] is None
+    assert all(r["dev_perplexity"] is None and r["score"]["n"] == 3 for r in res["checkpoints"])
+    assert res["best"] in ("epoch-01", "epoch-02") and not (out / "perplexity.json").exists()
+    assert "perplexity skipped (no held-out examples)" in (out / "select.html").read_text()

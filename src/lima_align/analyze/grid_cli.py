@@ -84,7 +84,8 @@ def add_grid_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     s.add_argument("--cache", help="judgment cache (default: OUTPUT/judge_cache.sqlite)")
     s.add_argument("--n-boot", type=int, help="bootstrap resamples (default 2000)")
     s.add_argument("--ppl-data", default="heldout", help="examples with answers for perplexity; 'heldout' "
-                   "(default): the run's training sources minus what it trained on")
+                   "(default): the run's training sources minus what it trained on; skipped, with a notice, when it "
+                   "trained on all of them")
     s.add_argument("--ppl-limit", type=int, default=20, help="perplexity on at most this many examples")
     s.add_argument("--output", required=True, help="folder for answers, judgments, select.json, select.html")
     s.set_defaults(func=cmd_select)

@@ -53,7 +53,9 @@ def epoch_of(ckpt: Path) -> int:
 
 def perplexity_examples(recipe: Recipe, spec: str, limit: int, fmt: Any) -> list[Conversation]:
     """The examples perplexity is measured on: a dataset with answers, or the run's own sources minus
-    every example it trained on (re-derived with the run's recipe, so the same filters and sample)."""
+    every example it trained on (re-derived with the run's recipe, so the same filters and sample).
+    None held out (a run on its whole file, as LIMA's own) gives no examples: perplexity is the
+    secondary criterion here, so selection goes on by judging alone."""
     from ..seed import load_dataset
     from ..train import load_training_conversations, prepare_data
 
@@ -63,10 +65,6 @@ def perplexity_examples(recipe: Recipe, spec: str, limit: int, fmt: Any) -> list
         convs = load_training_conversations(recipe)
         trained = set(prepare_data(recipe, fmt, convs).ids)
         convs = [c for c in convs if c.id not in trained]
-        if not convs:
-            raise LimaError("the run trained on every example of its data, so none is held out for perplexity",
-                            where="--ppl-data", fix="pass --ppl-data FILE with examples (answers included) "
-                            "the run did not train on")
     return convs[:limit]
 
 
@@ -158,6 +156,10 @@ def select_checkpoint(run_dir: str | Path, s: SelectSettings, *, log: Any = prin
     ppl: dict[str, Any] = json.loads(ppl_path.read_text()) if ppl_path.exists() else {}
     if ppl.get("_data_key") != data_key:  # other examples than last time: measure again
         ppl = {"_data_key": data_key, "_data": s.ppl_data, "_examples": len(ppl_convs)}
+    if not ppl_convs:
+        log("select: perplexity skipped: the run trained on every example of its data, so none is held out "
+            "(pass --ppl-data FILE with examples the run did not train on to measure it); choosing by judging alone")
+        ppl = {"_data": None}
     from ..seed import load_dataset
 
     wanted = {c.id for c in load_dataset(s.prompts, purpose="prompt")[: s.limit]}  # a rerun may ask fewer
@@ -166,7 +168,7 @@ def select_checkpoint(run_dir: str | Path, s: SelectSettings, *, log: Any = prin
         answers = out / "answers" / f"{ck.name}.jsonl"
         model_cfg = ModelConfig(name=str(ck), dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir)
         lm_fmt = None
-        if ck.name not in ppl:  # one load serves both perplexity and answers
+        if ppl_convs and ck.name not in ppl:  # one load serves both perplexity and answers
             lm_fmt = load_for_generation(model_cfg, recipe.turns)
             ppl[ck.name] = perplexity(lm_fmt[0], lm_fmt[1], ppl_convs, max_len=max_len, loss_on=recipe.data.loss_on)
             write_text_atomic(ppl_path, json.dumps(ppl, indent=2))
@@ -253,11 +255,13 @@ def write_select_page(result: dict[str, Any], out: Path) -> Path:
                      "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}", e(format_score(r["score"])),
                      f"{r['ended_their_turn']}/{r['answers']}"] for r in rows])
     ref = f" against {e(result['reference'])}" if result["reference"] else ""
+    ppl_note = (f"perplexity on {e(result['perplexity_data'])}" if result["perplexity_data"]
+                else "perplexity skipped (no held-out examples)")
     img = lambda b, alt: f"<img class=chart alt='{alt}' src='data:image/png;base64,{b}'>"  # noqa: E731
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>lima-align checkpoint selection</title>"
             f"<style>{REPORT_CSS}</style></head><body><main><header><h1>Checkpoint selection</h1>"
             f"<div class=sub>{e(result['run'])}: judged by {e(result['judge'])} ({e(result['mode'])}){ref} on "
-            f"{e(result['prompts'])}; perplexity on {e(result['perplexity_data'])}</div></header>"
+            f"{e(result['prompts'])}; {ppl_note}</div></header>"
             f"<section><h2>Best by judging: {e(result['best'])}</h2>{table}<p class=note>Lowest dev perplexity: "
             f"{e(result['lowest_perplexity'])}. LIMA found that perplexity does not track answer quality; "
             f"this page puts the two side by side.</p></section>"
