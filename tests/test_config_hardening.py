@@ -257,3 +257,36 @@ def test_cli_subprocess_yaml_error_exits_2_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.startswith(f"error: {r}:3:") and "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------ the other recipes (curation, ablation grids)
+
+
+@pytest.mark.parametrize("override, what", [
+    ("seed=-1", "must be >= 0, got -1"),
+    ("max_bad_fraction=.nan", "must be a finite number, got nan"),
+    ("select.temperature=inf", "must be a finite number, got inf"),
+    ("wikihow.min_chars=-5", "must be >= 0, got -5"),
+])
+def test_curation_recipe_numbers(override, what):
+    from lima_align.curate.config import CurateRecipe
+
+    with pytest.raises(LimaError) as e:
+        load_recipe("curate-lima", ["stackexchange.paths=[dumps]", override], cls=CurateRecipe)
+    (p,) = e.value.problems
+    assert p.where == f"override {override}" and p.what == what
+
+
+@pytest.mark.parametrize("override, what", [
+    ("seed=-2", "must be >= 0, got -2"),
+    ("judge.concurrency=0", "must be > 0, got 0"),
+    ("eval.limit=0", "must be > 0, got 0"),
+    ("overrides=[train.lr=nan]", "must be a finite number, got nan"),  # the base recipe's own override
+])
+def test_ablation_recipe_numbers(override, what):
+    from lima_align.analyze.ablate import AblationRecipe
+
+    with pytest.raises(LimaError) as e:
+        load_recipe("ablate-cpu", [override], cls=AblationRecipe)
+    (p,) = e.value.problems
+    assert (override in p.where or p.where.endswith("base: override train.lr=nan")) and p.what == what

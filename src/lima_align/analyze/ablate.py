@@ -53,7 +53,7 @@ class GridAxes:
 @dataclass
 class EvalSettings:
     prompts: str = _f("seed:dev", "prompts every cell answers (a file or a seed split)")
-    limit: int | None = _f(12, "answer only the first N prompts; None answers all")
+    limit: int | None = _f(12, "answer only the first N prompts; None answers all", above=0)
     max_new_tokens: int = _f(160, "answer length cap; the rest of the decoding comes from the base recipe")
 
 
@@ -69,8 +69,8 @@ class JudgeSettings:
     api_base: str | None = _f(None, "judge endpoint, e.g. http://127.0.0.1:8000/v1")
     api_model: str | None = _f(None, "judge model name")
     api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key")
-    max_tokens: int = _f(1024, "cap on each judge reply")
-    concurrency: int = _f(8, "judge requests in flight")
+    max_tokens: int = _f(1024, "cap on each judge reply", above=0)
+    concurrency: int = _f(8, "judge requests in flight", above=0)
     cache: str | None = _f(None, "judgment cache (default: <output_dir>/judge_cache.sqlite)")
     n_boot: int = _f(2000, "bootstrap resamples for the 95% intervals")
 
@@ -80,7 +80,7 @@ class AblationRecipe:
     base: str = _f("quickstart", "training recipe every cell starts from (a file or a shipped name)")
     overrides: list[str] = _f([], "key=value overrides applied to the base recipe, e.g. ['train.lr=2e-5']")
     output_dir: str = _f("runs/ablate", "grid folder: cells/, grid.json, grid.html, charts/")
-    seed: int = _f(0, "seed for drawing examples")
+    seed: int = _f(0, "seed for drawing examples", at_least=0)
     dialogues_data: str = _f("seed:dialogues", "dialogues appended when a cell has dialogues: true")
     plot_axis: Axis = _f("auto", "axis on the chart's x ('auto': the first axis with several values)")
     grid: GridAxes = field(default_factory=GridAxes, metadata={"help": "the axes; every combination is a cell"})

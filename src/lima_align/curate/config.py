@@ -42,8 +42,8 @@ DEFAULT_WIKIHOW_BOILERPLATE = ["Tips", "Warnings", "Things You'll Need", "Refere
 @dataclass
 class TitleRules:
     require_question_mark: bool = _f(True, "the title must end with '?'")
-    min_chars: int = _f(15, "shortest accepted title")
-    max_chars: int = _f(150, "longest accepted title")
+    min_chars: int = _f(15, "shortest accepted title", at_least=0)
+    max_chars: int = _f(150, "longest accepted title", at_least=0)
     references: list[str] = _f(DEFAULT_TITLE_REFERENCES, "words (matched as whole words, any case) that make a "
                                "title point outside itself, so it is not self-contained")
 
@@ -57,8 +57,8 @@ class StackExchangeConfig:
                                      "(bounds memory too)")
     title: TitleRules = field(default_factory=TitleRules, metadata={"help": "rule se_title_not_self_contained"})
     min_answer_score: int = _f(10, "the top answer must score at least this (LIMA: 10)")
-    min_answer_chars: int = _f(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)")
-    max_answer_chars: int = _f(4096, "longest answer (LIMA: 4,096)")
+    min_answer_chars: int = _f(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)", at_least=0)
+    max_answer_chars: int = _f(4096, "longest answer (LIMA: 4,096)", at_least=0)
     first_person_words: list[str] = _f(DEFAULT_FIRST_PERSON, "answers using any of these words are dropped "
                                        "(outside code); [] disables the rule")
     refers_to_others: list[str] = _f(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
@@ -72,8 +72,8 @@ class StackExchangeConfig:
 class WikiHowConfig:
     paths: list[str] = _f([], "wikiHow dumps: CSV or JSONL with title, headline/summary and text/body "
                           "(category optional)")
-    min_chars: int = _f(500, "shortest response kept (rule wh_too_short)")
-    max_chars: int = _f(8000, "longest response kept (rule wh_too_long)")
+    min_chars: int = _f(500, "shortest response kept (rule wh_too_short)", at_least=0)
+    max_chars: int = _f(8000, "longest response kept (rule wh_too_long)", at_least=0)
     boilerplate_sections: list[str] = _f(DEFAULT_WIKIHOW_BOILERPLATE, "section headings pruned with their content")
     license: str = _f("CC BY-NC-SA 3.0", "licence written into every record")
 
@@ -88,8 +88,8 @@ class RedditConfig:
     top_submissions_per_subreddit: int = _f(1000, "keep the N highest-scoring submissions of each subreddit")
     skip_tags: list[str] = _f(["OT", "MP", "META"], "title tags of off-topic / meta posts (rule rd_meta_post)")
     min_comment_score: int = _f(10, "the top comment must score at least this")
-    min_chars: int = _f(500, "shortest response kept")
-    max_chars: int = _f(4096, "longest response kept")
+    min_chars: int = _f(500, "shortest response kept", at_least=0)
+    max_chars: int = _f(4096, "longest response kept", at_least=0)
     title: TitleRules = field(default_factory=TitleRules, metadata={"help": "self-contained rule for eval prompts"})
     license: str = _f("Reddit user content (Pushshift dump); check the terms before redistributing",
                       "licence written into every record")
@@ -106,11 +106,11 @@ class DatasetsConfig:
 @dataclass
 class CurateRecipe:
     output_dir: str = _f("runs/curate", "folder for candidates.jsonl, selected.jsonl, manifest.json, report.html")
-    seed: int = _f(0, "seed for every random choice (prompt from title or body, selection)")
+    seed: int = _f(0, "seed for every random choice (prompt from title or body, selection)", at_least=0)
     on_error: Literal["skip", "fail"] = _f("skip", "bad rows: skip and record them in the manifest, or stop")
     max_bad_fraction: float = _f(0.01, "with on_error=skip, stop anyway when more than this share of a file's "
                                  "rows is bad")
-    max_bad_rows: int = _f(10, "this many bad rows per file are always tolerated (small files)")
+    max_bad_rows: int = _f(10, "this many bad rows per file are always tolerated (small files)", at_least=0)
     stackexchange: StackExchangeConfig = field(default_factory=StackExchangeConfig,
                                                metadata={"help": "StackExchange dumps"})
     wikihow: WikiHowConfig = field(default_factory=WikiHowConfig, metadata={"help": "wikiHow dumps"})
