@@ -438,3 +438,27 @@ def test_end_to_end_through_chat_client_and_fake_server(tmp_path):
         # a second run into another file asks the server nothing
         summary2, _ = run_pairwise(tmp_path, [judge()], out="again.jsonl")
         assert server.requests == 10 and summary2["calls"] == 0 and summary2["cached"] == 8
+
+
+@pytest.mark.parametrize("cmd, compares", [(["judge", "pairwise"], True), (["judge", "conversations"], True),
+                                           (["dialogue", "eval"], True), (["judge", "absolute"], False),
+                                           (["judge", "turns"], False)])
+def test_judge_choices_offer_only_judges_the_task_accepts(cmd, compares, tmp_path, capsys):
+    """'longest' can only compare two answers: commands that rate single answers must not offer it."""
+    from lima_align.cli import main
+
+    with pytest.raises(SystemExit):
+        main(cmd + ["--help"])
+    assert ("{api,longest}" in capsys.readouterr().out) == compares
+    if compares:
+        return
+    with pytest.raises(SystemExit) as e:
+        main(cmd + ["x.jsonl", "--output", str(tmp_path / "o.jsonl"), "--judge", "longest"])
+    assert e.value.code == 2 and "invalid choice: 'longest'" in capsys.readouterr().err
+    if cmd[1] == "absolute":  # and the fix for a missing API judge does not suggest it either
+        gens = tmp_path / "g.jsonl"
+        gens.write_text(json.dumps({"prompt_id": "p", "model": "m", "messages": [{"role": "user", "content": "q"}],
+                                    "output": "a"}) + "\n")
+        assert main(cmd + [str(gens), "--output", str(tmp_path / "o.jsonl")]) == 2
+        err = capsys.readouterr().err
+        assert "needs --api-base" in err and "longest" not in err

@@ -116,8 +116,9 @@ def _judges(args: argparse.Namespace) -> list[Any]:
             continue
         if not (args.api_base and args.api_model):
             raise LimaError("an API judge needs --api-base and --api-model",
-                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`), "
-                            "or use --judge longest for the length baseline")
+                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`)"
+                            + (", or use --judge longest for the length baseline"
+                               if getattr(args, "judge_compares", True) else ""))
         price = Price(args.price_in, args.price_out) if args.price_in is not None else None
         for model in args.api_model:
             client = ChatClient(args.api_base, model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
@@ -125,11 +126,19 @@ def _judges(args: argparse.Namespace) -> list[Any]:
     return judges
 
 
-def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True) -> None:
+def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True, compares: bool = True) -> None:
     """The judge flags `_judges` reads; shared by `judge pairwise/absolute/turns/conversations` and `dialogue eval`.
-    `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks."""
-    x.add_argument("--judge", action="append", choices=["api", "longest"],
-                   help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer wins'")
+    `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks.
+    `compares` False (a task that rates single answers) leaves out 'longest', which can only compare two."""
+    if compares:
+        x.add_argument("--judge", action="append", choices=["api", "longest"],
+                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer "
+                       "wins'")
+    else:
+        x.add_argument("--judge", action="append", choices=["api"],
+                       help="judge kind (default: api): an OpenAI-compatible model; the 'longest' baseline only "
+                       "compares two answers, so it cannot rate one")
+    x.set_defaults(judge_compares=compares)
     x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
     x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
     x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
@@ -342,7 +351,7 @@ def make_parser() -> argparse.ArgumentParser:
     ja = jd.add_parser("absolute", help="Fail / Pass / Excellent, or a 1-6 helpfulness score, per answer")
     ja.add_argument("generations", help="generations JSONL")
     ja.add_argument("--scale", default="fail_pass_excellent", choices=["fail_pass_excellent", "helpfulness_6"])
-    judge_options(ja)
+    judge_options(ja, compares=False)
     ja.set_defaults(func=cmd_judge_absolute)
     from .dialogue_cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)
 

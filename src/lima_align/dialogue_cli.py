@@ -130,7 +130,7 @@ def add_judge_commands(jd: Any) -> None:
                        description="LIMA section 6: every assistant turn rated in context (the conversation before "
                        "it). Records are absolute judgments plus conversation_id and turn.")
     jt.add_argument("conversations", nargs="+", help="conversation JSONL files from `lima-align converse`")
-    judge_options(jt)
+    judge_options(jt, compares=False)
     jt.set_defaults(func=cmd_judge_turns)
     jc = jd.add_parser("conversations", help="which model held the whole conversation better, both orders",
                        description="Whole-conversation pairwise comparison of two models' conversations with the "

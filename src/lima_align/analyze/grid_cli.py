@@ -72,7 +72,7 @@ def add_grid_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     s.add_argument("--max-new-tokens", type=int, default=512, help="answer length cap")
     s.add_argument("--reference", help="reference checkpoint for pairwise judging (default: the first saved)")
     s.add_argument("--judge", choices=["longest", "api"], default="longest",
-                   help="'longest' (offline length baseline) or 'api' (an OpenAI-compatible judge)")
+                   help="'longest' (offline length baseline, --mode pairwise only) or 'api' (an OpenAI-compatible judge)")
     s.add_argument("--mode", choices=["pairwise", "absolute"], default="pairwise")
     s.add_argument("--scale", choices=["fail_pass_excellent", "helpfulness_6"], default=None,
                    help="absolute scale (default helpfulness_6)")
