@@ -8,12 +8,12 @@ import secrets
 import time
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import LimaError
-from . import db
+from . import db, sessions
 
 Role = Literal["admin", "annotator"]
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{2,64}$")
@@ -54,13 +54,34 @@ def create_user(engine: Engine, username: str, password: str | None, role: Role)
         raise LimaError(f"user {username!r} already exists", fix="pick another name") from None
 
 
+def _change(engine: Engine, username: str, values: dict[str, Any], *, leave_studies: bool = False) -> None:
+    """Update an account and end all its sessions in one transaction: whoever held a session logs in anew,
+    under the new password or role."""
+    with db.write(engine) as c:
+        row = c.execute(select(db.users.c.id).where(db.users.c.username == username)).first()
+        if row is None:
+            raise LimaError(f"no user {username!r}", fix="check the name with `lima-align annotate progress`")
+        c.execute(update(db.users).where(db.users.c.id == row[0]).values(**values))
+        sessions.end_all(c, row[0])
+        if leave_studies:
+            c.execute(delete(db.members).where(db.members.c.user_id == row[0]))
+
+
 def set_password(engine: Engine, username: str, password: str) -> None:
     check_password(password)
-    with db.write(engine) as c:
-        n = c.execute(update(db.users).where(db.users.c.username == username)
-                      .values(password_hash=hash_password(password))).rowcount
-    if not n:
-        raise LimaError(f"no user {username!r}", fix="check the name with `lima-align annotate progress`")
+    _change(engine, username, {"password_hash": hash_password(password)})
+
+
+def set_role(engine: Engine, username: str, role: str) -> None:
+    if role not in ("admin", "annotator"):
+        raise LimaError(f"unknown role {role!r}", fix="use admin or annotator")
+    _change(engine, username, {"role": role})
+
+
+def remove_user(engine: Engine, username: str) -> None:
+    """Take an account away: its sessions end, its password is cleared and it leaves every study. The row
+    stays, since its votes belong to the studies (they export as human:NAME); set-password revives it."""
+    _change(engine, username, {"password_hash": None}, leave_studies=True)
 
 
 def authenticate(engine: Engine, username: str, password: str) -> dict[str, Any] | None:
@@ -77,14 +98,6 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, Any]
     except (VerificationError, InvalidHashError):
         return None
     return dict(row)
-
-
-_USER = select(db.users).where(db.users.c.id == bindparam("uid"))  # built once: it runs on every page
-
-
-def get_user(c: Connection, user_id: int) -> dict[str, Any] | None:
-    row = c.execute(_USER, {"uid": user_id}).mappings().first()
-    return dict(row) if row else None
 
 
 def user_id(c: Connection, username: str) -> int:

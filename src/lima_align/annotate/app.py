@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +24,33 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from ..errors import LimaError
-from . import accounts, db, export, studies
+from . import accounts, db, export, sessions, studies, throttle
 from .render import markdown
 from .studies import PAIRWISE_CHOICES, SCALES, Refused
-from .web import HERE, Guard, checked_form, csrf_token, current_user, login_session, require_user
-
-SESSION_DAYS = 14
+from .web import HERE, Guard, checked_form, csrf_token, current_user, form_id, login_session, require_user
 
 
 def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 << 20,
-               max_upload: int = 64 << 20, sqlite_sync: db.SqliteSync = "full") -> FastAPI:
-    """The app for one database. `secure_cookies`: mark the session cookie Secure (serving over https)."""
+               max_upload: int = 64 << 20, sqlite_sync: db.SqliteSync = "full",
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The app for one database. `secure_cookies`: mark the session cookie Secure (serving over https);
+    `clock`: the time sessions and login throttling go by (tests move it)."""
     engine = db.connect(db_url, sqlite_sync=sqlite_sync)
     app = FastAPI(title="lima-align annotate", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = engine
+    app.state.engine, app.state.clock = engine, clock
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["md"] = markdown
     app.add_middleware(SessionMiddleware, secret_key=db.secret_key(engine), session_cookie="lima_session",
-                       max_age=SESSION_DAYS * 86400, same_site="lax", https_only=secure_cookies)
+                       max_age=sessions.SESSION_S, same_site="lax", https_only=secure_cookies)
     app.add_middleware(Guard, max_body=max_body, max_upload=max_upload, upload_paths=("/judges", "/admin/studies"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    def page(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
+             **ctx: Any) -> HTMLResponse:
         if "user" not in ctx:  # (setdefault would query the database even when the handler passed it)
             ctx["user"] = current_user(request)
-        return templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status)
+        return templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status,
+                                          headers=headers)
 
     def see(url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
@@ -89,19 +93,34 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
     def login_form(request: Request) -> Response:
         return page(request, "login.html", error=None)
 
+    def start_session(uid: int, keys: list[str] | None = None) -> str:
+        with db.write(engine) as c:
+            if keys:
+                throttle.succeeded(c, keys)
+            return sessions.start(c, uid, clock())
+
     @app.post("/login")
     async def login(request: Request) -> Response:
         form = await checked_form(request)
-        user = await run_in_threadpool(accounts.authenticate, engine, str(form.get("username", "")),
-                                       str(form.get("password", "")))
+        username = str(form.get("username", ""))
+        keys = throttle.keys(username, request.client.host if request.client else "unknown")
+        wait = await run_in_threadpool(throttle.wait_s, engine, keys, clock())
+        if wait:  # refused before the password is checked: a guess made now learns nothing
+            minutes = -(-wait // 60)
+            return page(request, "login.html", 429, headers={"retry-after": str(wait)},
+                        error=f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}, "
+                              f"or ask an administrator to unlock it.")
+        user = await run_in_threadpool(accounts.authenticate, engine, username, str(form.get("password", "")))
         if user is None:
+            await run_in_threadpool(throttle.failed, engine, keys, clock())
             return page(request, "login.html", 401, error="Wrong name or password.")
-        login_session(request, user["id"])
+        login_session(request, await run_in_threadpool(start_session, user["id"], keys))
         return see("/admin" if user["role"] == "admin" else "/")
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         await checked_form(request)
+        await run_in_threadpool(sessions.end, engine, request.session.get("token"))
         request.session.clear()
         return see("/login")
 
@@ -122,7 +141,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                                              password=str(form.get("password", "")))
         except LimaError as e:
             return page(request, "join.html", 400, token=token, error=f"{e.problems[0].what}; {e.problems[0].fix}")
-        login_session(request, joined["user_id"])
+        login_session(request, await run_in_threadpool(start_session, joined["user_id"]))
         return see(f"/s/{joined['study_id']}" if joined["study_id"] else "/")
 
     # ------------------------------------------------------------- annotators
@@ -144,7 +163,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         with db.read(engine) as c:
             return member_check(request, sid, c)
 
-    @app.get("/s/{sid}")
+    @app.get("/s/{sid:id}")
     def study_page(request: Request, sid: int) -> Response:
         with db.read(engine) as c:  # one read connection for the checks and the usual case, a pending item
             user, study = member_check(request, sid, c)
@@ -167,16 +186,15 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             ctx.update(scale=SCALES[study["config"]["scale"]])
         return page(request, f"{study['kind']}.html", user=user, **ctx)
 
-    @app.post("/s/{sid}/vote")
+    @app.post("/s/{sid:id}/vote")
     async def vote(request: Request, sid: int) -> Response:
         form = await checked_form(request)
 
         def checked_and_stored() -> None:  # one trip to the threadpool for the whole vote
             user, study = member_study(request, sid)
-            try:
-                item_id = int(str(form.get("item", "")))
-            except ValueError:
-                raise Refused(400, "The vote names no item.") from None
+            item_id = form_id(form.get("item"))
+            if item_id is None:
+                raise Refused(404, "There is no such item.")
             choice = str(form.get("choice", ""))
             edited = None
             if study["kind"] == "review" and choice == "edit":
@@ -187,7 +205,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         await run_in_threadpool(checked_and_stored)
         return see(f"/s/{sid}")
 
-    @app.post("/s/{sid}/new")
+    @app.post("/s/{sid:id}/new")
     async def new_chat(request: Request, sid: int) -> Response:
         await checked_form(request)
         user, study = await run_in_threadpool(member_study, request, sid)
@@ -196,7 +214,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         await run_in_threadpool(studies.new_conversation, engine, sid, user["id"])
         return see(f"/s/{sid}")
 
-    @app.post("/s/{sid}/say")
+    @app.post("/s/{sid:id}/say")
     async def say(request: Request, sid: int) -> Response:
         form = await checked_form(request)
         user, study = await run_in_threadpool(member_study, request, sid)
@@ -211,7 +229,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                                 [turn, {"role": "assistant", "content": reply}])
         return see(f"/s/{sid}")
 
-    @app.post("/s/{sid}/rate")
+    @app.post("/s/{sid:id}/rate")
     async def rate(request: Request, sid: int) -> Response:
         form = await checked_form(request)
         user, _ = await run_in_threadpool(member_study, request, sid)
@@ -225,10 +243,28 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
 
     # ------------------------------------------------------------- admin
 
+    def admin_study_of(request: Request, sid: int) -> dict[str, Any]:
+        """The study, for an administrator: Refused 401/403 for anyone else, 404 when there is no such study."""
+        require_user(request, "admin")
+        with db.read(engine) as c:
+            return studies.get_study(c, sid=sid)
+
     @app.get("/admin")
     def admin(request: Request) -> Response:
         require_user(request, "admin")
-        return page(request, "admin.html", progress=studies.progress(engine))
+        return page(request, "admin.html", progress=studies.progress(engine), locked=throttle.locked(engine, clock()))
+
+    @app.post("/admin/logins/unlock")
+    async def unlock(request: Request) -> Response:
+        form = await checked_form(request)
+        require_user(request, "admin")
+        key = form.get("key")
+        if form.get("all") == "1":
+            key = None
+        elif not isinstance(key, str) or not key:
+            raise Refused(400, "Say which login to unlock.")
+        await run_in_threadpool(throttle.clear, engine, key)
+        return see("/admin")
 
     @app.post("/admin/studies")
     async def create(request: Request) -> Response:
@@ -260,27 +296,25 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                                              chat_model=str(form.get("chat_model", "")) or None))
         return see(f"/admin/s/{sid}")
 
-    @app.get("/admin/s/{sid}")
+    @app.get("/admin/s/{sid:id}")
     def admin_study(request: Request, sid: int) -> Response:
-        require_user(request, "admin")
-        with db.read(engine) as c:
-            study = studies.get_study(c, sid=sid)
+        study = admin_study_of(request, sid)
         prog = next(p for p in studies.progress(engine) if p["id"] == sid)
         agree = export.agreement_table(engine, study, export.attached_judgments(engine, sid))
         return page(request, "admin_study.html", study=study, prog=prog, agree=agree, link=None)
 
-    @app.post("/admin/s/{sid}/invite")
+    @app.post("/admin/s/{sid:id}/invite")
     async def invite(request: Request, sid: int) -> Response:
         await checked_form(request)
-        require_user(request, "admin")
+        await run_in_threadpool(admin_study_of, request, sid)
         token = await run_in_threadpool(accounts.create_invite, engine, sid)
         link = str(request.base_url).rstrip("/") + f"/join/{token}"
         return page(request, "invite.html", link=link)
 
-    @app.post("/admin/s/{sid}/judges")
+    @app.post("/admin/s/{sid:id}/judges")
     async def attach(request: Request, sid: int) -> Response:
         form = await checked_form(request)
-        require_user(request, "admin")
+        await run_in_threadpool(admin_study_of, request, sid)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise Refused(400, "Choose a judgments file to upload.")
@@ -291,11 +325,9 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             await run_in_threadpool(export.attach_judgments, engine, sid, path.name, path)
         return see(f"/admin/s/{sid}")
 
-    @app.get("/admin/s/{sid}/export")
+    @app.get("/admin/s/{sid:id}/export")
     def download(request: Request, sid: int) -> Response:
-        require_user(request, "admin")
-        with db.read(engine) as c:
-            study = studies.get_study(c, sid=sid)
+        study = admin_study_of(request, sid)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "export.jsonl"
             export.export_study(engine, study["name"], out)

@@ -68,6 +68,33 @@ def cmd_set_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_role(args: argparse.Namespace) -> int:
+    from . import accounts, db
+
+    accounts.set_role(db.connect(args.db), args.username, args.role)
+    print(f"{args.username!r} is now {args.role}; their sessions ended")
+    return 0
+
+
+def cmd_remove_user(args: argparse.Namespace) -> int:
+    from . import accounts, db
+
+    accounts.remove_user(db.connect(args.db), args.username)
+    print(f"{args.username!r} removed: logged out, no password, in no study (their votes stay)")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from . import db, throttle
+
+    if bool(args.username) + bool(args.address) + args.all != 1:
+        raise LimaError("say what to unlock", fix="give one of --username NAME, --address IP or --all")
+    key = None if args.all else throttle.keys(args.username or "", args.address or "")[0 if args.username else 1]
+    n = throttle.clear(db.connect(args.db), key)
+    print(f"{n} locked or counted login{'s' * (n != 1)} cleared")
+    return 0
+
+
 def cmd_create_study(args: argparse.Namespace) -> int:
     from . import db, studies
 
@@ -166,6 +193,22 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     sp.add_argument("--username", required=True)
     sp.add_argument("--password-env", help="read the password from this environment variable (default: prompt)")
     sp.set_defaults(func=cmd_set_password)
+
+    sr = with_db(cmds.add_parser("set-role", help="make an account an admin or an annotator (ends its sessions)"))
+    sr.add_argument("--username", required=True)
+    sr.add_argument("--role", required=True, choices=("admin", "annotator"))
+    sr.set_defaults(func=cmd_set_role)
+
+    ru = with_db(cmds.add_parser("remove-user", help="log an account out for good: no password, no studies "
+                                                     "(its votes stay; set-password revives it)"))
+    ru.add_argument("--username", required=True)
+    ru.set_defaults(func=cmd_remove_user)
+
+    ul = with_db(cmds.add_parser("unlock", help="clear failed logins: let a name or address log in again now"))
+    ul.add_argument("--username")
+    ul.add_argument("--address", help="client IP address as the dashboard shows it")
+    ul.add_argument("--all", action="store_true", help="every name and address")
+    ul.set_defaults(func=cmd_unlock)
 
     c = with_db(cmds.add_parser("create-study", help="create a study from generation, dataset or conversation files"))
     c.add_argument("--name", required=True)

@@ -143,6 +143,24 @@ judge_files = Table(
     Column("created", Float, nullable=False))
 
 
+# Added after the first release: metadata.create_all in connect() creates them in older databases, whose other
+# tables are unchanged (so a database made before them opens as it is; its old cookies just stop working).
+sessions = Table(
+    "sessions", metadata,
+    Column("token_sha256", String(64), primary_key=True),  # only the hash: a leaked database opens no session
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("expires", Float, nullable=False))
+
+login_throttle = Table(
+    "login_throttle", metadata,
+    Column("key", String(200), primary_key=True),         # "user:NAME" or "addr:IP" (see throttle.py)
+    Column("recent", Text, nullable=False),               # JSON: times of the latest failed logins, oldest first
+    Column("strikes", Integer, nullable=False),           # lockouts so far; each one doubles the next
+    Column("locked_until", Float, nullable=False),
+    Column("updated", Float, nullable=False))
+
+
 def dumps(obj: Any) -> str:
     """The one JSON encoding used for stored payloads (sorted keys: same input, same bytes)."""
     return json.dumps(obj, ensure_ascii=False, sort_keys=True)

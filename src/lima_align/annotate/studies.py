@@ -38,6 +38,7 @@ SCALES = {"fail_pass_excellent": ("fail", "pass", "excellent"), "helpfulness_6":
 PAIRWISE_CHOICES = {"A": "A is significantly better", "B": "B is significantly better",
                     "neither": "Neither is significantly better"}
 REVIEW_DECISIONS = ("accept", "reject", "edit")
+MAX_OVERLAP = 1000  # annotators per item
 STALE_AFTER_S = 3600  # an assignment left unvoted this long no longer holds the item's slot (see _assign)
 
 GUIDELINES = {
@@ -206,8 +207,9 @@ def create_study(engine: Engine, name: str, kind: Kind, *, overlap: int = 1,
     and `b` one or several (A is compared with each); `seed` fixes the order of multi-model items."""
     if kind not in KINDS:
         raise LimaError(f"unknown study kind {kind!r}", fix=f"use one of {', '.join(KINDS)}")
-    if overlap < 1:
-        raise LimaError(f"--overlap must be at least 1, got {overlap}", fix="use 3 for agreement between people")
+    if not 1 <= overlap <= MAX_OVERLAP:  # (the upper bound also keeps the number inside a database integer)
+        raise LimaError(f"--overlap must be 1 to {MAX_OVERLAP}, got {overlap}",
+                        fix="use 3 for agreement between people")
     if scale not in SCALES:
         raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
     config: dict[str, Any] = {"guidelines": guidelines or GUIDELINES[kind]}

@@ -1,7 +1,11 @@
 """The plumbing every page shares: sessions, CSRF, roles, security headers, body limits, error pages.
 
-- Sessions are Starlette's signed cookies (itsdangerous), HttpOnly and SameSite=Lax, Secure when the
-  site is served over https; the signing key lives in the database so a restart logs nobody out.
+- The session cookie is Starlette's signed cookie (itsdangerous), HttpOnly and SameSite=Lax, Secure when
+  the site is served over https; the signing key lives in the database so a restart logs nobody out. It
+  carries the CSRF token and a session token; who is logged in is decided by the sessions table
+  (sessions.py), so logging out or changing the account ends a session even if the cookie was copied.
+- Ids in paths match IdConvertor (`{sid:id}`): anything else, or a number too large for the database's
+  integers, matches no route and is a 404 rather than an error deep in a query.
 - Every POST carries the session's CSRF token in a hidden field; a missing or wrong token is a 403.
 - Content-Security-Policy allows only our own script and style files: no inline script can run, which
   backs up the sanitiser in render.py.
@@ -15,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import accounts, db
+from . import db, sessions
 from .studies import Refused
 
 HERE = Path(__file__).parent
@@ -29,6 +34,27 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
                     (b"cache-control", b"no-store")]
+
+
+class IdConvertor(Convertor[int]):
+    """A database id in a path: 1 to 18 digits, always within a 64-bit integer (SQLite's and PostgreSQL's
+    largest), so a malformed or absurd id never reaches a query."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
+
+
+def form_id(value: Any) -> int | None:
+    """An id sent in a form field, by the rule of IdConvertor; None when it could not name a stored row."""
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
 class Guard:
@@ -104,13 +130,14 @@ async def checked_form(request: Request) -> FormData:
 
 def current_user(request: Request, c: Connection | None = None) -> dict[str, Any] | None:
     """The logged-in user's row (None: nobody logged in); `c`: a read connection the caller already holds."""
-    uid = request.session.get("uid")
-    if not isinstance(uid, int):
+    token = request.session.get("token")
+    if not token:
         return None
+    state = request.app.state
     if c is not None:
-        return accounts.get_user(c, uid)
-    with db.read(request.app.state.engine) as own:
-        return accounts.get_user(own, uid)
+        return sessions.current(state.engine, c, token, state.clock())
+    with db.read(state.engine) as own:
+        return sessions.current(state.engine, own, token, state.clock())
 
 
 def require_user(request: Request, role: str | None = None, c: Connection | None = None) -> dict[str, Any]:
@@ -123,8 +150,9 @@ def require_user(request: Request, role: str | None = None, c: Connection | None
     return user
 
 
-def login_session(request: Request, uid: int) -> None:
-    """A fresh session (new CSRF token too) at login, so a session planted before login is worthless."""
+def login_session(request: Request, token: str) -> None:
+    """A fresh cookie (new CSRF token too) holding a session token from sessions.start, so a session
+    planted before login is worthless."""
     request.session.clear()
-    request.session["uid"] = uid
+    request.session["token"] = token
     request.session["csrf"] = secrets.token_urlsafe(32)
