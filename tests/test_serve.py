@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,12 +20,10 @@ NAME = "tiny-llama-test"
 ASK = [{"role": "user", "content": "How do I boil an egg?"}]
 
 
-@pytest.fixture(scope="module")
-def served(tiny_llama):
-    """(base url, generator) of a server running in a background thread; shut down cleanly afterwards."""
-    lm, fmt = load_for_generation(ModelConfig(name=str(tiny_llama), dtype="float32"), TurnsConfig(format="plain"))
-    gen = Generator(lm, fmt, Decoding(max_new_tokens=24))
-    server = uvicorn.Server(uvicorn.Config(create_app(gen, NAME), host="127.0.0.1", port=0, log_level="warning"))
+@contextmanager
+def running(app):
+    """Base url of `app` served by uvicorn in a background thread; shut down cleanly afterwards."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -32,10 +31,23 @@ def served(tiny_llama):
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]  # port 0: the OS picked a free one, no race
-    yield f"http://127.0.0.1:{port}", gen
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive(), "server did not shut down"
+
+
+def tiny_generator(path, max_new_tokens=24):
+    lm, fmt = load_for_generation(ModelConfig(name=str(path), dtype="float32"), TurnsConfig(format="plain"))
+    return Generator(lm, fmt, Decoding(max_new_tokens=max_new_tokens))
+
+
+@pytest.fixture(scope="module")
+def served(tiny_llama):
+    """(base url, generator) of a server running in a background thread."""
+    gen = tiny_generator(tiny_llama)
+    with running(create_app(gen, NAME)) as url:
+        yield url, gen
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -212,14 +212,50 @@ def generation_record(c: Conversation, r: Reply, label: str, dec: Decoding) -> d
 
 
 def trim_history(gen: Generator, messages: list[Message], reserve: int) -> tuple[list[Message], int]:
-    """Drop the oldest exchanges until the prompt leaves `reserve` tokens free; returns (kept, dropped turns)."""
-    dropped = 0
+    """Drop the oldest exchanges until the prompt leaves `reserve` tokens free; returns (kept, dropped turns).
+
+    Turns go two at a time (a user turn and the reply to it) until the prompt fits or one turn is
+    left. Rendering the whole conversation again after every dropped pair took minutes for 40,000
+    short turns, so the answer is found in linear time instead: turns are tokenised from the newest
+    back, each once, until a lower bound of the kept part's length is over budget (older turns can
+    never be kept), and the exact rendering is bisected over the few drops left.
+    """
     system = [m for m in messages[:1] if m.role == "system"]
     body = messages[len(system):]
-    while len(body) > 1 and len(gen.prompt_ids(system + body)) + reserve > gen.context:
-        body = body[2:]  # one user turn and the assistant reply to it
-        dropped += 2
-    return system + body, dropped
+    budget = gen.context - reserve
+    most = len(body) // 2  # dropping this many pairs leaves at most one turn
+
+    def fits(k: int) -> bool:  # the rule of dropping pairs one by one, on the exact prompt
+        return len(body) - 2 * k <= 1 or len(gen.prompt_ids(system + body[2 * k:])) <= budget
+
+    # A turn's own tokens less two (which may merge with its neighbours) is at most what it adds.
+    cut, bound, start = most, 0, len(body)
+    counts = _token_counts_newest_first(gen.tok, body)
+    for k in range(most, -1, -1):
+        while start > 2 * k:
+            start -= 1
+            bound += max(0, next(counts) - 2)
+        if bound > budget:
+            break
+        cut = k
+    low, high = cut, most
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid + 1, high)
+    # A chat template that strips whitespace can make the bound too high: confirm the cut itself.
+    while 0 < low <= cut and fits(low - 1):
+        low -= 1
+    return system + body[2 * low:], 2 * low
+
+
+def _token_counts_newest_first(tok: Any, turns: list[Message]) -> Iterator[int]:
+    """Each turn's token count, newest first, tokenised in growing batches (few are usually needed)."""
+    end, size = len(turns), 64
+    while end > 0:
+        batch = turns[max(0, end - size):end]
+        ids = tok([m.content for m in batch], add_special_tokens=False)["input_ids"]
+        yield from (len(x) for x in reversed(ids))
+        end, size = end - len(batch), size * 2
 
 
 def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, input_fn: Any = None,
