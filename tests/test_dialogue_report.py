@@ -35,6 +35,26 @@ def test_turn_summary_shares_by_turn_and_early_failures():
     assert [t["turn"] for t in s["by_turn"]] == [1, 2, 3, 4]
     assert s["by_turn"][0]["shares"]["excellent"] == 1.0 and s["by_turn"][1]["shares"]["fail"] == 0.5
     assert s["conversations"] == 2 and s["failed_within_3_turns"] == 1  # c2 fails only at turn 4
+    assert s["failed_within_3_turns_unknown"] == 1  # ... but its turn 3 is unparsed: it may have failed there
+
+
+def test_unparsed_ratings_count_as_unknown_never_as_passes(tmp_path):
+    """Every rating unparsed: nobody knows whether a conversation failed early, so "0 of 2" would be a claim."""
+    from lima_align.dialogue_report import report_section
+
+    rs = [rating("m", c, t, None, judge="api:j") for c in ("c1", "c2") for t in (1, 2, 3)]
+    (s,) = turn_summary(split(rs)[0])
+    assert s["failed_within_3_turns"] == 0 and s["failed_within_3_turns_unknown"] == 2
+    page = report_section(rs, tmp_path)
+    assert "0 of 0 rated, 2 unknown (unparsed ratings)" in page and "0 of 2<" not in page
+    # people: one of two raters unparsed can tip a turn either way; two fails of three cannot be outvoted
+    people = [rating("m", "c1", 1, "fail"), rating("m", "c1", 1, None, judge="human:bo"),
+              rating("m", "c2", 1, "fail"), rating("m", "c2", 1, "fail", judge="human:bo"),
+              rating("m", "c2", 1, None, judge="human:cy"),
+              rating("m", "c3", 1, "pass"), rating("m", "c3", 1, "pass", judge="human:bo"),
+              rating("m", "c3", 1, None, judge="human:cy")]
+    pooled = {r["judge"]: r for r in turn_summary(split(people)[0])}["people"]
+    assert (pooled["failed_within_3_turns"], pooled["failed_within_3_turns_unknown"]) == (1, 1)  # c2; c1 open
 
 
 def test_conversation_verdicts_are_oriented_consistently():

@@ -124,6 +124,21 @@ def _level_counts(by_conv: dict[str, dict[int, list[Any]]], ids: list[str]) -> n
     return out
 
 
+def _failed_early(turns: dict[int, list[Any]]) -> bool | None:
+    """Did one of the first three turns fail? A turn fails when most of its ratings say fail (one judge: its
+    rating; people: a strict majority). An unparsed rating could be anything, so a turn whose unparsed ratings
+    could make or break that majority leaves the answer open (None): never counted as a pass."""
+    open_ = False
+    for t, ss in turns.items():
+        if t > 3:
+            continue
+        fails, unknown = ss.count("fail"), sum(s not in LEVELS for s in ss)
+        if fails * 2 > len(ss):
+            return True
+        open_ = open_ or (fails + unknown) * 2 > len(ss)
+    return None if open_ else False
+
+
 def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
     by_turn: dict[int, list[Any]] = {}
     by_conv: dict[str, dict[int, list[Any]]] = {}
@@ -131,12 +146,12 @@ def _summary(model: str, judge: str, rs: list[dict[str, Any]]) -> dict[str, Any]
         cid, t = turn_of(r)  # type: ignore[misc]
         by_turn.setdefault(t, []).append(r.get("score"))
         by_conv.setdefault(cid, {}).setdefault(t, []).append(r.get("score"))
-    # A turn fails when most of its ratings say fail (one judge: its rating; people: a strict majority).
-    early = sum(any(ss.count("fail") * 2 > len(ss) for t, ss in ts.items() if t <= 3) for ts in by_conv.values())
+    early = [_failed_early(ts) for ts in by_conv.values()]
     cis = share_cis(_level_counts(by_conv, sorted(by_conv)))
     return {"model": model, "judge": judge, "label": f"{model} ({judge.split('@', 1)[0]})",
             **_shares([r.get("score") for r in rs]), "ci": dict(zip(LEVELS, cis)),
-            "conversations": len(by_conv), "failed_within_3_turns": early,
+            "conversations": len(by_conv), "failed_within_3_turns": early.count(True),
+            "failed_within_3_turns_unknown": early.count(None),
             "by_turn": [{"turn": t, **_shares(by_turn[t])} for t in sorted(by_turn)]}
 
 
@@ -404,6 +419,14 @@ def _diff(d: dict[str, Any]) -> str:
     return f"{_signed(d['value'])} [{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]"
 
 
+def _early_cell(r: dict[str, Any]) -> str:
+    unknown = r.get("failed_within_3_turns_unknown", 0)
+    if not unknown:
+        return f"{r['failed_within_3_turns']} of {r['conversations']}"
+    return (f"{r['failed_within_3_turns']} of {r['conversations'] - unknown} rated, {unknown} unknown "
+            "(unparsed ratings)")
+
+
 def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
     from .report import _table
 
@@ -413,7 +436,7 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[
                              "failed within 3 turns"],
                             [[_e(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
                               _with_ci(r, "fail"), r["null"], r["conversations"],
-                              f"{r['failed_within_3_turns']} of {r['conversations']}"] for r in rows]))
+                              _early_cell(r)] for r in rows]))
         turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
         cell = lambda t: (f"E {_pct(t['shares']['excellent'])} &middot; F {_pct(t['shares']['fail'])} "
                           f"(n={t['n']})")
@@ -464,7 +487,8 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
     return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
             f"{_format_table(summary['format'], summary['format_differences'])}"
             "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
-            "when any of its first three turns is rated Fail (by most of its raters, for the pooled people). "
+            "when any of its first three turns is rated Fail (by most of its raters, for the pooled people), and "
+            "as unknown when unparsed ratings there could decide it. "
             "Intervals are 95%: a bootstrap that resamples whole conversations (their turns are not independent), "
             "paired for the differences; where every rating falls on one side the bootstrap cannot move, so the "
             "interval is Wilson's (Newcombe's for a difference) with n = conversations. Conversation verdicts "
