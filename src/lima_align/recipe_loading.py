@@ -117,7 +117,7 @@ def _check_number(value: Any, f: _Field, optional: bool, problems: ProblemList) 
         problems.add(f.where, f"must be a finite number, got {value}",
                      f"use {allowed}{f.example()}" + (", or null" if optional else ""))
     elif f.rng is not None and value not in f.rng:
-        problems.add(f.where, f"must be {f.rng}, got {value}",
+        problems.add(f.where, f"must be {f.rng}, got {_num(value)}",
                      f"use a value {f.rng}{f.example()}" + (", or null" if optional else ""))
 
 
