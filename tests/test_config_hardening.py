@@ -116,6 +116,7 @@ ISSUE_CASES = [  # the override -> the start of its one problem
     ("train.adam_beta2=1", "override train.adam_beta2=1", "must be in [0, 1), got 1"),
     ("train.lr=1.5", "override train.lr=1.5", "must be in (0, 1], got 1.5"),
     ("train.seed=-1", "override train.seed=-1", "must be in [0, 4294967295], got -1"),
+    ("train.seed=" + "9" * 400, "override train.seed=" + "9" * 400, "must be in [0, 4294967295], got " + "9" * 400),
     ("generate.top_p=.nan", "override generate.top_p=.nan", "must be a finite number, got nan"),
     ("data.mix=[{dataset: seed, count: 0}]", "override data.mix=[{dataset: seed, count: 0}]: data.mix[0].count",
      "must be > 0, got 0"),
@@ -123,13 +124,14 @@ ISSUE_CASES = [  # the override -> the start of its one problem
     ("train.lr=null", "override train.lr=null", "expected float, got null"),
     ("train.lrr=1", "override train.lrr=1", "unknown key"),
     ("train=5", "override train=5", "expected a section (mapping), got int"),
+    ("data.mix=[seed]", "override data.mix=[seed]: data.mix[0]", "expected a section (mapping), got str"),
     ("data.train=[unclosed", "override data.train=[unclosed", "not valid YAML (line 1, column 10 of the value)"),
     ("data.train={a: [1}", "override data.train={a: [1}", "not valid YAML (line 1, column 7 of the value)"),
     ("train..lr=1", "override train..lr=1", "expected key=value"),
 ]
 
 
-@pytest.mark.parametrize("override, where, what", ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES])
+@pytest.mark.parametrize("override, where, what", ISSUE_CASES, ids=[c[0][:40] for c in ISSUE_CASES])
 def test_a_bad_override_is_one_problem_naming_it_with_a_fix(override, where, what):
     (p,) = problems([override])
     assert p.where == where

@@ -52,7 +52,9 @@ class Range:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() else repr(x)
 
 
 def setting(default: Any, help: str, *, above: float | None = None, at_least: float | None = None,
@@ -128,6 +130,7 @@ def _coerce(value: Any, tp: Any, f: _Field, problems: ProblemList, optional: boo
             value = {}
         if not isinstance(value, dict):
             problems.add(where, f"expected a section (mapping), got {type(value).__name__}",
+                         "write it as a mapping, e.g. {key: value, ...}" if where.endswith("]") else
                          f"write its keys under it (key: value), or override one at a time: {where}.KEY=VALUE")
             return tp()
         return build(tp, value, where, problems)
@@ -238,7 +241,7 @@ def parse_overrides(overrides: list[str], problems: ProblemList,
             continue
         try:
             value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of more digits than Python converts
             mark = getattr(e, "problem_mark", None)
             at = f" (line {mark.line + 1}, column {mark.column + 1} of the value)" if mark else ""
             problems.add(f"override {item}", f"not valid YAML{at}: {getattr(e, 'problem', None) or e}",
@@ -302,7 +305,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
                         fix="give a YAML file (a folder or unreadable file is not a recipe)") from None
     try:
         loaded = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an int of more digits than Python converts
         mark = getattr(e, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise LimaError(f"not valid YAML: {getattr(e, 'problem', None) or e}", where=f"{path}{at}",
