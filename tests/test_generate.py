@@ -33,6 +33,24 @@ def gen_for(path, **dec):
 PROMPT = [[Message("user", "How do I boil an egg?")]]
 
 
+def generated_ids(g, conversations):
+    """(replies, the raw generated ids): decoded text hides special tokens and which token was drawn."""
+    seen = []
+    real_generate = g.model.generate
+
+    def capture(**kwargs):
+        out = real_generate(**kwargs)
+        seen.append(out[:, kwargs["input_ids"].shape[1]:])
+        return out
+
+    g.model.generate = capture
+    try:
+        replies = g.generate(conversations)
+    finally:
+        g.model.generate = real_generate
+    return replies, seen[0]
+
+
 def test_generation_stops_at_eot(tiny_llama):
     g = gen_for(tiny_llama)
     handle = boost(g.model, [g.fmt.eot_id], after_calls=2)  # prefill and one step give 2 tokens, then EOT
@@ -46,30 +64,49 @@ def test_special_tokens_other_than_eot_are_never_sampled(tiny_llama):
     tok = g.tok
     banned = [tok.bos_token_id, tok.pad_token_id]
     handle = boost(g.model, banned)
-    seen = []
-    real_generate = g.model.generate
-
-    def capture(**kwargs):  # keep the raw ids: decoded text hides special tokens
-        out = real_generate(**kwargs)
-        seen.append(out[:, kwargs["input_ids"].shape[1]:])
-        return out
-
-    g.model.generate = capture
-    replies = g.generate(PROMPT * 3)
+    replies, generated = generated_ids(g, PROMPT * 3)
     handle.remove()
     for r in replies:
         assert r.finish_reason == "length" and r.output_tokens == 12
-    generated = seen[0]
     assert generated.shape == (3, 12)
     assert not any(t in banned for t in generated.flatten().tolist())
 
 
-def test_same_seed_same_output_and_greedy_is_deterministic(tiny_llama):
-    a = gen_for(tiny_llama, seed=3).generate(PROMPT)[0].text
-    b = gen_for(tiny_llama, seed=3).generate(PROMPT)[0].text
-    assert a == b
-    g0 = gen_for(tiny_llama, temperature=0.0)
-    assert g0.generate(PROMPT)[0].text == g0.generate(PROMPT)[0].text
+def reference_greedy(model, prompt, n, banned, stops, penalty):
+    """Greedy decoding written out plainly: the whole sequence through the model at every step, special
+    tokens banned, LIMA's penalty on the tokens generated so far (divide a positive logit, multiply a
+    negative one), stop at an end marker."""
+    ids = list(prompt)
+    for _ in range(n):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1].clone()
+        logits[banned] = float("-inf")
+        for t in set(ids[len(prompt):]):
+            logits[t] = logits[t] / penalty if logits[t] > 0 else logits[t] * penalty
+        t = int(logits.argmax())
+        if t in stops:
+            break
+        ids.append(t)
+    return ids[len(prompt):]
+
+
+def test_greedy_answers_match_a_plain_decoding_loop(tiny_llama):
+    g = gen_for(tiny_llama, temperature=0.0, max_new_tokens=12)  # LIMA's penalty 1.2
+    replies, ids = generated_ids(g, PROMPT)
+    want = reference_greedy(g.model, g.prompt_ids(PROMPT[0]), 12, g.suppress, g.fmt.stop_ids, 1.2)
+    assert ids[0, :len(want)].tolist() == want
+    assert replies[0].output_tokens == len(want) > 0
+
+
+def test_batched_greedy_answers_equal_one_at_a_time(tiny_llama):
+    """Left padding: every prompt ends where generation starts, so a batch changes no answer."""
+    g = gen_for(tiny_llama, temperature=0.0, max_new_tokens=10)
+    convs = [[Message("user", "Hi?")], [Message("user", "Write a poem about the sea, then explain gravity.")],
+             [Message("user", "What is the capital of Italy?")]]
+    assert len({len(g.prompt_ids(c)) for c in convs}) == 3  # three widths: two rows are padded
+    alone = [g.generate([c])[0] for c in convs]
+    assert g.generate(convs) == alone
+    assert all(r.output_tokens > 0 for r in alone)
 
 
 def test_a_prompts_sample_does_not_depend_on_its_batch(tiny_llama):
@@ -268,3 +305,83 @@ def test_records_carry_the_answer_ids_without_a_user_turn_the_model_began(tiny_l
     assert reply.output_ids == answer and reply.output_tokens == len(answer + tail)
     rec = generation_record(Conversation("p0", PROMPT[0]), reply, "m", g.dec)
     assert rec["output_ids"] == answer
+
+
+# ----------------------------------------------------------------- LIMA's settings through the backend
+
+WORDS = [300, 301, 302, 303]  # ordinary tokens (" g", " m", " s", " t"): no end marker or stop string
+PROBS = [0.6, 0.25, 0.1, 0.05]
+EIGHT = [[Message("user", f"Question {i}?")] for i in range(8)]
+
+
+def fixed_next_token(model, logits):
+    """Every step's scores become these logits ({token: logit}, all other tokens far below): the model's
+    next-token distribution is then known exactly, whatever the prompt and the tokens so far."""
+    tokens, values = list(logits), torch.tensor(list(logits.values()))
+
+    def hook(module, args, output):
+        out = torch.full_like(output, -1e4)
+        out[..., tokens] = values.to(output.dtype)
+        return out
+
+    return model.get_output_embeddings().register_forward_hook(hook)
+
+
+def draw_shares(tiny_llama, **dec):
+    """Shares of WORDS among 8 prompts x 64 tokens sampled by Generator from PROBS."""
+    g = gen_for(tiny_llama, max_new_tokens=64, repetition_penalty=1.0, **dec)
+    handle = fixed_next_token(g.model, dict(zip(WORDS, torch.tensor(PROBS).log().tolist())))
+    _, ids = generated_ids(g, EIGHT)
+    handle.remove()
+    assert ids.shape == (8, 64)
+    return torch.stack([(ids == w).float().mean() for w in WORDS])
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.7, 0.9), (1.0, 0.9), (0.7, 1.0), (0.0, 0.9)])
+def test_temperature_and_top_p_decide_which_tokens_are_drawn(tiny_llama, temperature, top_p):
+    """512 draws through transformers' generate. From 0.6/0.25/0.1/0.05: at T 0.7 the nucleus of p 0.9
+    holds two tokens (0.72 + 0.21 reach 0.9), at T 1 three, without a cut (p 1) all four; T 0 is greedy."""
+    got = draw_shares(tiny_llama, temperature=temperature, top_p=top_p)
+    if temperature == 0:
+        want = torch.tensor([1.0, 0, 0, 0])
+    else:
+        want = reference_distribution(torch.tensor(PROBS).log()[None], temperature, top_p)[0]
+    assert ((got > 0) == (want > 0)).all(), (got, want)  # the sampled set
+    assert torch.allclose(got, want, atol=0.05), (got, want)
+
+
+def test_repetition_penalty_through_the_backend(tiny_llama):
+    """Greedy over two tokens a (logit 1.0) and b (0.9): once a is penalised (1.0 / 1.2 = 0.83) b wins,
+    then both are penalised and a wins again. Negative logits are multiplied (-1.0 -> -1.2)."""
+    g = gen_for(tiny_llama, temperature=0.0, max_new_tokens=5)
+    a, b = 312, WORDS[1]  # a (" boil") is in the prompt, b is not
+    assert a in g.prompt_ids(PROMPT[0]) and b not in g.prompt_ids(PROMPT[0])
+
+    def answer(logits, **dec):
+        g.dec = Decoding(**{"max_new_tokens": 5, "temperature": 0.0, **dec})
+        handle = fixed_next_token(g.model, logits)
+        _, ids = generated_ids(g, PROMPT)
+        handle.remove()
+        return ["ab"[[a, b].index(t)] for t in ids[0].tolist()]
+
+    assert answer({a: 1.0, b: 0.9}, repetition_penalty=1.0) == list("aaaaa")
+    assert answer({a: 1.0, b: 0.9}, repetition_penalty=1.2) == list("abaaa")
+    assert answer({a: -1.0, b: -1.1}, repetition_penalty=1.2) == list("abaaa")
+    # scope "all" penalises the prompt's tokens too: a starts penalised
+    assert answer({a: 1.0, b: 0.9}, repetition_penalty=1.2, repetition_penalty_scope="all") == list("baaaa")
+
+
+def test_each_prompt_draws_from_its_own_seeded_stream(tiny_llama):
+    """With a next-token distribution that ignores the prompt, rows differ only by their random streams:
+    a prompt's stream is keyed by the decoding seed and its own token ids."""
+    g = gen_for(tiny_llama, temperature=1.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=16)
+    uniform = dict.fromkeys(WORDS, 0.0)
+    a, b = PROMPT[0], [Message("user", "What is the capital of Italy?")]
+    handle = fixed_next_token(g.model, uniform)
+    _, ids = generated_ids(g, [a, b, a])
+    assert torch.equal(ids[0], ids[2])  # the same prompt, the same draws, in any row
+    assert not torch.equal(ids[0], ids[1])  # another prompt, other draws (4**-16 to match by chance)
+    g.dec = Decoding(max_new_tokens=16, temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=1)
+    _, reseeded = generated_ids(g, [a])
+    handle.remove()
+    assert not torch.equal(reseeded[0], ids[0])  # another decoding seed, other draws
