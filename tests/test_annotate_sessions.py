@@ -1,10 +1,13 @@
 """Sessions the server can end (logout, password, role, removal, expiry), databases made before the sessions
-table, and login throttling per name and per address, with the app's clock moved instead of sleeping."""
+table, and login throttling per name and per address, with the app's clock moved instead of sleeping.
+The tests that take `site` run on PostgreSQL too when LIMA_ALIGN_TEST_POSTGRES_URL names a scratch database
+(its tables are dropped first)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -27,10 +30,20 @@ class Clock:
         return self.t
 
 
-@pytest.fixture
-def site(tmp_path: Path):
+POSTGRES = os.environ.get("LIMA_ALIGN_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def site(request, tmp_path: Path):
     clock = Clock()
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    if request.param == "postgresql":
+        if not POSTGRES:
+            pytest.skip("set LIMA_ALIGN_TEST_POSTGRES_URL to a scratch PostgreSQL database")
+        url = POSTGRES
+        scratch = db.connect(url, create=False)
+        db.metadata.drop_all(scratch)
+        scratch.dispose()
     app = create_app(url, clock=clock)
     engine = app.state.engine
     accounts.create_user(engine, "root", PW, "admin")
@@ -38,7 +51,8 @@ def site(tmp_path: Path):
     a = write_generations(tmp_path / "a.jsonl", "m1", 3)
     sid = studies.create_study(engine, "rate", "absolute", a=a)
     studies.add_member(engine, sid, alice)
-    return {"url": url, "app": app, "engine": engine, "sid": sid, "clock": clock}
+    yield {"url": url, "app": app, "engine": engine, "sid": sid, "clock": clock}
+    engine.dispose()
 
 
 def browser(site: dict, address: str = "10.0.0.1", cookies: dict | None = None) -> Annotator:
