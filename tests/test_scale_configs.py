@@ -58,11 +58,61 @@ def test_shipped_configs_are_current(tmp_path):
 
 
 def test_memory_estimate_says_65b_needs_two_nodes_of_80gb():
-    one_node = full_finetune_gib(65, 8)["total"]
-    two_nodes = full_finetune_gib(65, 16)["total"]
+    shape = dict(hidden=8192, layers=80)  # LLaMA-65B
+    one_node = full_finetune_gib(65, 8, **shape)["total"]
+    two_nodes = full_finetune_gib(65, 16, **shape)["total"]
     assert one_node > 80 > two_nodes  # the lima-65b recipe's header: 16 x 80 GB, or 8 with offload
-    assert full_finetune_gib(65, 8, offload=True)["total"] < 80
-    assert full_finetune_gib(1, 1)["total"] < 80  # a 1B full fine-tune fits one GPU
+    assert full_finetune_gib(65, 8, offload=True, **shape)["total"] < 80
+    assert full_finetune_gib(1, 1, hidden=2048, layers=16)["total"] < 80  # a 1B full fine-tune fits one GPU
+
+
+def _memory(capsys, *args):
+    assert main(["config", "memory", "--gpus", "1", "--nodes", "1", *args]) == 0
+    out = capsys.readouterr().out
+    return out.splitlines()[0], float(next(x for x in out.splitlines() if "activations" in x).split()[1])
+
+
+def test_memory_estimate_takes_the_models_shape_and_says_what_it_assumed(tiny_gemma, capsys):
+    """A 7B model's activations were computed with LLaMA-65B's hidden size and depth (~4x too many)."""
+    from transformers import AutoConfig
+
+    from lima_align.distributed import model_shape
+
+    line, act7 = _memory(capsys, "--params-b", "7", "--tokens", "65536")
+    assert "hidden size 4096, 32 layers" in line and "assumed LLaMA-7B's shape" in line
+    _, act65 = _memory(capsys, "--params-b", "65", "--tokens", "65536")
+    gib = 1024 ** 3
+    assert act7 == pytest.approx(65536 * (2 * 4096 * 32 + 34 * 4096) / gib, abs=0.05)
+    assert act65 / act7 > 3.5  # the two shapes differ about 4x in activations
+    line, _ = _memory(capsys, "--params-b", "7", "--hidden", "3000", "--layers", "10")
+    assert "hidden size 3000, 10 layers (--params-b, --hidden/--layers as given)" in line
+    # from a model folder or its config.json: parameters counted, shape read
+    cfg = AutoConfig.from_pretrained(tiny_gemma)
+    for where in (tiny_gemma, tiny_gemma / "config.json"):
+        s = model_shape(model=str(where))
+        assert (s.hidden, s.layers) == (cfg.hidden_size, cfg.num_hidden_layers) == (32, 2)
+        assert s.params_b * 1e9 == _tiny_params(tiny_gemma) and "config" in s.source
+    line, _ = _memory(capsys, "--model", str(tiny_gemma), "--layers", "4")
+    assert "hidden size 32, 4 layers" in line and "--layers as given" in line
+
+
+def _tiny_params(path):
+    from transformers import AutoModelForCausalLM
+
+    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path).parameters())
+
+
+@pytest.mark.parametrize("args, where, what", [
+    (["--params-b", "1"], "--params-b", "no model shape known for 1B"),   # no LLaMA size near: not guessed
+    ([], "--params-b", "size is unknown"),
+    (["--params-b", "nan"], "--params-b", "positive number"),
+    (["--params-b", "7", "--hidden", "0"], "--hidden", "positive number"),
+    (["--model", "/no/such/model"], "--model", "does not exist"),
+])
+def test_memory_estimate_refuses_what_it_cannot_know(args, where, what, capsys):
+    assert main(["config", "memory", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {where}: " in err and what in err and "fix:" in err
 
 
 def _recipe(model, data, out, *extra):

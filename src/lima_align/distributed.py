@@ -11,12 +11,13 @@ and estimates the memory a full fine-tune needs, so users can size a cluster bef
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from .errors import LimaError
+from .errors import LimaError, Problem
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 Kind = Literal["ddp", "fsdp", "zero3"]
@@ -122,8 +123,8 @@ def write_accelerate_config(path: Path, kind: Kind, gpus: int = 8, nodes: int = 
 # ----------------------------------------------------------------- memory
 
 
-def full_finetune_gib(params_b: float, shards: int, *, offload: bool = False, tokens_per_gpu: int = 2048,
-                      hidden: int = 8192, layers: int = 80, checkpointing: bool = True) -> dict[str, float]:
+def full_finetune_gib(params_b: float, shards: int, *, hidden: int, layers: int, offload: bool = False,
+                      tokens_per_gpu: int = 2048, checkpointing: bool = True) -> dict[str, float]:
     """Rough per-GPU memory (GiB) of full fine-tuning with fp32 master weights and AdamW, sharded `shards` ways.
 
     Per parameter: 4 bytes fp32 weights + 4 gradient + 8 AdamW moments = 16 bytes, divided by
@@ -138,6 +139,84 @@ def full_finetune_gib(params_b: float, shards: int, *, offload: bool = False, to
     activations = tokens_per_gpu * per_token / gib
     return {"states": round(states, 1), "gathered_layers": round(gathered, 1),
             "activations": round(activations, 1), "total": round(states + gathered + activations, 1)}
+
+
+# name -> (billions of parameters, hidden size, decoder layers): LLaMA-1 (Touvron et al. 2023, Table 2),
+# the shapes `config memory` assumes from a size alone, only when one is near it.
+LLAMA_SHAPES = {"LLaMA-7B": (6.7, 4096, 32), "LLaMA-13B": (13.0, 5120, 40), "LLaMA-33B": (32.5, 6656, 60),
+                "LLaMA-65B": (65.2, 8192, 80)}
+
+
+@dataclass
+class ModelShape:
+    params_b: float
+    hidden: int
+    layers: int
+    source: str  # where the numbers came from, printed with the estimate
+
+
+def model_shape(*, params_b: float | None = None, hidden: int | None = None, layers: int | None = None,
+                model: str | None = None) -> ModelShape:
+    """The numbers the estimate needs: from a model's config (--model; parameters counted on the meta
+    device, nothing loaded), from --hidden/--layers, or, given only a size, the nearest LLaMA's shape,
+    which is refused when no LLaMA size is within a factor 1.5 (activations scale with the shape)."""
+    import math
+
+    for flag, v in (("--params-b", params_b), ("--hidden", hidden), ("--layers", layers)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise LimaError(f"must be a positive number, not {v}", where=flag, fix=f"e.g. {flag} 7")
+    given = ("--hidden/--layers" if hidden and layers else "--hidden" if hidden else "--layers" if layers else "")
+    if model:
+        cfg = _model_config(model)
+        text = getattr(cfg, "text_config", None) or cfg  # a multimodal config keeps the decoder's shape apart
+        h = hidden or getattr(text, "hidden_size", None) or getattr(text, "n_embd", None)
+        n = layers or getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None)
+        if not (h and n):
+            raise LimaError(f"{model}'s config names no hidden size or layer count", where="--model",
+                            fix="give --hidden and --layers")
+        p = params_b or _count_parameters(cfg) / 1e9
+        return ModelShape(p, int(h), int(n), f"{model}'s config" + (f", {given} as given" if given else "")
+                          + (", --params-b as given" if params_b else ""))
+    if params_b is None:
+        raise LimaError("the model's size is unknown", where="--params-b",
+                        fix="give --model PATH (a model folder or hub id), or --params-b with --hidden and --layers")
+    if hidden and layers:
+        return ModelShape(params_b, hidden, layers, "--params-b, --hidden/--layers as given")
+    name, (size, h, n) = min(LLAMA_SHAPES.items(), key=lambda kv: abs(math.log(kv[1][0] / params_b)))
+    if max(size, params_b) / min(size, params_b) > 1.5:
+        raise LimaError(f"no model shape known for {params_b:g}B parameters (the nearest, {name}, is {size:g}B), "
+                        "and activations depend on the hidden size and depth", where="--params-b",
+                        fix="give --model PATH (a model folder or hub id), or --hidden and --layers")
+    return ModelShape(params_b, hidden or h, layers or n,
+                      f"assumed {name}'s shape, the LLaMA size nearest {params_b:g}B"
+                      + (f" ({given} as given)" if given else "") + "; --model PATH reads your model's")
+
+
+def _model_config(model: str) -> Any:
+    from transformers import AutoConfig
+
+    from .models import resolve_model_path
+
+    path = Path(model)
+    try:
+        if path.is_file():  # a config.json on its own
+            return AutoConfig.for_model(**json.loads(path.read_text()))
+        return AutoConfig.from_pretrained(resolve_model_path(model, prepare=False))
+    except LimaError as e:  # resolve_model_path speaks of model.name; here the flag is --model
+        raise LimaError([Problem("--model", x.what, x.fix) for x in e.problems]) from None
+    except Exception as e:  # noqa: BLE001  (unreachable hub, unknown model type, broken JSON: all the user's to fix)
+        raise LimaError(f"cannot read a model config from {model!r}: {str(e).splitlines()[0][:200]}", where="--model",
+                        fix="give a model folder with config.json, a config.json file, or a reachable hub id") from None
+
+
+def _count_parameters(cfg: Any) -> int:
+    """Parameters of the model a config describes, built on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------- FSDP on CPU (tests)
@@ -209,9 +288,12 @@ def cmd_config_accelerate(args: Any) -> int:
 
 def cmd_config_memory(args: Any) -> int:
     shards = args.gpus * args.nodes
-    est = full_finetune_gib(args.params_b, shards, offload=args.offload, tokens_per_gpu=args.tokens,
-                            hidden=args.hidden, layers=args.layers, checkpointing=not args.no_checkpointing)
-    print(f"full fine-tune of {args.params_b:g}B parameters sharded over {shards} GPUs "
+    shape = model_shape(params_b=args.params_b, hidden=args.hidden, layers=args.layers, model=args.model)
+    est = full_finetune_gib(shape.params_b, shards, offload=args.offload, tokens_per_gpu=args.tokens,
+                            hidden=shape.hidden, layers=shape.layers, checkpointing=not args.no_checkpointing)
+    print(f"model: {shape.params_b:.3g}B parameters, hidden size {shape.hidden}, {shape.layers} layers "
+          f"({shape.source})")
+    print(f"full fine-tune of {shape.params_b:.3g}B parameters sharded over {shards} GPUs "
           f"({args.tokens} tokens per forward pass):")
     for k, v in est.items():
         print(f"  {k:16} {v:8.1f} GiB per GPU")
@@ -230,12 +312,15 @@ def add_config_commands(config_sub: Any) -> None:
     a.add_argument("--output", default="accelerate.yaml", help="file to write")
     a.set_defaults(func=cmd_config_accelerate)
     m = config_sub.add_parser("memory", help="estimate per-GPU memory of a sharded full fine-tune")
-    m.add_argument("--params-b", type=float, required=True, help="model size in billions of parameters")
+    m.add_argument("--model", help="a model folder, its config.json, or a hub id: size and shape from its config")
+    m.add_argument("--params-b", type=float, help="model size in billions of parameters (default: counted from "
+                   "--model)")
     m.add_argument("--gpus", type=int, default=8, help="GPUs per node")
     m.add_argument("--nodes", type=int, default=1)
     m.add_argument("--tokens", type=int, default=2048, help="tokens per forward pass per GPU")
-    m.add_argument("--hidden", type=int, default=8192, help="hidden size (LLaMA 65B: 8192)")
-    m.add_argument("--layers", type=int, default=80, help="decoder layers (LLaMA 65B: 80)")
+    m.add_argument("--hidden", type=int, help="hidden size (default: --model's, else the LLaMA size nearest "
+                   "--params-b: 4096 for 7B ... 8192 for 65B)")
+    m.add_argument("--layers", type=int, help="decoder layers (default: as --hidden; LLaMA 7B: 32 ... 65B: 80)")
     m.add_argument("--offload", action="store_true")
     m.add_argument("--no-checkpointing", action="store_true")
     m.set_defaults(func=cmd_config_memory)
