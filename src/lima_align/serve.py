@@ -11,12 +11,18 @@ Choices made here:
 * The request's `model` field is not checked: this server holds one model, and any name gets
   it (as llama.cpp and other local servers do); the response's `model` says which one it was.
 * One model, one lock: generations run one at a time (torch's RNG is global, and a CPU has no
-  spare cores for a second one); later requests wait their turn.
+  spare cores for a second one); later requests wait their turn, first come first served.
+  Everything else (parsing, checking, trimming, tokenising the prompt) happens before that
+  wait, outside the lock, so one huge request cannot hold up the others for longer than its
+  own generation.
 * A conversation too long for the context loses its oldest exchanges, as in `chat`; the
   response says so in the header `x-lima-trimmed-turns: N` and the log line.
 * `stop` strings are honoured by cutting the text (generation itself runs to its own end);
   n > 1, tools and logprobs are refused with a 400 rather than ignored.
-* A streaming client that disconnects stops its generation at the next token.
+* A client that disconnects gives up its place in the queue, and stops its generation at the
+  next token if it had started (streamed or not).
+* Request bodies over --max-body-mib (8 MiB) get a 413. Every error, including unexpected
+  ones, is OpenAI's JSON error object, so clients show the message instead of retrying blind.
 """
 
 from __future__ import annotations
@@ -27,139 +33,31 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from transformers import TextIteratorStreamer
 
 from .config import GenerateConfig, ModelConfig, TurnsConfig
-from .errors import LimaError, ProblemList
 from .decoding import Decoding
-from .generate import ROLE_STOP, Generator, Reply, load_for_generation, trim_history
-from .records import Message, check_messages
+from .errors import LimaError
+from .generate import Generator, Reply, load_for_generation, trim_history
+from .records import Message
+from .serve_protocol import (FINISH, BodyLimit, ChatRequest, cut_at_stops, error_response, request_decoding,
+                             request_messages, visible_so_far)
 
 log = logging.getLogger("lima_align.serve")
 
-FINISH = {"eot": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
 TRIMMED_HEADER = "x-lima-trimmed-turns"
-
-
-# ----------------------------------------------------------------- request
-
-
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class ChatRequest(BaseModel):
-    # Clients send fields we have no use for (user, frequency_penalty, ...): accept and ignore them.
-    model_config = ConfigDict(extra="allow")
-    model: str = ""
-    messages: list[ChatMessageIn]
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    repetition_penalty: float | None = Field(None, gt=0)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    n: int = 1
-    tools: list[Any] | None = None
-    logprobs: bool | None = None
-
-
-def request_messages(req: ChatRequest) -> list[Message]:
-    """The request's turns as our Messages; every problem is reported at once (LimaError)."""
-    problems = ProblemList()
-    if req.n != 1:
-        problems.add("n", f"n={req.n} is not supported", "send n=1 (or omit it) and make several requests")
-    if req.tools:
-        problems.add("tools", "tool calling is not supported by this server", "omit tools")
-    if req.logprobs:
-        problems.add("logprobs", "logprobs are not supported by this server", "omit logprobs")
-    messages = []
-    for i, m in enumerate(req.messages):
-        content = m.content
-        if isinstance(content, list):  # content parts: only text can reach a text-only model
-            if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in content):
-                problems.add(f"messages[{i}].content", "only text content parts are supported",
-                             'send a string, or parts like {"type": "text", "text": "..."}')
-                continue
-            content = "".join(p["text"] for p in content)
-        if content is None:
-            problems.add(f"messages[{i}].content", "missing content", "give every message a string 'content'")
-            continue
-        # OpenAI's newer name for the system turn.
-        messages.append(Message("system" if m.role == "developer" else m.role, content))
-    if not problems:
-        check_messages(messages, "", "prompt", problems)
-    for p in problems.problems:
-        p.where = p.where.strip()
-    problems.raise_if_any()
-    return messages
-
-
-def pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def request_decoding(req: ChatRequest, base: Decoding) -> Decoding:
-    """A fresh Decoding for this request: the server's defaults, overridden by what the request sets."""
-    return replace(base, max_new_tokens=pick(req.max_completion_tokens, pick(req.max_tokens, base.max_new_tokens)),
-                   temperature=pick(req.temperature, base.temperature), top_p=pick(req.top_p, base.top_p),
-                   repetition_penalty=pick(req.repetition_penalty, base.repetition_penalty),
-                   seed=pick(req.seed, base.seed))
-
-
-# ----------------------------------------------------------------- text shown to the client
-
-
-def _partial_stop(text: str, stop: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of stop (it may become a stop)."""
-    for n in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
-
-
-def cut_at_stops(text: str, stops: list[str]) -> tuple[str, bool]:
-    """Text before the earliest stop string, and whether one was found."""
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return (text[:min(hits)], True) if hits else (text, False)
-
-
-def visible_so_far(raw: str, plain: bool, stops: list[str]) -> str:
-    """The part of a growing generation that will certainly begin the final text.
-
-    The final text (Generator.generate) is cut at a "\\nUser:" the model starts (plain format)
-    and stripped; the request's stop strings then cut it again. Holding back trailing
-    whitespace and anything that could be the start of a stop string keeps every streamed
-    piece a prefix of the non-streamed answer.
-    """
-    text = "\n" + raw if plain else raw
-    if plain and ROLE_STOP in text:
-        text = text.split(ROLE_STOP)[0]
-    elif plain:
-        text = text[:len(text) - _partial_stop(text, ROLE_STOP)]
-    text = text.strip()
-    end = len(text)
-    for s in stops:
-        if s:
-            i = text.find(s)
-            end = min(end, i if i >= 0 else len(text) - _partial_stop(text, s))
-    return text[:end]
+MAX_BODY_MIB = 8  # a 1.5 MB conversation of 40,000 turns is legitimate; 10 MB of prompt is not
+DISCONNECT_POLL_S = 0.1  # how often a waiting or generating request checks its client is still there
 
 
 # ----------------------------------------------------------------- the app
@@ -169,15 +67,31 @@ def visible_so_far(raw: str, plain: bool, stops: list[str]) -> str:
 class Job:
     id: str
     messages: list[Message]
+    ids: list[int]  # the prompt, tokenised before the request waits for the model
     decoding: Decoding
     stops: list[str]
     trimmed: int
-    prompt_tokens: int
     started: float
 
 
 class _ClientGone(Exception):
     pass
+
+
+class _Stopper:
+    """Passed to generate() as its streamer: ends the generation at its next token once the client has gone."""
+
+    cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def put(self, value: Any) -> None:
+        if self.cancelled:
+            raise _ClientGone()
+
+    def end(self) -> None:
+        pass
 
 
 class _Streamer(TextIteratorStreamer):
@@ -191,41 +105,91 @@ class _Streamer(TextIteratorStreamer):
         super().put(value)
 
 
-def _error(status: int, message: str, *, param: str | None = None, code: str | None = None,
-           kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+async def _while_connected(request: Request, work: Awaitable[Any],
+                           on_gone: Callable[[], None] | None = None) -> tuple[bool, Any]:
+    """(True, work's result), or (False, None) when the client went away first; then on_gone() is
+    called, or without one the work is cancelled. The client is checked every DISCONNECT_POLL_S."""
+    result: list[Any] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+        async def watch() -> None:
+            while not await request.is_disconnected():
+                await anyio.sleep(DISCONNECT_POLL_S)
+            (on_gone or tg.cancel_scope.cancel)()
+
+        tg.start_soon(watch)
+        try:
+            result.append(await work)
+        except Exception as e:  # raised below, not wrapped in the task group's ExceptionGroup
+            failure.append(e)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return (True, result[0]) if result else (False, None)
 
 
 class Server:
-    """The state behind the app: one generator, one lock."""
+    """The state behind the app: one generator, one lock, one queue for it."""
 
     def __init__(self, generator: Generator, model_name: str):
         self.gen, self.name = generator, model_name
         self.lock = threading.Lock()  # held by the thread that runs the model (see module doc)
+        # The queue for the model: waiting here costs no thread, is first come first served, and
+        # a request can leave it (anyio's semaphore hands the place on when a waiter is cancelled).
+        self.turn = anyio.Semaphore(1)
+        self.waiting = 0
         self.created = int(time.time())
 
-    def generator_for(self, decoding: Decoding) -> Generator:
+    def generator_for(self, job: Job) -> Generator:
         # A shallow copy shares the model and tokenizer but not the decoding settings, so a
-        # request never changes what another one (or the server's defaults) uses.
+        # request never changes what another one (or the server's defaults) uses. The prompt
+        # was tokenised before the wait: generate() gets those ids instead of tokenising again
+        # under the lock.
         g = copy.copy(self.gen)
-        g.dec = decoding
+        g.dec = job.decoding
+        g.prompt_ids = lambda messages: job.ids  # type: ignore[method-assign]
         return g
 
     def prepare(self, req: ChatRequest) -> Job:
-        """Validate, pick the decoding and fit the prompt into the context (under the lock: the tokenizer is shared)."""
+        """Validate, pick the decoding and fit the prompt into the context; no lock (the tokenizer
+        only reads its state here, and trimming is linear in the conversation's size)."""
         messages = request_messages(req)
         dec = request_decoding(req, self.gen.dec)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        with self.lock:
-            kept, dropped = trim_history(self.gen, messages, reserve=min(dec.max_new_tokens, self.gen.context // 4))
-            n = len(self.gen.prompt_ids(kept))
-        if n >= self.gen.context:
-            raise _ContextFull(n, dropped, self.gen.context)
-        return Job(f"chatcmpl-{uuid.uuid4().hex}", kept, dec, stops, dropped, n, time.perf_counter())
+        kept, dropped = trim_history(self.gen, messages, reserve=min(dec.max_new_tokens, self.gen.context // 4))
+        ids = self.gen.prompt_ids(kept)
+        if len(ids) >= self.gen.context:
+            raise _ContextFull(len(ids), dropped, self.gen.context)
+        return Job(f"chatcmpl-{uuid.uuid4().hex}", kept, ids, dec, stops, dropped, time.perf_counter())
 
-    def run(self, job: Job, streamer: Any = None) -> Reply:
+    async def admit(self, request: Request) -> bool:
+        """Wait for the model's turn; False (and no place kept) if the client leaves before it comes.
+        True obliges the caller to release self.turn."""
+        self.waiting += 1
+        try:
+            admitted, _ = await _while_connected(request, self.turn.acquire())
+        finally:
+            self.waiting -= 1
+        return admitted
+
+    def run(self, job: Job, streamer: Any) -> Reply:
         with self.lock:
-            return self.generator_for(job.decoding).generate([job.messages], streamer=streamer)[0]
+            return self.generator_for(job).generate([job.messages], streamer=streamer)[0]
+
+    async def answer(self, job: Job, request: Request) -> Reply | None:
+        """The reply to a non-streamed request, or None when its client went away first."""
+        if not await self.admit(request):
+            log.info("%s: client disconnected while waiting; not generated", job.id)
+            return None
+        stopper = _Stopper()
+        try:
+            _, reply = await _while_connected(request, run_in_threadpool(self.run, job, stopper), stopper.cancel)
+            return reply
+        except _ClientGone:
+            log.info("%s: client disconnected; generation stopped", job.id)
+            return None
+        finally:
+            self.turn.release()
 
     def finish(self, job: Job, reply: Reply, stream: bool) -> tuple[str, str]:
         text, stopped = cut_at_stops(reply.text, job.stops)
@@ -245,7 +209,11 @@ class Server:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         return f"data: {json.dumps(body)}\n\n"
 
-    async def stream(self, job: Job, include_usage: bool) -> AsyncIterator[str]:
+    async def stream(self, job: Job, include_usage: bool, request: Request) -> AsyncIterator[str]:
+        yield self.chunk(job, {"role": "assistant", "content": ""})
+        if not await self.admit(request):
+            log.info("%s: client disconnected while waiting; not generated", job.id)
+            return
         streamer = _Streamer(self.gen.tok, skip_prompt=True, skip_special_tokens=True)
         result: dict[str, Any] = {}
         worker = threading.Thread(target=self._stream_worker, args=(job, streamer, result), daemon=True,
@@ -254,8 +222,9 @@ class Server:
         plain = self.gen.fmt.kind == "plain"
         raw = sent = ""
         try:
-            yield self.chunk(job, {"role": "assistant", "content": ""})
             while (piece := await anyio.to_thread.run_sync(next, streamer, None)) is not None:
+                if await request.is_disconnected():
+                    return
                 raw += piece
                 shown = visible_so_far(raw, plain, job.stops)
                 if len(shown) > len(sent):
@@ -281,7 +250,11 @@ class Server:
                 yield f"data: {json.dumps(body)}\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            streamer.cancelled = True  # a no-op when generation is over; otherwise the client has gone
+            # A no-op when generation is over; otherwise the client has gone and the worker stops at
+            # its next token. The next request may take its turn now: self.lock keeps the model to
+            # one generation until the worker is out.
+            streamer.cancelled = True
+            self.turn.release()
 
     def _stream_worker(self, job: Job, streamer: _Streamer, result: dict[str, Any]) -> None:
         try:
@@ -301,18 +274,19 @@ class _ContextFull(Exception):
         self.tokens, self.dropped, self.context = tokens, dropped, context
 
 
-def create_app(generator: Generator, model_name: str) -> FastAPI:
+def create_app(generator: Generator, model_name: str, *, max_body_bytes: int = MAX_BODY_MIB * 2 ** 20) -> FastAPI:
     """The OpenAI-compatible app for one loaded model (see the module doc for its behaviour)."""
     server = Server(generator, model_name)
     app = FastAPI(title=f"lima-align serve: {model_name}")
     app.state.server = server
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     @app.exception_handler(LimaError)
-    async def _bad_request(request: Request, exc: LimaError) -> JSONResponse:
-        return _error(400, str(exc), param=exc.problems[0].where or None, code="invalid_value")
+    async def _bad_request(request: Request, exc: LimaError) -> Response:
+        return error_response(400, str(exc), param=exc.problems[0].where or None, code="invalid_value")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         def where(loc: tuple[Any, ...]) -> str:
             out = ""
             for part in loc[1:] if loc and loc[0] == "body" else loc:
@@ -323,23 +297,31 @@ def create_app(generator: Generator, model_name: str) -> FastAPI:
         lines = [f"{where(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errs]
         message = "; ".join(lines) + ("; fix: send a JSON body like {\"model\": \"...\", \"messages\": "
                                       "[{\"role\": \"user\", \"content\": \"...\"}]}")
-        return _error(400, message, param=where(tuple(errs[0].get("loc", ()))) if errs else None,
+        return error_response(400, message, param=where(tuple(errs[0].get("loc", ()))) if errs else None,
                       code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 413:
+            return error_response(413, str(exc.detail), code="request_too_large")
+        return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
                       code="not_found" if exc.status_code == 404 else None)
 
     @app.exception_handler(_ContextFull)
-    async def _too_long(request: Request, exc: _ContextFull) -> JSONResponse:
-        return _error(400, f"the prompt is {exc.tokens} tokens (after dropping {exc.dropped} older turns) but the "
+    async def _too_long(request: Request, exc: _ContextFull) -> Response:
+        return error_response(400, f"the prompt is {exc.tokens} tokens (after dropping {exc.dropped} older turns) but the "
                       f"model's context is {exc.context} tokens; fix: shorten the last user message "
                       "(or the system message)", param="messages", code="context_length_exceeded")
 
+    @app.exception_handler(Exception)
+    async def _failed(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback after sending this; OpenAI's shape lets a client show the message.
+        return error_response(500, f"the server failed on this request: {type(exc).__name__}: {exc}", kind="server_error",
+                      code="internal_error")
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.name, "busy": server.lock.locked()}
+        return {"status": "ok", "model": server.name, "busy": server.lock.locked(), "waiting": server.waiting}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -347,14 +329,16 @@ def create_app(generator: Generator, model_name: str) -> FastAPI:
                                             "owned_by": "lima-align"}]}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest) -> Any:
+    async def chat_completions(req: ChatRequest, request: Request) -> Any:
         job = await run_in_threadpool(server.prepare, req)
         headers = {TRIMMED_HEADER: str(job.trimmed)} if job.trimmed else {}
         if req.stream:
             include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(server.stream(job, include_usage), media_type="text/event-stream",
+            return StreamingResponse(server.stream(job, include_usage, request), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        reply = await run_in_threadpool(server.run, job)
+        reply = await server.answer(job, request)
+        if reply is None:  # nobody is listening; nginx's code for it, for the access log
+            return error_response(499, "the client closed the request", code="client_closed_request")
         text, finish = server.finish(job, reply, stream=False)
         body = {"id": job.id, "object": "chat.completion", "created": int(time.time()), "model": server.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -366,9 +350,13 @@ def create_app(generator: Generator, model_name: str) -> FastAPI:
 
 
 def serve(model_cfg: ModelConfig, turns_cfg: TurnsConfig, gen_cfg: GenerateConfig, host: str = "127.0.0.1",
-          port: int = 8000) -> None:
+          port: int = 8000, max_body_mib: float = MAX_BODY_MIB) -> None:
     """Load the model and serve it until interrupted (Ctrl-C)."""
     import uvicorn
+
+    if not max_body_mib > 0:
+        raise LimaError(f"--max-body-mib is {max_body_mib}", where="serve --max-body-mib",
+                        fix="give a positive size in MiB (the default 8 takes a 40,000-turn conversation)")
 
     if not log.handlers and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -386,4 +374,5 @@ def serve(model_cfg: ModelConfig, turns_cfg: TurnsConfig, gen_cfg: GenerateConfi
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: there is no authentication, anyone who can reach this port can use the model",
                     host)
-    uvicorn.run(create_app(gen, name), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(gen, name, max_body_bytes=int(max_body_mib * 2 ** 20)), host=host, port=port,
+                log_level="info")
