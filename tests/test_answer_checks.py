@@ -117,7 +117,7 @@ def test_answers_command_prints_a_table_and_writes_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content, what", [
-    (None, "no such file"),
+    (None, "file not found"),
     ("{not json\n", "not valid JSON"),
     (json.dumps({"prompt_id": "p1", "messages": []}) + "\n", "output"),
     (json.dumps({"prompt_id": "p1", "output": "x", "messages": "hi"}) + "\n", "messages"),

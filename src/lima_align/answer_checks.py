@@ -135,9 +135,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
     """A generations file, every record checked for what the figures read; problems raise with file:line."""
     p = Path(path)
-    if not p.is_file():
-        raise LimaError(f"no such file: {p}" if not p.exists() else f"{p} is not a file", where=str(p),
-                        fix="give a generations JSONL written by `lima-align generate` (or `import`)")
     out, fix = [], "each line must be a generation record from `lima-align generate` (prompt_id, messages, output)"
     for n, r in read_jsonl(p):
         where = f"{p}:{n}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LimaError
+from .jsonl import check_output_folder
 
 VARIANTS = ("single-turn", "with-dialogues")  # shipped recipes, trained and compared by `dialogue`
 
@@ -205,7 +206,7 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
 
     args.judge = args.judge or ["longest"]
     judges = _judges(args)
-    out = Path(args.output)
+    out = check_output_folder(args.output)
     recipe = load_recipe(args.recipe or VARIANTS[0], list(args.overrides or []))
     plans = load_scripts(args.script)
     plans = plans[: args.limit] if args.limit is not None else plans
@@ -241,7 +242,7 @@ def cmd_dialogue_report(args: argparse.Namespace) -> int:
     if not args.files and not args.conversations:
         raise LimaError("nothing to report", fix="pass judgment files (`judge turns` / `judge conversations` / "
                         "an annotation export) and/or --conversations files from `lima-align converse`")
-    page = build([Path(p) for p in args.files], Path(args.output),
+    page = build([Path(p) for p in args.files], check_output_folder(args.output),
                  conversation_paths=[Path(p) for p in args.conversations or []], title=args.title)
     print(f"report: {page}")
     return 0

@@ -171,23 +171,47 @@ def output_error(path: str | Path, e: OSError) -> LimaError:
     if path.is_dir():
         return LimaError(Problem(str(path), "is a folder; an output file is needed here",
                                  f"give a file path, e.g. {path / 'out.jsonl'}"))
-    above = next((a for a in path.parents if a.exists()), None)
-    if above is not None and not above.is_dir():
-        return LimaError(Problem(str(path), f"cannot write it: {above} is a file, not a folder",
-                                 "choose a path in a folder you can write to"))
+    blocked = _file_above(path)
+    if blocked is not None:
+        return _under_a_file(path, blocked)
     return LimaError(Problem(str(path), f"cannot write it ({e.strerror})",
                              "choose a path in a folder you can write to"))
 
 
 def check_output(path: str | Path) -> Path:
-    """Refuse, before any work, an output path that is a folder or something other than a regular file (an
-    atomic rename would replace a device or pipe such as /dev/stdout instead of writing into it)."""
+    """Refuse, before any work, an output file path that is a folder, lies under a file, or is something
+    other than a regular file (an atomic rename would replace a device or pipe such as /dev/stdout)."""
     path = Path(path)
     if path.is_dir():
         raise output_error(path, IsADirectoryError(21, "Is a directory"))
     if path.exists() and not path.is_file():
         raise LimaError(Problem(str(path), "is not a regular file", "give the path of a file to write"))
+    blocked = _file_above(path)
+    if blocked is not None:
+        raise _under_a_file(path, blocked)
     return path
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """Refuse, before any work, an output folder path that is a file or lies under one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LimaError(Problem(str(path), "is a file; an output folder is needed here",
+                                "give a folder path (it is created if missing)"))
+    blocked = _file_above(path)
+    if blocked is not None:
+        raise _under_a_file(path, blocked)
+    return path
+
+
+def _file_above(path: Path) -> Path | None:
+    above = next((a for a in path.absolute().parents if a.exists()), None)
+    return above if above is not None and not above.is_dir() else None
+
+
+def _under_a_file(path: Path, blocked: Path) -> LimaError:
+    return LimaError(Problem(str(path), f"cannot write it: {blocked} is a file, not a folder",
+                             "choose a path in a folder you can write to"))
 
 
 class JsonlAppender:

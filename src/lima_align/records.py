@@ -282,4 +282,7 @@ def read_generations(path: str | Path) -> list[dict[str, Any]]:
             raise LimaError(f"generation record lacks {', '.join(missing)}", where=f"{path}:{n}",
                             fix="this file was not written by `lima-align generate`; regenerate or convert it")
         out.append(r)
+    if not out:
+        raise LimaError("holds no generation records", where=str(path),
+                        fix=f"generate answers into it first: lima-align generate --output {path} ...")
     return out

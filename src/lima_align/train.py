@@ -31,7 +31,7 @@ from torch import nn
 from .config import Recipe, dump_recipe, recipe_to_dict
 from .dropout import ResidualDropout
 from .errors import LimaError
-from .jsonl import JsonlAppender, read_jsonl, write_jsonl_atomic, write_text_atomic
+from .jsonl import JsonlAppender, check_output_folder, read_jsonl, write_jsonl_atomic, write_text_atomic
 from .models import bf16_is_fast, load_model
 from .packing import collate, plan_steps, rows_for_rank
 from .records import Conversation
@@ -351,6 +351,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     from .distributed import check_speed_options, load_quantized
 
     check_speed_options(t)
+    check_output_folder(run)
     convs = load_training_conversations(recipe)
     ident = _train_identity(recipe)
     if (run / "run.json").exists() and not restart:
@@ -422,6 +423,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         torch.manual_seed(step_seed(t.seed, step, acc.process_index))
         rows = rows_for_rank(batch, lengths, t.micro_batch_tokens, acc.num_processes, acc.process_index)
         trained_total = sum(data.encoded[i].n_trained for i in batch)
+        local = max(1, sum(data.encoded[i].n_trained for r in rows for i in r.examples))
         lr = lr_at(step, total_steps, recipe)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -440,7 +442,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
                 ls, _ = wrapped(**tensors)
                 # DDP/FSDP average gradients over processes; multiply back so the result is
                 # (sum of token losses) / (trained tokens in the whole step).
-                acc.backward(ls * acc.num_processes / trained_total)
+                acc.backward(ls / local)
             loss_sum += ls.detach()
             step_tokens += 0 if row.filler else len(cols["input_ids"])
         if t.max_grad_norm is not None:
@@ -451,7 +453,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         opt.zero_grad(set_to_none=True)
         trim_heap()
         step += 1
-        loss = (acc.reduce(loss_sum, "sum") / trained_total).item()
+        loss = acc.reduce(loss_sum / local, "mean").item()
         tok_all = int(acc.reduce(torch.tensor(step_tokens, device=acc.device), "sum").item())
         tokens_seen += tok_all
         elapsed = time.time() - t_start

@@ -65,8 +65,9 @@ class SelectConfig:
     length_tokenizer: str = _f("embedded", "for 'longest' with length_unit=tokens: whose tokenizer counts")
     fl_ground: int = _f(10000, "for 'facility_location': pools larger than this are covered on a seeded sample "
                         "of this many records (cost ~ pool x fl_ground)")
-    shortfall: Literal["error", "take_all"] = _f("error", "when a group (or the pool) has fewer records than "
-                                                 "asked: stop with an error, or take all there are")
+    shortfall: Literal["error", "take_all"] = _f("take_all", "when a group (or the pool) has fewer records than "
+                                                 "asked, or none: take all there are with a notice on stderr "
+                                                 "(a single site fills only its own group), or stop with an error")
 
     def check(self, problems: ProblemList, prefix: str = "") -> None:
         if self.strategy == "lima" and self.quotas:
@@ -76,20 +77,21 @@ class SelectConfig:
                 for g, q in self.quotas.items():
                     if not isinstance(q, int) or isinstance(q, bool) or q <= 0:
                         problems.add(f"{prefix}quotas.{g}", f"must be a positive integer, got {q!r}")
-        elif self.n <= 0:
-            problems.add(f"{prefix}n", f"must be > 0, got {self.n}")
+        elif not self.n > 0:
+            problems.add(f"{prefix}n", f"must be > 0, got {self.n}", "give how many to select, e.g. n=1000")
         if self.quotas and self.strategy != "lima":
             problems.add(f"{prefix}quotas", f"quotas only apply to strategy 'lima', not {self.strategy!r}",
                          "drop the quotas, or use strategy=lima")
-        if self.temperature <= 0:
-            problems.add(f"{prefix}temperature", f"must be > 0, got {self.temperature}")
+        if not self.temperature > 0:  # NaN too
+            problems.add(f"{prefix}temperature", f"must be > 0, got {self.temperature}", "use e.g. 1.0 (default)")
         if self.strategy == "quality" and not self.quality_model:
             problems.add(f"{prefix}quality_model", "strategy 'quality' needs a model to score with",
                          "set quality_model=embedded, a model folder or a run checkpoint")
-        if self.fl_ground <= 0:
-            problems.add(f"{prefix}fl_ground", f"must be > 0, got {self.fl_ground}")
-        if self.quality_max_tokens <= 0:
-            problems.add(f"{prefix}quality_max_tokens", f"must be > 0, got {self.quality_max_tokens}")
+        if not self.fl_ground > 0:
+            problems.add(f"{prefix}fl_ground", f"must be > 0, got {self.fl_ground}", "use a positive number")
+        if not self.quality_max_tokens > 0:
+            problems.add(f"{prefix}quality_max_tokens", f"must be > 0, got {self.quality_max_tokens}",
+                         "use a positive token count")
 
 
 class Scorer(Protocol):
@@ -159,6 +161,9 @@ def _take(cfg: SelectConfig, available: int, where: str = "n", wanted: int | Non
     if wanted > available and cfg.shortfall == "error":
         raise LimaError(f"asked for {wanted} records but only {available} are available", where=where,
                         fix="lower the count, or set shortfall=take_all to take every record there is")
+    if wanted > available:
+        print(f"select: {where}: asked for {wanted} records, {available} available; taking all {available}",
+              file=sys.stderr)
     return min(wanted, available)
 
 
@@ -196,7 +201,8 @@ def _select_lima(records: list[dict[str, Any]], cfg: SelectConfig, seed: int) ->
                             where="quotas", fix=f"groups in the pool (meta.group): {', '.join(sorted(groups)) or 'none'}"
                             "; or set shortfall=take_all to take what there is")
         for g in missing:
-            print(f"select: no records in group {g!r} (quota {cfg.quotas[g]}); taking none", file=sys.stderr)
+            print(f"select: notice: no records in group {g!r} (quota {cfg.quotas[g]}); taking none "
+                  f"(groups in the pool: {', '.join(sorted(groups)) or 'none'})", file=sys.stderr)
         quotas = {g: q for g, q in cfg.quotas.items() if g in groups}
     else:
         _take(cfg, len(records))
