@@ -423,7 +423,6 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         torch.manual_seed(step_seed(t.seed, step, acc.process_index))
         rows = rows_for_rank(batch, lengths, t.micro_batch_tokens, acc.num_processes, acc.process_index)
         trained_total = sum(data.encoded[i].n_trained for i in batch)
-        local = max(1, sum(data.encoded[i].n_trained for r in rows for i in r.examples))
         lr = lr_at(step, total_steps, recipe)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -442,7 +441,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
                 ls, _ = wrapped(**tensors)
                 # DDP/FSDP average gradients over processes; multiply back so the result is
                 # (sum of token losses) / (trained tokens in the whole step).
-                acc.backward(ls / local)
+                acc.backward(ls * acc.num_processes / trained_total)
             loss_sum += ls.detach()
             step_tokens += 0 if row.filler else len(cols["input_ids"])
         if t.max_grad_norm is not None:
@@ -453,7 +452,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         opt.zero_grad(set_to_none=True)
         trim_heap()
         step += 1
-        loss = acc.reduce(loss_sum / local, "mean").item()
+        loss = (acc.reduce(loss_sum, "sum") / trained_total).item()
         tok_all = int(acc.reduce(torch.tensor(step_tokens, device=acc.device), "sum").item())
         tokens_seen += tok_all
         elapsed = time.time() - t_start
