@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import LimaError, Problem
+from .jsonl import check_output, write_text_atomic
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 Kind = Literal["ddp", "fsdp", "zero3"]
@@ -61,7 +62,8 @@ def accelerate_config(kind: Kind, gpus: int = 8, nodes: int = 1, *, offload: boo
     if kind not in KINDS:
         raise LimaError(f"unknown kind {kind!r}", where="--kind", fix=f"one of {', '.join(KINDS)}")
     if gpus < 1 or nodes < 1:
-        raise LimaError(f"need at least one GPU and one node, got gpus={gpus} nodes={nodes}", where="--gpus/--nodes")
+        raise LimaError(f"need at least one GPU and one node, got gpus={gpus} nodes={nodes}", where="--gpus/--nodes",
+                        fix="give GPUs per node and nodes as positive counts, e.g. --gpus 8 --nodes 1")
     if offload and kind == "ddp":
         raise LimaError("DDP keeps a full copy of the model on every GPU and cannot offload it",
                         where="--offload", fix="use --kind fsdp or --kind zero3 to offload to CPU memory")
@@ -103,20 +105,19 @@ def accelerate_config(kind: Kind, gpus: int = 8, nodes: int = 1, *, offload: boo
 def write_accelerate_config(path: Path, kind: Kind, gpus: int = 8, nodes: int = 1, *,
                             offload: bool = False) -> list[Path]:
     """Write the YAML (and for zero3 the DeepSpeed JSON beside it); returns the files written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output(path)
     written = []
     ds_file = None
     if kind == "zero3":
-        ds = path.with_suffix(".deepspeed.json")
-        ds.write_text(json.dumps(deepspeed_zero3(offload), indent=2) + "\n")
+        ds = write_text_atomic(check_output(path.with_suffix(".deepspeed.json")),
+                               json.dumps(deepspeed_zero3(offload), indent=2) + "\n")
         written.append(ds)
         ds_file = str(ds.resolve())
     cfg = accelerate_config(kind, gpus, nodes, offload=offload, deepspeed_file=ds_file)
     header = (f"# accelerate config written by `lima-align config accelerate --kind {kind} --gpus {gpus} "
               f"--nodes {nodes}{' --offload' if offload else ''}`\n"
               f"# accelerate launch --config_file {path.name} -m lima_align.cli train RECIPE\n")
-    path.write_text(header + yaml.safe_dump(cfg, sort_keys=True))
+    write_text_atomic(path, header + yaml.safe_dump(cfg, sort_keys=True))
     return [path] + written
 
 
