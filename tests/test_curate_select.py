@@ -147,11 +147,10 @@ def test_lima_exhausted_stratum_redistributes_and_spread_without_quotas():
 def test_lima_errors_and_shortfall():
     pool = stratified_pool()
     with pytest.raises(LimaError, match="no records in the pool"):
-        select(pool, SelectConfig(strategy="lima", quotas={"reddit": 10}), seed=0)
+        select(pool, SelectConfig(strategy="lima", quotas={"reddit": 10}, shortfall="error"), seed=0)
     with pytest.raises(LimaError, match="only 100 are available"):
-        select(pool, SelectConfig(strategy="lima", quotas={"wikihow": 150}), seed=0)
-    out = select(pool, SelectConfig(strategy="lima", quotas={"wikihow": 150, "reddit": 5}, shortfall="take_all"),
-                 seed=0)
+        select(pool, SelectConfig(strategy="lima", quotas={"wikihow": 150}, shortfall="error"), seed=0)
+    out = select(pool, SelectConfig(strategy="lima", quotas={"wikihow": 150, "reddit": 5}), seed=0)
     assert len(out) == 100  # all of wikihow, none of the missing group
     with pytest.raises(LimaError) as e:
         select(pool, SelectConfig(strategy="random", quotas={"wikihow": 2}, temperature=0, n=0), seed=0)

@@ -46,12 +46,15 @@ def row(**attrs: object) -> str:
     return "  <row " + " ".join(f"{k}={quoteattr(str(v), {chr(10): '&#xA;'})}" for k, v in attrs.items()) + " />\n"
 
 
+DATE = "2019-03-01T10:00:00.000"  # rows without ContentLicense: CC BY-SA 4.0 by this date
+
+
 def q(pid: int, score: int, title: str, body: str = "<p>Some details about the question.</p>") -> str:
-    return row(Id=pid, PostTypeId=1, Score=score, Title=title, Body=body, Tags="<x>")
+    return row(Id=pid, PostTypeId=1, CreationDate=DATE, Score=score, Title=title, Body=body, Tags="<x>")
 
 
 def a(pid: int, parent: int, score: int, body: str) -> str:
-    return row(Id=pid, PostTypeId=2, ParentId=parent, Score=score, Body=body)
+    return row(Id=pid, PostTypeId=2, ParentId=parent, CreationDate=DATE, Score=score, Body=body)
 
 
 def posts_xml(rows: list[str]) -> str:

@@ -62,10 +62,20 @@ class StackExchangeConfig:
     first_person_words: list[str] = _f(DEFAULT_FIRST_PERSON, "answers using any of these words are dropped "
                                        "(outside code); [] disables the rule")
     refers_to_others: list[str] = _f(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
-                                     "(any case) are dropped; [] disables the rule")
+                                     "(as whole words, any case, outside code) are dropped; [] disables the rule")
+    edit_notes: bool = _f(True, "rule se_refers_to_other_answers also drops edit and update notes written bold "
+                          "or as headings ('**Edit**:', '**EDIT**', '## Update')")
+    removed_image_rule: bool = _f(True, "rule se_refers_to_removed_image: drop records whose prompt or answer "
+                                  "points at an image that was removed ('like this:', 'see the screenshot')")
+    strikethrough: Literal["drop", "mark"] = _f("drop", "struck-out text (<s>, <del>, <strike>): dropped with "
+                                                "its text, or kept as ~~text~~")
+    include_meta: bool = _f(False, "mine meta sites too (meta.stackexchange.com, <site>.meta.stackexchange.com); "
+                            "left out by default, they are about the site, not its subject")
     prompt_from: Literal["random", "title", "body"] = _f(
         "random", "prompt text: the title, the question body, or either at random (LIMA; stable per record)")
-    license: str = _f("CC BY-SA 4.0", "licence written into every record")
+    license: str = _f("auto", "licence in each record: 'auto' = per post, the row's ContentLicense, else from "
+                      "its date (CC BY-SA 2.5 before 2011-04-08, 3.0 before 2018-05-02, then 4.0); any other "
+                      "value is written into every record")
 
 
 @dataclass

@@ -1,8 +1,13 @@
 """HTML posts -> clean Markdown, keeping what a training response needs and nothing else.
 
-Kept: paragraphs, code blocks (fenced) and inline code, lists (nested, numbered), headings, block
-quotes, bold/italic. Dropped: link URLs (the anchor text stays), images, scripts, styles and every
-other tag (its text stays). Written on the standard library's html.parser: no extra dependency.
+Kept: paragraphs, code blocks (fenced, indented with their list item) and inline code, lists
+(nested, numbered), headings, block quotes, bold/italic, tables (as GitHub tables), superscripts
+and subscripts (`10^6`, `H_2O`, so 10<sup>6</sup> does not read 106). Dropped: link URLs (the anchor
+text stays; an anchor that is itself a URL goes, and a bare URL in prose goes), images, scripts,
+styles, struck-out text (or `~~text~~` with strike="mark") and every other tag (its text stays).
+A link whose text only points at it ("here", "this link") keeps its URL as a Markdown link, since
+without it the sentence points at nothing. Entities are decoded once. Written on the standard
+library's html.parser: no extra dependency.
 """
 
 from __future__ import annotations
@@ -10,23 +15,34 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-BLOCK = {"p", "div", "table", "section", "article", "dl", "figure", "details"}
+BLOCK = {"p", "div", "section", "article", "dl", "figure", "details", "dd", "dt", "figcaption"}
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 DROP_WITH_CONTENT = {"script", "style", "head", "title", "svg", "noscript"}
+STRUCK = {"s", "strike", "del"}
 INLINE_MARKS = {"strong": "**", "b": "**", "em": "*", "i": "*"}
+# Containers rendered when they close; their text is collected on a stack.
+CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK
 PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+IMAGE = "\x01"  # where an image was removed (see convert_post)
+URL_TEXT = re.compile(r"^(?:https?://|ftp://|www\.)\S*$", re.IGNORECASE)
+BARE_URL = re.compile(r"(?<![\w/])(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
+# Anchor texts that only point at the link: the URL is kept for these.
+STUB_ANCHORS = {"here", "this", "link", "this link", "click here", "this page", "this post", "this article",
+                "source", "this one", "there", "see here", "found here", "this answer", "this question"}
+SIMPLE_SCRIPT = re.compile(r"^[\w.]+$")
 
 
 class _Converter(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, strike: str = "drop") -> None:
         super().__init__(convert_charrefs=True)
-        # A stack of open containers (kind, parts, info). Finished containers (code blocks, list
-        # items, quotes) are stored whole in `done` and referenced by a placeholder, so the whitespace
-        # clean-up of their parent never touches their indentation.
+        # A stack of open containers (kind, parts, info). Finished blocks (code blocks, list items,
+        # quotes, tables) are stored whole in `done` and referenced by a placeholder, so the
+        # whitespace clean-up of their parent never touches their indentation.
         self.stack: list[tuple[str, list[str], dict]] = [("root", [], {})]
         self.done: list[str] = []
         self.lists: list[dict] = []
         self.dropping = 0
+        self.strike = strike
 
     # -- helpers
     @property
@@ -37,8 +53,8 @@ class _Converter(HTMLParser):
         self.done.append(text)
         return f"\x00{len(self.done) - 1}\x00"
 
-    def _in_pre(self) -> bool:
-        return any(kind == "pre" for kind, _, _ in self.stack)
+    def _in(self, kind: str) -> bool:
+        return any(k == kind for k, _, _ in self.stack)
 
     def _close(self, kind: str) -> tuple[list[str], dict] | None:
         for i in range(len(self.stack) - 1, 0, -1):
@@ -49,34 +65,78 @@ class _Converter(HTMLParser):
                 return parts, info
         return None
 
+    def _block(self, parts: list[str]) -> str:
+        """A container's content as finished Markdown (placeholders expanded)."""
+        return _expand(_normalise("".join(parts)), self.done)
+
     def _finish(self, kind: str, parts: list[str], info: dict) -> None:
         """Render a container that was popped and add it to its parent."""
         if kind == "pre":
             code = "".join(parts).strip("\n")
-            fence = "````" if "```" in code else "```"
+            fence = "`" * max(3, _longest_run(code, "`") + 1)
             self.parts.append("\n\n" + self._placeholder(f"{fence}\n{code}\n{fence}") + "\n\n")
+        elif kind == "code":
+            code = "".join(parts)
+            if not code.strip():
+                return
+            tick = "`" * (_longest_run(code, "`") + 1)
+            pad = " " if code.startswith("`") or code.endswith("`") else ""
+            self.parts.append(self._placeholder(f"{tick}{pad}{code}{pad}{tick}"))
         elif kind == "li":
             marker = info["marker"]
-            body = _normalise("".join(parts), self.done)
             pad = " " * len(marker)
-            body = body.replace("\n", "\n" + pad).replace("\n" + pad + "\n", "\n\n")
+            body = self._block(parts).replace("\n", "\n" + pad).replace("\n" + pad + "\n", "\n\n")
+            body = re.sub(r"\n[ ]+\n", "\n\n", body)
             self.parts.append("\n" + self._placeholder(marker + body))
         elif kind == "blockquote":
-            body = _normalise("".join(parts), self.done)
+            body = self._block(parts)
             quoted = "\n".join("> " + ln if ln else ">" for ln in body.split("\n"))
             self.parts.append("\n\n" + self._placeholder(quoted) + "\n\n")
+        elif kind in ("td", "th"):
+            cell = re.sub(r"\s+", " ", self._block(parts)).strip().replace("|", "\\|")
+            self.stack[-1][2].setdefault("cells", []).append(cell)
+            if kind == "th":
+                self.stack[-1][2]["header"] = True
+        elif kind == "tr":
+            if info.get("cells"):
+                self.stack[-1][2].setdefault("rows", []).append((info["cells"], info.get("header", False)))
+        elif kind == "table":
+            self.parts.append("\n\n" + self._placeholder(_table(info.get("rows", []))) + "\n\n")
+        elif kind in ("sup", "sub"):
+            text = re.sub(r"\s+", " ", self._block(parts)).strip()
+            if text:
+                mark = "^" if kind == "sup" else "_"
+                self.parts.append(mark + (text if SIMPLE_SCRIPT.match(text) else f"({text})"))
+        elif kind == "a":
+            text = _anchor(self._block(parts), info.get("href", ""))
+            self.parts.append(self._placeholder(text) if text.strip(IMAGE) else text)
+        elif kind in STRUCK:  # only reached with strike="mark": dropped text never opens a container
+            text = self._block(parts).strip()
+            if text:
+                self.parts.append(f"~~{text}~~")
 
     # -- parser callbacks
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in DROP_WITH_CONTENT:
+        if tag in DROP_WITH_CONTENT or (tag in STRUCK and self.strike == "drop"):
             self.dropping += 1
             return
         if self.dropping:
             return
-        if tag == "pre":
-            self.stack.append(("pre", [], {}))
-        elif tag == "code" and not self._in_pre():
-            self.parts.append("`")
+        in_pre = self._in("pre")
+        if in_pre and tag != "pre":
+            if tag == "br":
+                self.parts.append("\n")
+            return  # markup inside a code block is not Markdown
+        if tag in ("pre", "blockquote", "sup", "sub", "code") or tag in STRUCK:
+            self.stack.append((tag, [], {}))
+        elif tag == "a":
+            self.stack.append(("a", [], {"href": dict(attrs).get("href") or ""}))
+        elif tag == "table":
+            self.stack.append(("table", [], {}))
+        elif tag == "tr" and self._in("table"):
+            self.stack.append(("tr", [], {}))
+        elif tag in ("td", "th") and self._in("tr"):
+            self.stack.append((tag, [], {}))
         elif tag in ("ul", "ol"):
             start = dict(attrs).get("start") or "1"
             self.lists.append({"ordered": tag == "ol", "n": int(start) if start.isdigit() else 1})
@@ -86,59 +146,88 @@ class _Converter(HTMLParser):
             marker = f"{lst['n']}. " if lst["ordered"] else "- "
             lst["n"] += 1
             self.stack.append(("li", [], {"marker": marker}))
-        elif tag == "blockquote":
-            self.stack.append(("blockquote", [], {}))
         elif tag in HEADINGS:
             self.parts.append("\n\n" + "#" * HEADINGS[tag] + " ")
         elif tag in BLOCK:
             self.parts.append("\n\n")
-        elif tag in ("br", "tr"):
+        elif tag == "br":
             self.parts.append("\n")
         elif tag == "hr":
             self.parts.append("\n\n---\n\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-        elif tag in INLINE_MARKS and not self._in_pre():
+        elif tag == "img":
+            self.parts.append(IMAGE)
+        elif tag in INLINE_MARKS:
             self.parts.append(INLINE_MARKS[tag])
-        # <a>, <img> and everything else: no markup (an image has no text, a link keeps its text)
+        # everything else: no markup (its text stays)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in DROP_WITH_CONTENT:
+        if tag in DROP_WITH_CONTENT or (tag in STRUCK and self.strike == "drop"):
             self.dropping = max(0, self.dropping - 1)
             return
         if self.dropping:
             return
-        if tag in ("pre", "li", "blockquote"):
+        if self._in("pre") and tag != "pre":
+            return
+        if tag in CONTAINERS:
             closed = self._close(tag)
             if closed is not None:
                 self._finish(tag, *closed)
-        elif tag == "code" and not self._in_pre():
-            self.parts.append("`")
         elif tag in ("ul", "ol"):
             if self.lists:
                 self.lists.pop()
             self.parts.append("\n\n")
         elif tag in HEADINGS or tag in BLOCK:
             self.parts.append("\n\n")
-        elif tag in INLINE_MARKS and not self._in_pre():
+        elif tag in INLINE_MARKS:
             self.parts.append(INLINE_MARKS[tag])
 
     def handle_data(self, data: str) -> None:
         if self.dropping:
             return
-        if self._in_pre():
+        if self._in("pre") or self._in("code"):
             self.parts.append(data)
-        else:
+        elif self._in("a"):
             self.parts.append(re.sub(r"\s+", " ", data))
+        else:
+            self.parts.append(re.sub(r"\s+", " ", BARE_URL.sub("", data)))
 
     def result(self) -> str:
         while len(self.stack) > 1:
             self._finish(*self.stack.pop())
-        return _expand(_normalise("".join(self.parts), self.done), self.done)
+        return self._block(self.parts[:])
 
 
-def _normalise(text: str, done: list[str]) -> str:
+def _longest_run(text: str, ch: str) -> int:
+    runs = re.findall(re.escape(ch) + "+", text)
+    return max((len(r) for r in runs), default=0)
+
+
+def _anchor(text: str, href: str) -> str:
+    """A link's Markdown: its text, nothing when the text is a URL, a link when the text is a stub."""
+    t = text.strip()
+    bare = re.sub(r"^[a-z]+://", "", href, flags=re.IGNORECASE).rstrip("/")
+    if not t or URL_TEXT.match(t) or t.rstrip("/") in (href.rstrip("/"), bare):
+        return IMAGE if IMAGE in text else ""
+    if t.lower().strip(".:") in STUB_ANCHORS and href.startswith(("http://", "https://")):
+        return text.replace(t, f"[{t}]({href})")
+    return text
+
+
+def _table(rows: list[tuple[list[str], bool]]) -> str:
+    if not rows:
+        return ""
+    width = max(len(cells) for cells, _ in rows)
+    lines = [cells + [""] * (width - len(cells)) for cells, _ in rows]
+    # GitHub tables need a header row: the first row serves, marked <th> or not.
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "|".join(["---"] * width) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines[1:]]
+    return "\n".join(out)
+
+
+def _normalise(text: str) -> str:
     text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r" +([.,;:!?])", r"\1", text)  # a dropped URL or struck word leaves no gap before punctuation
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
@@ -151,20 +240,51 @@ def _expand(text: str, done: list[str]) -> str:
     return text
 
 
-def html_to_markdown(html: str) -> str:
-    conv = _Converter()
+# Phrases that point at a picture: with an image removed, the text around it refers to nothing.
+POINTS_AT_IMAGE = re.compile(
+    r"\b(?:see|in|on|from|check) (?:the|this|my|attached) (?:image|picture|screenshot|screen shot|photo|diagram|"
+    r"figure|graph|chart|plot)s?\b|\b(?:as|is) shown (?:below|above|here|in the (?:image|picture|screenshot|figure))"
+    r"|\b(?:image|picture|screenshot|photo|diagram|figure|graph|chart|plot)s? (?:below|above)\b"
+    r"|\blike (?:this|so):\s*$|\bthe following (?:image|picture|screenshot|figure)", re.IGNORECASE | re.MULTILINE)
+
+
+def convert_post(html: str, strike: str = "drop") -> tuple[str, bool]:
+    """(Markdown, whether its text points at an image that was removed): an image right after a colon
+    ("It looks like this:") or a phrase such as "see the screenshot" or "as shown below"."""
+    md = _convert(html, strike)
+    if IMAGE not in md:
+        return md, False
+    points = bool(re.search(r":\s*" + IMAGE, md)) or bool(POINTS_AT_IMAGE.search(md.replace(IMAGE, "\n")))
+    return _strip_images(md), points
+
+
+def _strip_images(md: str) -> str:
+    """Markdown without the image markers: a paragraph that was only images goes whole, an image in
+    a line leaves one space (none at either end of the line)."""
+    only = rf"[ \t>]*{IMAGE}(?:[ \t]*{IMAGE})*[ \t]*"
+    md = re.sub(rf"(?:^|\n\n){only}(?=\n\n|$)", "", md)
+    md = re.sub(rf"(?m)^[ \t]*{IMAGE}[ \t]*|[ \t]*{IMAGE}[ \t]*$", "", md)
+    return re.sub(rf"[ \t]*{IMAGE}[ \t]*", " ", md).strip()
+
+
+def _convert(html: str, strike: str) -> str:
+    conv = _Converter(strike)
     conv.feed(html)
     conv.close()
     return conv.result()
 
 
+def html_to_markdown(html: str, strike: str = "drop") -> str:
+    md = _convert(html, strike)
+    return _strip_images(md) if IMAGE in md else md
+
+
 MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-BARE_URL = re.compile(r"https?://\S+")
 
 
 def strip_markdown_links(text: str) -> str:
     """For text that is already Markdown or plain (wikiHow): drop images and URLs, keep anchor text."""
     text = MD_IMAGE.sub("", text)
     text = MD_LINK.sub(r"\1", text)
-    return BARE_URL.sub("", text)
+    return re.sub(r"https?://\S+", "", text)

@@ -187,7 +187,8 @@ def iter_xml_rows(path: Path, bad: BadRows, *, shown_as: str | None = None,
                 return
             except expat.ExpatError as e:
                 at = state["base"] + e.lineno - 1
-                bad.skip(name, f":{at}", f"malformed XML ({expat.ErrorString(e.code)}, column {e.offset + 1})",
+                k = at - batch[0][0]
+                bad.skip(name, f":{at}", _xml_problem(batch[k][1] if 0 <= k < len(batch) else b"", e),
                          "fix or delete this row; a broken download should be fetched again")
                 i = max(i, at - batch[0][0] + 1)  # go on after the bad line
                 parser = new_parser(True)
@@ -205,12 +206,25 @@ def iter_xml_rows(path: Path, bad: BadRows, *, shown_as: str | None = None,
             rows.clear()
     if batch:
         feed(batch)
+    if n == 0 or (n == 1 and batch and not batch[0][1].strip()):
+        raise LimaError(Problem(name, "the file is empty", "re-download the dump; a site's Posts.xml holds one "
+                                "<row .../> per post"))
     try:
         parser.Parse(b"", True)
     except expat.ExpatError as e:
         bad.skip(name, f":{n}", f"the XML ends early ({expat.ErrorString(e.code)}): the file looks truncated; the "
                  "rows before this point were read", "re-download the dump to read the rest")
     yield from rows
+
+
+def _xml_problem(line: bytes, e: expat.ExpatError) -> str:
+    """What is wrong with a row expat refused: bytes that are not UTF-8 are named as such (expat calls
+    them 'not well-formed'), with the byte's column."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return f"invalid UTF-8 (byte 0x{line[u.start]:02x} at column {u.start + 1}); the row was skipped"
+    return f"malformed XML ({expat.ErrorString(e.code)}, column {e.offset + 1})"
 
 
 def iter_xml_rows_by_id(path: Path, wanted: set[int], desc: str = "collect") -> Iterator[dict[str, str]]:

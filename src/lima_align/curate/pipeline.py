@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,9 +45,9 @@ def _hash(obj: Any) -> str:
 
 def input_files(recipe: CurateRecipe) -> list[tuple[str, Path]]:
     """(source, file) for every input, in recipe order (the manifest hashes each)."""
-    from .stackexchange import find_dumps
+    from .stackexchange import mined_dumps
 
-    out = [("stackexchange", d.path) for d in find_dumps(recipe.stackexchange.paths)]
+    out = [("stackexchange", d.path) for d in mined_dumps(recipe.stackexchange)]
     for source, paths in (("wikihow", recipe.wikihow.paths), ("reddit", recipe.reddit.paths)):
         for p in paths:
             if not Path(p).is_file():
@@ -97,6 +98,23 @@ def _candidates(recipe: CurateRecipe, counts: RuleCounts, bad: BadRows,
             yield rec
 
 
+def report_input_problems(stage: dict[str, Any], shown: int = 5) -> None:
+    """On stderr, at the end of reading: every notice, and the skipped bad rows with their count per
+    file and first locations, then a one-line summary (a skip must never pass unseen)."""
+    for note in stage.get("notices", []):
+        print(f"notice: {note}", file=sys.stderr)
+    bad = stage.get("bad_rows") or {}
+    if not bad.get("count"):
+        return
+    for path, n in bad["by_file"].items():
+        first = [x for x in bad["locations"] if x["where"].startswith(path)][:shown]
+        print(f"warning: {path}: skipped {n} bad row(s); first:", file=sys.stderr)
+        for x in first:
+            print(f"  {x['where']}: {x['what']}", file=sys.stderr)
+    print(f"warning: skipped {bad['count']} bad row(s) in {len(bad['by_file'])} file(s) (on_error=skip); all "
+          "locations are in manifest.json under bad_rows", file=sys.stderr)
+
+
 def _read_state(out: Path) -> dict[str, Any]:
     p = out / "state.json"
     if not p.exists():
@@ -145,10 +163,11 @@ def run_curate(recipe: CurateRecipe, *, restart: bool = False, candidates_only: 
         if eval_prompts:
             write_jsonl_atomic(out / "eval_prompts.jsonl", eval_prompts)
         stage = {"hash": cand_hash, "rules": counts.to_manifest(), "bad_rows": bad.to_manifest(),
-                 "eval_prompts": len(eval_prompts)}
+                 "eval_prompts": len(eval_prompts), "notices": counts.notices, "sites": counts.sites}
         state["stages"] = {"candidates": stage}  # later stages depend on these candidates
         write_text_atomic(out / "state.json", json.dumps(state, indent=2))
     candidates = [r for _, r in read_jsonl(out / "candidates.jsonl")]
+    report_input_problems(stage)
 
     dedup_info: dict[str, Any] = {}
     selected: list[dict[str, Any]] = []
@@ -170,6 +189,7 @@ def run_curate(recipe: CurateRecipe, *, restart: bool = False, candidates_only: 
             write_text_atomic(out / "state.json", json.dumps(state, indent=2))
 
     manifest = {"config_hash": full_hash, "candidates_hash": cand_hash, "config": config, "inputs": inputs,
+                "sites": stage.get("sites", []), "notices": stage.get("notices", []),
                 "rules": stage["rules"], "bad_rows": stage["bad_rows"], "dedup": dedup_info,
                 "counts": {"candidates": tally(candidates), "selected": tally(selected),
                            "eval_prompts": stage["eval_prompts"]},

@@ -6,7 +6,8 @@ here are shared by the sources (StackExchange, wikiHow, Reddit).
 
 Rule names (manifest keys), in the order they are checked:
   StackExchange  se_title_not_self_contained, se_not_top_question, se_no_answer, se_answer_score,
-                 se_answer_length, se_first_person, se_refers_to_other_answers, se_empty_prompt
+                 se_answer_length, se_first_person, se_refers_to_other_answers, se_empty_prompt,
+                 se_refers_to_removed_image
   wikiHow        wh_missing_fields, wh_too_short, wh_too_long
   Reddit         rd_meta_post, rd_not_top_submission, rd_no_comment, rd_comment_score, rd_comment_length,
                  rd_eval_title_not_self_contained
@@ -22,18 +23,19 @@ from typing import Any
 
 from .config import TitleRules
 
-CODE = re.compile(r"````.*?````|```.*?```|`[^`\n]*`", re.DOTALL)
-
-
 @dataclass
 class RuleCounts:
     """Per source: rows seen, records kept, and drops by rule name. Transforms count rewrites that
-    change a record without dropping it (e.g. wh_this_article_rewritten)."""
+    change a record without dropping it (e.g. wh_this_article_rewritten). Notices are what the run
+    prints at its end (meta sites left out, a dump out of order); sites, where each site's records
+    came from (URL, dump date) for the manifest."""
 
     seen: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)
     dropped: dict[str, Counter] = field(default_factory=dict)
     transforms: dict[str, Counter] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    sites: list[dict[str, Any]] = field(default_factory=list)
 
     def drop(self, source: str, rule: str, n: int = 1) -> None:
         self.dropped.setdefault(source, Counter())[rule] += n
@@ -46,6 +48,23 @@ class RuleCounts:
         return {s: {"seen": self.seen[s], "kept": self.kept[s],
                     "dropped": dict(sorted(self.dropped.get(s, Counter()).items())),
                     "transforms": dict(sorted(self.transforms.get(s, Counter()).items()))} for s in sources}
+
+
+# Prose only: fenced blocks (any fence length), inline code spans, and bare URLs are not words.
+CODE = re.compile(r"(`{3,})[^\n]*\n.*?\n\1|`{3,}.*?`{3,}|`[^`\n]*`", re.DOTALL)
+URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+")
+
+# Words that name a numbered thing, so the "I" after them is a Roman numeral ("Type I error",
+# "World War I", "Henry I", "Phase I") and not the writer.
+ROMAN_AFTER = frozenset((
+    "type", "war", "part", "chapter", "phase", "class", "stage", "level", "tier", "grade", "schedule", "title",
+    "article", "section", "volume", "vol", "book", "act", "appendix", "figure", "table", "category", "division",
+    "league", "mark", "mk", "series", "model", "version", "henry", "louis", "charles", "elizabeth", "james",
+    "george", "edward", "william", "richard", "john", "peter", "napoleon", "francis", "mary", "alexander",
+    "frederick", "philip", "paul", "pius", "leo", "gregory", "benedict", "catherine", "nicholas", "ferdinand",
+    "otto", "wilhelm", "victor", "step", "lemma", "theorem", "case", "option", "method", "problem", "exercise",
+))
+NUMERAL_LIST = re.compile(r"\s*(?:,|and|or|&|/|-|–|to)\s*(?:II|III|IV|V|VI)\b")
 
 
 @lru_cache(maxsize=64)
@@ -61,19 +80,73 @@ def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![\w'])(?:" + "|".join(parts) + r")(?![\w'])", re.IGNORECASE)
 
 
+def prose_of(text: str) -> str:
+    """`text` with code (blocks and spans) and URLs blanked out and curly apostrophes made straight."""
+    return URL.sub(" ", CODE.sub(" ", text)).replace("\u2019", "'")
+
+
+def technical_i(text: str, start: int, end: int) -> bool:
+    """Whether the "I" at text[start:end] is not the writer: I/O, I-beam, a Roman numeral after a
+    numbered thing's name ("Type I", "World War I") or in a list of numerals ("I and II")."""
+    before, after = text[max(0, start - 30):start], text[end:end + 12]
+    if after[:1] in ("/", "-", "\u2013") or before[-1:] in ("/", "-", "\u2013"):
+        return True
+    if before[-1:] == "(" and after[:1] == ")":  # an enumerator "(I)"
+        return True
+    prev = re.search(r"([A-Za-z]+)\.?\s+$", before)
+    if prev and prev.group(1)[0].isupper() and prev.group(1).lower() in ROMAN_AFTER:
+        return True
+    return bool(NUMERAL_LIST.match(after))
+
+
 def find_words(text: str, words: list[str]) -> str | None:
-    """The first of `words` used in the prose of `text` (code is ignored), or None."""
+    """The first of `words` used in the prose of `text` (code, URLs and technical uses of "I" are
+    ignored), or None."""
     pat = _words_pattern(tuple(words))
     if pat is None:
         return None
-    m = pat.search(CODE.sub(" ", text).replace("\u2019", "'"))
-    return m.group(0) if m else None
+    prose = prose_of(text)
+    for m in pat.finditer(prose):
+        if m.group(0) == "I" and technical_i(prose, m.start(), m.end()):
+            continue
+        return m.group(0)
+    return None
 
 
-def find_phrase(text: str, phrases: list[str]) -> str | None:
-    """The first of `phrases` found anywhere in `text`, any case, or None."""
-    low = text.lower().replace("\u2019", "'")
-    return next((p for p in phrases if p.lower() in low), None)
+@lru_cache(maxsize=64)
+def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
+    """Phrases as whole words: a phrase starting (ending) with a letter must not continue a word there,
+    so "op's" does not match inside "Hadoop's"; a trailing space in a phrase ("the op ") means the same."""
+    parts = []
+    for p in phrases:
+        p = p.replace("\u2019", "'").strip()
+        if not p:
+            continue
+        body = r"\s+".join(re.escape(w) for w in p.split())
+        lead = r"(?<![\w'])" if p[0].isalnum() else ""
+        tail = r"(?![\w])" if p[-1].isalnum() or p[-1] == "'" else ""
+        parts.append(f"{lead}{body}{tail}")
+    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+
+
+# Edit and update notes in their usual dress: "**Edit**:", "**EDIT**", "## Update", "Edit 2 -",
+# "*Updated:*" at the start of a line, or a bold/italic "Edit"/"Update" note anywhere.
+_NOTE_WORD = r"(?:edit(?:ed)?|update(?:d)?)(?:\s*\d+|\s*#\d+)?"
+EDIT_NOTE = re.compile(
+    r"(?im)^[ \t>]*(?:#{1,6}[ \t]*)?(?:[*_]{1,3}[ \t]*)?" + _NOTE_WORD + r"[ \t]*[*_]{0,3}[ \t]*(?:[:\-\u2013\u2014]|$)"
+    r"|^[ \t>]*[*_]{1,3}[ \t]*(?-i:EDIT|UPDATE|Edit)[ \t]*\d*[ \t]*[*_]{1,3}(?![\w*_])"
+    r"|[*_]{1,3}[ \t]*" + _NOTE_WORD + r"[ \t]*:[ \t]*[*_]{1,3}")
+
+
+def find_phrase(text: str, phrases: list[str], *, edit_notes: bool = False) -> str | None:
+    """The first of `phrases` used as whole words in the prose of `text` (code and URLs ignored), any
+    case, or None. With `edit_notes`, bold/heading edit and update notes count too."""
+    prose = prose_of(text)
+    pat = _phrase_pattern(tuple(phrases))
+    found = [m for m in (pat.search(prose) if pat else None, EDIT_NOTE.search(prose) if edit_notes else None) if m]
+    if not found:
+        return None
+    return " ".join(min(found, key=lambda m: m.start()).group(0).lower().split())
 
 
 def title_problem(title: str, rules: TitleRules) -> str | None:

@@ -3,9 +3,18 @@
 Two passes over each site's Posts.xml keep memory flat however large the dump:
   1. numbers only: a bounded heap of the site's top-N self-contained questions by score (id,
      score, title) and, for those, the best answer's id and score. Dumps list posts in Id order,
-     so a question is always seen before its answers; an evicted question never comes back.
+     so a question is seen before its answers; when a file breaks that order (an answer whose
+     question comes later), the answers are read once more after the questions are chosen.
   2. text only for the chosen: the bodies of those N questions and their best answers.
 Then the answer rules run, in the order listed in rules.py, and each drop is counted.
+
+Meta sites (meta.stackexchange.com, cooking.meta.stackexchange.com ...) hold questions about the
+site itself, not about its subject: they are left out unless `include_meta` is set.
+
+Licences: each post carries the licence of its current revision. Newer dumps say it in the row
+(ContentLicense); older ones do not, so it follows from the revision's date by the cut-over dates
+Stack Exchange published (https://meta.stackexchange.com/q/347758): before 2011-04-08 CC BY-SA 2.5,
+before 2018-05-02 CC BY-SA 3.0, from then on CC BY-SA 4.0.
 """
 
 from __future__ import annotations
@@ -18,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LimaError
+from ..errors import LimaError, Problem
 from .config import StackExchangeConfig
-from .html_md import html_to_markdown
+from .html_md import convert_post
 from .inputs import BadRows, extracted_member, iter_xml_rows, iter_xml_rows_by_id
 from .rules import RuleCounts, find_phrase, find_words, title_problem
 
 SOURCE = "stackexchange"
+LICENSE_CUTOVERS = (("2011-04-08", "CC BY-SA 2.5"), ("2018-05-02", "CC BY-SA 3.0"))
+LATEST_LICENSE = "CC BY-SA 4.0"
 
 
 @dataclass
@@ -32,6 +43,22 @@ class SiteDump:
     site: str  # "cooking"
     host: str  # "cooking.stackexchange.com", for URLs
     path: Path  # Posts.xml or the site's .7z
+
+    @property
+    def meta(self) -> bool:
+        return self.host.startswith("meta.") or ".meta." in self.host
+
+
+def post_license(attrs: dict[str, str]) -> str | None:
+    """The licence of a post's current revision: the row's ContentLicense, else from the date of its
+    last edit (or creation); None when the row says neither. (A tag-only edit also moves
+    LastEditDate; rows from such dumps predate ContentLicense, so this is the closest the row tells.)"""
+    if attrs.get("ContentLicense"):
+        return attrs["ContentLicense"].strip()
+    date = (attrs.get("LastEditDate") or attrs.get("CreationDate") or "")[:10]
+    if len(date) != 10:
+        return None
+    return next((lic for cut, lic in LICENSE_CUTOVERS if date < cut), LATEST_LICENSE)
 
 
 def site_from_name(name: str) -> tuple[str, str]:
@@ -46,6 +73,23 @@ def site_from_name(name: str) -> tuple[str, str]:
     if "." not in host:
         host = f"{host}.stackexchange.com"
     return site, host
+
+
+def mined_dumps(cfg: StackExchangeConfig, notices: list[str] | None = None) -> list[SiteDump]:
+    """The dumps the recipe mines: every one found, less meta sites unless `include_meta`."""
+    out = []
+    for d in find_dumps(cfg.paths):
+        if d.meta and not cfg.include_meta:
+            if notices is not None:
+                notices.append(f"stackexchange: left out {d.host} ({d.path}): a meta site, about the site itself; "
+                               "set stackexchange.include_meta=true to mine it")
+            continue
+        out.append(d)
+    if not out and cfg.paths:
+        raise LimaError("every StackExchange dump given is a meta site, and meta sites are left out",
+                        where="stackexchange.paths", fix="add the main sites' dumps, or set "
+                        "stackexchange.include_meta=true to mine meta sites")
+    return out
 
 
 def find_dumps(paths: list[str]) -> list[SiteDump]:
@@ -94,28 +138,50 @@ def _int(attrs: dict[str, str], key: str) -> int:
     return int(attrs[key])
 
 
-def _scan(xml: Path, shown: str, cfg: StackExchangeConfig, counts: RuleCounts, bad: BadRows) -> dict[int, list[Any]]:
-    """Pass 1: qid -> [score, title, best answer score, best answer id] for the site's top questions."""
+def _better(q: list[Any], pid: int, score: int) -> None:
+    if q[3] is None or (score, -pid) > (q[2], -q[3]):
+        q[2], q[3] = score, pid
+
+
+def _post_numbers(attrs: dict[str, str], kind: str) -> tuple[int, int, int] | str:
+    """(id, score, parent) of a question or answer row, or what is wrong with it."""
+    try:
+        pid, score = _int(attrs, "Id"), _int(attrs, "Score")
+        parent = _int(attrs, "ParentId") if kind == "2" else 0
+    except (KeyError, ValueError):
+        return "row without an integer Id, Score or (for answers) ParentId"
+    if "Body" not in attrs:
+        return "row without a Body"
+    return pid, score, parent
+
+
+def _scan(xml: Path, shown: str, cfg: StackExchangeConfig, counts: RuleCounts, bad: BadRows,
+          newest: list[str]) -> dict[int, list[Any]]:
+    """Pass 1: qid -> [score, title, best answer score, best answer id] for the site's top questions;
+    newest[0] becomes the date of the newest question (the dump is at least that recent)."""
     heap: list[tuple[int, int]] = []  # (score, -id): the root is the question to evict next
     chosen: dict[int, list[Any]] = {}
-    rows = 0
+    rows = early = 0
+    last_question = 0  # the highest question id so far: an answer to a later one came too early
     for line, attrs in iter_xml_rows(xml, bad, shown_as=shown, desc="scan"):
         rows += 1
         kind = attrs.get("PostTypeId")
         if kind not in ("1", "2"):
             continue  # tag wikis, moderator nominations ...: not questions or answers
-        try:
-            pid, score = _int(attrs, "Id"), _int(attrs, "Score")
-            parent = _int(attrs, "ParentId") if kind == "2" else 0
-        except (KeyError, ValueError):
-            bad.skip(shown, f":{line}", "row without an integer Id, Score or (for answers) ParentId",
-                     "fix or delete this row")
+        nums = _post_numbers(attrs, kind)
+        if isinstance(nums, str):
+            bad.skip(shown, f":{line}", nums, "fix or delete this row")
             continue
+        pid, score, parent = nums
         if kind == "2":
             q = chosen.get(parent)
-            if q is not None and (q[3] is None or (score, -pid) > (q[2], -q[3])):
-                q[2], q[3] = score, pid
+            if q is not None:
+                _better(q, pid, score)
+            elif parent > last_question:
+                early += 1
             continue
+        last_question = max(last_question, pid)
+        newest[0] = max(newest[0], attrs.get("CreationDate", "")[:10])
         counts.seen[SOURCE] += 1
         title = attrs.get("Title", "")
         if title_problem(title, cfg.title):
@@ -128,53 +194,95 @@ def _scan(xml: Path, shown: str, cfg: StackExchangeConfig, counts: RuleCounts, b
             del chosen[-neg]
             counts.drop(SOURCE, "se_not_top_question")
     bad.check_file(shown, rows)
+    if rows == 0:
+        raise LimaError(Problem(shown, "no <row .../> elements: the file holds no posts",
+                                "re-download the dump; a site's Posts.xml holds one <row .../> per post"))
+    if early:
+        counts.notices.append(f"stackexchange: {shown}: {early} answer(s) came before their question (the dump is "
+                              "not in Id order); the answers were read again once the questions were known")
+        _rescan_answers(xml, chosen)
     return chosen
+
+
+def _rescan_answers(xml: Path, chosen: dict[int, list[Any]]) -> None:
+    """For dumps out of Id order: the best answer of each chosen question, from every answer row."""
+    for q in chosen.values():
+        q[2] = q[3] = None
+    for _, attrs in iter_xml_rows(xml, BadRows(on_error="skip"), desc="answers"):  # bad rows: counted in pass 1
+        if attrs.get("PostTypeId") != "2":
+            continue
+        nums = _post_numbers(attrs, "2")
+        if not isinstance(nums, str) and nums[2] in chosen:
+            _better(chosen[nums[2]], nums[0], nums[1])
 
 
 def site_records(dump: SiteDump, cfg: StackExchangeConfig, seed: int, counts: RuleCounts,
                  bad: BadRows) -> Iterator[dict[str, Any]]:
     domain = "stem" if dump.site in {s.lower() for s in cfg.stem_sites} else "other"
     shown = str(dump.path)
+    newest = [""]
     with _posts_xml(dump) as xml:
-        chosen = _scan(xml, shown, cfg, counts, bad)
+        chosen = _scan(xml, shown, cfg, counts, bad, newest)
         wanted = set(chosen) | {q[3] for q in chosen.values() if q[3] is not None}
-        bodies = {int(a["Id"]): a.get("Body", "") for a in iter_xml_rows_by_id(xml, wanted)}
+        rows = {int(a["Id"]): a for a in iter_xml_rows_by_id(xml, wanted)}
+    counts.sites.append({"source": SOURCE, "site": dump.site, "url": f"https://{dump.host}", "path": shown,
+                         "meta_site": dump.meta, "newest_question": newest[0] or None})
     for qid in sorted(chosen, key=lambda q: (-chosen[q][0], q)):
-        score, title, a_score, aid = chosen[qid]
-        if aid is None:
-            counts.drop(SOURCE, "se_no_answer")
-            continue
-        if a_score < cfg.min_answer_score:
-            counts.drop(SOURCE, "se_answer_score")
-            continue
-        answer = html_to_markdown(bodies.get(aid, ""))
-        if not cfg.min_answer_chars <= len(answer) <= cfg.max_answer_chars:
-            counts.drop(SOURCE, "se_answer_length")
-            continue
-        if find_words(answer, cfg.first_person_words):
-            counts.drop(SOURCE, "se_first_person")
-            continue
-        if find_phrase(answer, cfg.refers_to_others):
-            counts.drop(SOURCE, "se_refers_to_other_answers")
-            continue
-        rid = f"se:{dump.site}:{qid}"
-        use = cfg.prompt_from
-        if use == "random":  # seeded by the record id, so the choice is stable whatever else is in the dump
-            use = random.Random(f"{seed}:{rid}").choice(["title", "body"])
-        prompt = title.strip() if use == "title" else html_to_markdown(bodies.get(qid, ""))
-        if not prompt:
-            counts.drop(SOURCE, "se_empty_prompt")
+        rule, rec = _record(dump, domain, cfg, seed, qid, chosen[qid], rows)
+        if rule:
+            counts.drop(SOURCE, rule)
             continue
         counts.kept[SOURCE] += 1
-        yield {"id": rid, "source": SOURCE,
-               "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-               "meta": {"source": SOURCE, "group": f"{SOURCE}:{domain}", "stratum": dump.site, "domain": domain,
-                        "site": dump.site, "original_id": str(qid), "answer_id": str(aid),
-                        "url": f"https://{dump.host}/questions/{qid}", "license": cfg.license, "score": score,
-                        "answer_score": a_score, "prompt_from": use, "title": title.strip()}}
+        yield rec
+
+
+def _license(cfg: StackExchangeConfig, question: dict[str, str], answer: dict[str, str]) -> dict[str, Any]:
+    if cfg.license != "auto":
+        return {"license": cfg.license}
+    q, a = post_license(question), post_license(answer)
+    if q == a:
+        return {"license": a or "unknown (the rows carry no ContentLicense and no date)"}
+    return {"license": f"question: {q or 'unknown'}; answer: {a or 'unknown'}",
+            "license_question": q, "license_answer": a}
+
+
+def _record(dump: SiteDump, domain: str, cfg: StackExchangeConfig, seed: int, qid: int, q: list[Any],
+            rows: dict[int, dict[str, str]]) -> tuple[str | None, dict[str, Any]]:
+    """(the rule that drops this question, None) or (None, its record)."""
+    score, title, a_score, aid = q
+    if aid is None:
+        return "se_no_answer", {}
+    if a_score < cfg.min_answer_score:
+        return "se_answer_score", {}
+    question, answer_row = rows.get(qid, {}), rows.get(aid, {})
+    answer, answer_image = convert_post(answer_row.get("Body", ""), cfg.strikethrough)
+    if not cfg.min_answer_chars <= len(answer) <= cfg.max_answer_chars:
+        return "se_answer_length", {}
+    if find_words(answer, cfg.first_person_words):
+        return "se_first_person", {}
+    if find_phrase(answer, cfg.refers_to_others, edit_notes=cfg.edit_notes):
+        return "se_refers_to_other_answers", {}
+    rid = f"se:{dump.site}:{qid}"
+    use = cfg.prompt_from
+    if use == "random":  # seeded by the record id, so the choice is stable whatever else is in the dump
+        use = random.Random(f"{seed}:{rid}").choice(["title", "body"])
+    prompt, prompt_image = title.strip(), False
+    if use == "body":
+        prompt, prompt_image = convert_post(question.get("Body", ""), cfg.strikethrough)
+    if not prompt:
+        return "se_empty_prompt", {}
+    if cfg.removed_image_rule and (answer_image or prompt_image):
+        return "se_refers_to_removed_image", {}
+    return None, {
+        "id": rid, "source": SOURCE,
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+        "meta": {"source": SOURCE, "group": f"{SOURCE}:{domain}", "stratum": dump.site, "domain": domain,
+                 "site": dump.site, "original_id": str(qid), "answer_id": str(aid),
+                 "url": f"https://{dump.host}/questions/{qid}", **_license(cfg, question, answer_row),
+                 "score": score, "answer_score": a_score, "prompt_from": use, "title": title.strip()}}
 
 
 def stackexchange_records(cfg: StackExchangeConfig, seed: int, counts: RuleCounts,
                           bad: BadRows) -> Iterator[dict[str, Any]]:
-    for dump in find_dumps(cfg.paths):
+    for dump in mined_dumps(cfg, counts.notices):
         yield from site_records(dump, cfg, seed, counts, bad)
