@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import LimaError
+from ..jsonl import read_text
 
 DEFAULT_DB = "sqlite:///annotate.db"
 
@@ -98,8 +99,8 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_create_study(args: argparse.Namespace) -> int:
     from . import db, studies
 
+    guidelines = read_text(args.guidelines) if args.guidelines else None
     engine = db.connect(args.db)
-    guidelines = Path(args.guidelines).read_text(encoding="utf-8") if args.guidelines else None
     sid = studies.create_study(engine, args.name, args.kind, overlap=args.overlap,
                                a=[Path(f) for f in args.a] if args.a else None,
                                b=[Path(f) for f in args.b] if args.b else None,

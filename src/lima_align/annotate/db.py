@@ -34,7 +34,7 @@ from typing import Any, Literal
 from sqlalchemy import (Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, UniqueConstraint,
                         create_engine, event, insert, select)
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..errors import LimaError
 
@@ -240,8 +240,14 @@ def connect(url: str, *, create: bool = True, sqlite_sync: SqliteSync = "full") 
         raise LimaError(f"unsupported database URL {url!r}",
                         fix="use sqlite:///study.db or postgresql+psycopg://user:password@host/dbname")
     if create:
-        metadata.create_all(engine)
-        ix_items_next.create(engine, checkfirst=True)  # databases made before this index existed get it too
+        try:  # the first connection: a server that is down or a file that cannot be made shows here
+            metadata.create_all(engine)
+            ix_items_next.create(engine, checkfirst=True)  # databases made before this index existed get it too
+        except OperationalError as e:
+            reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+            raise LimaError(f"cannot open the database {engine.url.render_as_string(hide_password=True)}: {reason}",
+                            where="--db", fix="check the URL, that the database server is running and reachable, "
+                            "and for SQLite that the file's folder exists and is writable") from None
     if engine.dialect.name == "sqlite":
         _WRITE_LOCKS[engine] = _WriteLock(engine.url.database)
     return engine
