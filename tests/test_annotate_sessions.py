@@ -89,6 +89,11 @@ def test_logout_ends_the_session_even_for_a_copied_cookie_and_only_that_one(site
     r = browser(site, cookies=saved).http.get("/admin")
     assert r.status_code == 303 and r.headers["location"] == "/login"
     assert opens(site, other_device, "/admin")  # the same account in another browser stays logged in
+    again = browser(site, cookies=other_device)  # logging in anew in a browser ends its previous session
+    again._csrf_from(again.http.get("/admin").text)
+    r = again.http.post("/login", data={"csrf": again.csrf, "username": "root", "password": PW})
+    assert r.status_code == 303
+    assert not opens(site, other_device, "/admin") and opens(site, dict(r.cookies), "/admin")
 
 
 @pytest.mark.parametrize("change", ["password", "role", "removal"])

@@ -93,10 +93,12 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
     def login_form(request: Request) -> Response:
         return page(request, "login.html", error=None)
 
-    def start_session(uid: int, keys: list[str] | None = None) -> str:
+    def start_session(request: Request, uid: int, keys: list[str] | None = None) -> str:
+        """A new session for a login or a joining; the browser's previous session, if any, ends with it."""
         with db.write(engine) as c:
             if keys:
                 throttle.succeeded(c, keys)
+            sessions.end(c, request.session.get("token"))
             return sessions.start(c, uid, clock())
 
     @app.post("/login")
@@ -114,13 +116,17 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         if user is None:
             await run_in_threadpool(throttle.failed, engine, keys, clock())
             return page(request, "login.html", 401, error="Wrong name or password.")
-        login_session(request, await run_in_threadpool(start_session, user["id"], keys))
+        login_session(request, await run_in_threadpool(start_session, request, user["id"], keys))
         return see("/admin" if user["role"] == "admin" else "/")
+
+    def end_session(request: Request) -> None:
+        with db.write(engine) as c:
+            sessions.end(c, request.session.get("token"))
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         await checked_form(request)
-        await run_in_threadpool(sessions.end, engine, request.session.get("token"))
+        await run_in_threadpool(end_session, request)
         request.session.clear()
         return see("/login")
 
@@ -141,7 +147,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                                              password=str(form.get("password", "")))
         except LimaError as e:
             return page(request, "join.html", 400, token=token, error=f"{e.problems[0].what}; {e.problems[0].fix}")
-        login_session(request, await run_in_threadpool(start_session, joined["user_id"]))
+        login_session(request, await run_in_threadpool(start_session, request, joined["user_id"]))
         return see(f"/s/{joined['study_id']}" if joined["study_id"] else "/")
 
     # ------------------------------------------------------------- annotators

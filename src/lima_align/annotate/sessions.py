@@ -54,11 +54,10 @@ def current(engine: Engine, c: Connection, token: Any, now: float) -> dict[str, 
     return user
 
 
-def end(engine: Engine, token: Any) -> None:
-    """Log one session out (nothing happens for an unknown token)."""
+def end(c: Connection, token: Any) -> None:
+    """End one session, in the caller's transaction (nothing happens for an unknown token)."""
     if isinstance(token, str) and token:
-        with db.write(engine) as c:
-            c.execute(delete(db.sessions).where(db.sessions.c.token_sha256 == _hash(token)))
+        c.execute(delete(db.sessions).where(db.sessions.c.token_sha256 == _hash(token)))
 
 
 def end_all(c: Connection, uid: int) -> int:
