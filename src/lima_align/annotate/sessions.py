@@ -4,7 +4,7 @@ The browser's signed cookie (web.py) holds only a random token; the database hol
 and an expiry. Logging out deletes that row; a password change, a role change or removing the account deletes
 every row of the account (in the transaction that makes the change), so a cookie saved earlier stops working
 on its next request, in every server process. Looking a session up is one indexed query that also returns
-the account, the same cost as the account lookup it replaces.
+the account (measured 10-20 us more CPU than the plain account lookup it replaces, ~130 us with the pool).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import db
 
-SESSION_S = 14 * 86400  # a session unused for this long ends; one in use is extended (see current)
-_REFRESH_BELOW_S = SESSION_S / 2  # extend only when less than this is left: about one write a week per session
+# A session lasts SESSION_S from login; a request in its second half extends it to SESSION_S from then (at
+# most one write a week per session), so an unused session ends 7 to 14 days after its last request.
+SESSION_S = 14 * 86400
+_REFRESH_BELOW_S = SESSION_S / 2
 
 _USER_OF = (select(db.users, db.sessions.c.expires.label("session_expires"))
             .join(db.sessions, db.sessions.c.user_id == db.users.c.id)
