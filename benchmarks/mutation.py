@@ -56,6 +56,17 @@ QUIET_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLE
              "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+# `mutmut show NAME` for many mutants in one process (one `mutmut show` each costs a second of imports).
+SHOW_DIFFS = """
+import sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+for name in sys.argv[1:]:
+    print(f"# {name}: survived")
+    print(get_diff_for_mutant(name, path=find_mutant(name).path))
+    print()
+"""
+
+
 def test_files(module: str) -> list[str]:
     files = list(MODULES[module][1])
     extra = f"tests/test_{module}_mutants.py"
@@ -96,28 +107,32 @@ def prepare(module: str, fresh: bool) -> Path:
     return work
 
 
-def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+def mutmut(work: Path, *args: str, timeout: float | None = None, log: Path | None = None) -> str:
+    """Run `python -m mutmut ARGS` in `work`; its output (also streamed to `log`, to follow a long run)."""
     env = {**os.environ, **QUIET_ENV}
-    cmd = [sys.executable, "-m", "mutmut", *args]
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # Stop mutmut and its workers (its own process group); verdicts so far are on disk.
-        os.killpg(proc.pid, signal.SIGINT)
+    log = log or work / "last-command.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        capped = False
         try:
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        out += "\n[time cap reached]\n"
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+            # Stop mutmut and its workers (its own process group); verdicts so far are on disk.
+            capped = True
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    out = log.read_text()
+    return out + "\n[time cap reached]\n" if capped else out
 
 
 def verdicts(work: Path) -> dict[str, str]:
     """mutant name -> status, from `mutmut results --all true`."""
-    out = mutmut(work, "results", "--all", "true").stdout
+    out = mutmut(work, "results", "--all", "true")
     found = {}
     for line in out.splitlines():
         m = re.match(r"\s+(\S+): (.+)$", line)
@@ -129,9 +144,9 @@ def verdicts(work: Path) -> dict[str, str]:
 def run_module(module: str, max_minutes: float | None, fresh: bool) -> dict:
     work = prepare(module, fresh)
     started = time.monotonic()
-    run = mutmut(work, "run", "--max-children", "1", timeout=max_minutes * 60 if max_minutes else None)
+    run = mutmut(work, "run", "--max-children", "1", timeout=max_minutes * 60 if max_minutes else None,
+                 log=work / "run.log")
     elapsed = time.monotonic() - started
-    (work / "run.log").write_text(run.stdout)
     status = verdicts(work)
     counts: dict[str, int] = {}
     for s in status.values():
@@ -139,9 +154,9 @@ def run_module(module: str, max_minutes: float | None, fresh: bool) -> dict:
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     tested = killed + counts.get("survived", 0)
     survivors = sorted(n for n, s in status.items() if s == "survived")
-    with open(work / "survivors.txt", "w") as f:
-        for name in survivors:
-            f.write(mutmut(work, "show", name).stdout + "\n")
+    diffs = subprocess.run([sys.executable, "-c", SHOW_DIFFS, *survivors], cwd=work, capture_output=True,
+                           text=True, env={**os.environ, **QUIET_ENV}).stdout if survivors else ""
+    (work / "survivors.txt").write_text(diffs)
     result = {
         "module": module,
         "source": MODULES[module][0],
@@ -151,7 +166,7 @@ def run_module(module: str, max_minutes: float | None, fresh: bool) -> dict:
         "kill_rate": round(killed / tested, 4) if tested else None,
         "survivors": survivors,
         "minutes": round(elapsed / 60, 1),
-        "time_capped": "[time cap reached]" in run.stdout,
+        "time_capped": "[time cap reached]" in run,
     }
     (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     summary_path = SCRATCH / "summary.json"
