@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError, ProblemList
-from ..jsonl import read_jsonl, write_text_atomic
+from ..jsonl import check_output, read_jsonl, write_text_atomic
 from ..logprobs import batches, continuation_logprobs
 from ..stats import wilson
 
@@ -211,10 +211,14 @@ def analyze_retention(base: str, aligned: str, output: str | Path, *, texts: str
                       mcq: str | Path | None = None, dtype: str = "float32", window: int = 1024,
                       batch_tokens: int = 1024, n_boot: int = 2000, seed: int = 0, log: Any = print) -> Path:
     """Evaluate base then aligned (one model in memory at a time) and write the `{"kind": "retention"}` summary."""
-    from ..models import load_model
+    from ..models import EMBEDDED, load_model, resolve_model_path
     from .shift import same_vocabulary
 
     passages, questions = load_texts(texts), load_mcq(mcq)
+    check_output(output)
+    for name in (base, aligned):  # a wrong second path fails now, not after the first model's evaluation
+        if name != EMBEDDED:
+            resolve_model_path(name)
     models, first_tok = [], None
     per_model: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for role, name in (("base", base), ("aligned", aligned)):
