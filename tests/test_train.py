@@ -72,15 +72,19 @@ def test_residual_dropout_acts_in_training_only(tiny_llama):
 
 
 def test_full_finetune_overfits_eight_examples(tiny_gemma, examples_file, tmp_path):
-    run = train(recipe_for(tiny_gemma, examples_file, tmp_path / "run", "train.epochs=30",
-                           "train.save_from_epoch=30", "train.save_to_epoch=30"))
+    # No dropout, so the run is the same on every machine and its margin is the optimiser's alone (the
+    # recipe's dropout is tested in test_train_reference.py). Measured: 6.01 -> 0.33 over 30 steps.
+    run = train(recipe_for(tiny_gemma, examples_file, tmp_path / "run", "train.epochs=30", "train.batch_size=8",
+                           "train.lr=3e-2", "train.lr_final=3e-3", "train.residual_dropout_top=0.0",
+                           "train.state_every_steps=100", "train.save_from_epoch=30", "train.save_to_epoch=30"))
     m = metrics(run)
-    assert len(m) == 60 and all(x["examples"] == 4 for x in m)
-    assert m[-1]["loss"] < 0.6 * m[0]["loss"]
+    assert len(m) == 30 and all(x["examples"] == 8 for x in m)
+    assert m[0]["loss"] > 5.5  # about ln(401): the model starts knowing nothing of the examples
+    assert m[-1]["loss"] < 1.0  # ... and ends predicting most of their tokens
     ckpt = run / "checkpoints" / "epoch-30"
     meta = json.loads((ckpt / "lima_align_checkpoint.json").read_text())
     assert meta["turns"]["eot"] == "<|eot|>" and meta["method"] == "full"
-    assert json.loads((run / "done.json").read_text())["steps"] == 60
+    assert json.loads((run / "done.json").read_text())["steps"] == 30
     assert not (run / "state").exists()
 
 
@@ -129,8 +133,20 @@ def test_lora_trains_and_its_checkpoint_generates(tiny_llama, examples_file, tmp
     assert (ckpt / "adapter_config.json").exists()
     lm, fmt = load_for_generation(ModelConfig(name=str(ckpt), dtype="float32"), TurnsConfig())
     assert lm.adapter == str(ckpt) and fmt.eot_id == lm.tokenizer.eos_token_id
-    reply = Generator(lm, fmt, Decoding(max_new_tokens=5)).generate([[Message("user", "Hello?")]])[0]
-    assert reply.output_tokens <= 5 and reply.finish_reason in ("eot", "length", "stop")
+    g = Generator(lm, fmt, Decoding(max_new_tokens=5))
+    calls = {"n": 0}
+
+    def eot_on_third_call(module, args, output):  # prefill and one step give two tokens, then the EOT
+        calls["n"] += 1
+        if calls["n"] > 2:
+            output[..., fmt.eot_id] += 1e4
+        return output
+
+    handle = g.model.get_output_embeddings().register_forward_hook(eot_on_third_call)
+    reply = g.generate([[Message("user", "Hello?")]])[0]
+    handle.remove()
+    assert (reply.finish_reason, reply.output_tokens) == ("eot", 2)
+    assert g.generate([[Message("user", "Hello?")]])[0].output_tokens <= 5
 
 
 def test_lora_with_explicit_eot_trains_that_row(tiny_llama, examples_file, tmp_path):
