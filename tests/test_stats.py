@@ -96,8 +96,31 @@ def test_bootstrap_ci_narrows_with_more_prompts_and_is_seeded():
     w_small = np.diff(win_rates(small, n_boot=1000)["rates"]["a"]["ci"])[0]
     w_big = np.diff(win_rates(big, n_boot=1000)["rates"]["a"]["ci"])[0]
     assert w_big < w_small / 2  # ~ 1/sqrt(20) as wide
-    assert win_rates(small, seed=3)["rates"] == win_rates(small, seed=3)["rates"]
-    assert win_rates(small, seed=3)["rates"]["a"]["ci"] != win_rates(small, seed=4, n_boot=50)["rates"]["a"]["ci"]
+    # another seed, other resamples (the same seed giving the same ones: the flip test below)
+    assert win_rates(big, seed=3)["rates"]["a"]["ci"] != win_rates(big, seed=4)["rates"]["a"]["ci"]
+
+
+FLIP = {"a": "b", "b": "a", "tie": "tie", None: None}
+
+
+def test_score_counts_a_tie_as_half_a_win_in_its_interval_too():
+    """score = (wins + ties / 2) / parsed in every bootstrap resample, not only in the point value."""
+    ties = win_rates(["tie"] * 8 + [None] * 2, n_boot=300)["rates"]["score"]
+    assert ties == {"value": 0.5, "ci": [0.5, 0.5]}  # all ties: no preference in any resample
+    verdicts = ["a"] * 7 + ["tie"] * 6 + ["b"] * 3 + [None]
+    r = win_rates(verdicts, n_boot=400, seed=5)["rates"]
+    flipped = win_rates([FLIP[v] for v in verdicts], n_boot=400, seed=5)["rates"]
+    # the same prompts resampled with the roles swapped: b's score is 1 - a's in every resample
+    assert flipped["score"]["value"] == pytest.approx(1 - r["score"]["value"])
+    assert flipped["score"]["ci"] == pytest.approx([1 - r["score"]["ci"][1], 1 - r["score"]["ci"][0]])
+    assert flipped["a"]["ci"] == pytest.approx(r["b"]["ci"])
+    # without ties the score is the win share, interval and all
+    no_ties = win_rates(["a"] * 7 + ["b"] * 3, n_boot=400, seed=5)["rates"]
+    assert no_ties["score"]["value"] == no_ties["a"]["value"] and no_ties["score"]["ci"] == no_ties["a"]["ci"]
+    # pooled people rows build their score the same way
+    recs = [pw(f"p{i}", "tie", judge=j) for j in (ANN, BOB) for i in range(6)]
+    (p,) = summarize(recs, n_boot=300)["pooled"]["pairwise"]
+    assert p["rates"]["score"] == {"value": 0.5, "ci": [0.5, 0.5]}
 
 
 def test_all_null_verdicts_give_no_rates_but_are_counted():
