@@ -131,6 +131,9 @@ GOLDEN_MD = {
         "<table><thead><tr><th>Size</th><th>Time</th></tr></thead><tbody><tr><td>10</td><td>1 s</td></tr>"
         "<tr><td>100</td><td><code>a|b</code></td></tr></tbody></table>",
         "| Size | Time |\n|---|---|\n| 10 | 1 s |\n| 100 | `a\\|b` |"),
+    "a table inside a table cell becomes text": (
+        "<table><tr><td><table><tr><td>in</td><td>b</td></tr></table></td><td>x</td></tr></table>",
+        "| in, b | x |\n|---|---|"),
     "a URL as its own link text goes": (
         '<p>The full list: <a href="https://example.org/list">https://example.org/list</a></p>'
         '<p>Also <a href="https://example.org/b">example.org/b</a>.</p>',

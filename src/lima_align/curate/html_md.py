@@ -39,6 +39,7 @@ class _Converter(HTMLParser):
         # quotes, tables) are stored whole in `done` and referenced by a placeholder, so the
         # whitespace clean-up of their parent never touches their indentation.
         self.stack: list[tuple[str, list[str], dict]] = [("root", [], {})]
+        self.open: dict[str, int] = {}  # open containers by kind (the stack, counted)
         self.done: list[str] = []
         self.lists: list[dict] = []
         self.dropping = 0
@@ -54,14 +55,23 @@ class _Converter(HTMLParser):
         return f"\x00{len(self.done) - 1}\x00"
 
     def _in(self, kind: str) -> bool:
-        return any(k == kind for k, _, _ in self.stack)
+        return self.open.get(kind, 0) > 0
+
+    def _push(self, item: tuple[str, list[str], dict]) -> None:
+        self.stack.append(item)
+        self.open[item[0]] = self.open.get(item[0], 0) + 1
+
+    def _pop(self) -> tuple[str, list[str], dict]:
+        item = self.stack.pop()
+        self.open[item[0]] -= 1
+        return item
 
     def _close(self, kind: str) -> tuple[list[str], dict] | None:
         for i in range(len(self.stack) - 1, 0, -1):
             if self.stack[i][0] == kind:
                 while len(self.stack) > i + 1:  # unclosed inner containers end here
-                    self._finish(*self.stack.pop())
-                _, parts, info = self.stack.pop()
+                    self._finish(*self._pop())
+                _, parts, info = self._pop()
                 return parts, info
         return None
 
@@ -101,7 +111,11 @@ class _Converter(HTMLParser):
             if info.get("cells"):
                 self.stack[-1][2].setdefault("rows", []).append((info["cells"], info.get("header", False)))
         elif kind == "table":
-            self.parts.append("\n\n" + self._placeholder(_table(info.get("rows", []))) + "\n\n")
+            rows = info.get("rows", [])
+            if self._in("td") or self._in("th"):  # a table in a cell cannot be a table: its cells as text
+                self.parts.append(" " + "; ".join(", ".join(cells) for cells, _ in rows) + " ")
+            else:
+                self.parts.append("\n\n" + self._placeholder(_table(rows)) + "\n\n")
         elif kind in ("sup", "sub"):
             text = re.sub(r"\s+", " ", self._block(parts)).strip()
             if text:
@@ -128,15 +142,15 @@ class _Converter(HTMLParser):
                 self.parts.append("\n")
             return  # markup inside a code block is not Markdown
         if tag in ("pre", "blockquote", "sup", "sub", "code") or tag in STRUCK:
-            self.stack.append((tag, [], {}))
+            self._push((tag, [], {}))
         elif tag == "a":
-            self.stack.append(("a", [], {"href": dict(attrs).get("href") or ""}))
+            self._push(("a", [], {"href": dict(attrs).get("href") or ""}))
         elif tag == "table":
-            self.stack.append(("table", [], {}))
+            self._push(("table", [], {}))
         elif tag == "tr" and self._in("table"):
-            self.stack.append(("tr", [], {}))
+            self._push(("tr", [], {}))
         elif tag in ("td", "th") and self._in("tr"):
-            self.stack.append((tag, [], {}))
+            self._push((tag, [], {}))
         elif tag in ("ul", "ol"):
             start = dict(attrs).get("start") or "1"
             self.lists.append({"ordered": tag == "ol", "n": int(start) if start.isdigit() else 1})
@@ -145,7 +159,7 @@ class _Converter(HTMLParser):
             lst = self.lists[-1] if self.lists else {"ordered": False, "n": 1}
             marker = f"{lst['n']}. " if lst["ordered"] else "- "
             lst["n"] += 1
-            self.stack.append(("li", [], {"marker": marker}))
+            self._push(("li", [], {"marker": marker}))
         elif tag in HEADINGS:
             self.parts.append("\n\n" + "#" * HEADINGS[tag] + " ")
         elif tag in BLOCK:
@@ -189,11 +203,13 @@ class _Converter(HTMLParser):
         elif self._in("a"):
             self.parts.append(re.sub(r"\s+", " ", data))
         else:
-            self.parts.append(re.sub(r"\s+", " ", BARE_URL.sub("", data)))
+            if "://" in data or "www." in data:
+                data = BARE_URL.sub("", data)
+            self.parts.append(re.sub(r"\s+", " ", data))
 
     def result(self) -> str:
         while len(self.stack) > 1:
-            self._finish(*self.stack.pop())
+            self._finish(*self._pop())
         return self._block(self.parts[:])
 
 

@@ -51,7 +51,7 @@ class RuleCounts:
 
 
 # Prose only: fenced blocks (any fence length), inline code spans, and bare URLs are not words.
-CODE = re.compile(r"(`{3,})[^\n]*\n.*?\n\1|`{3,}.*?`{3,}|`[^`\n]*`", re.DOTALL)
+CODE = re.compile(r"(`{3,}).*?\1|`[^`\n]*`", re.DOTALL)
 URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+")
 
 # Words that name a numbered thing, so the "I" after them is a Roman numeral ("Type I error",
@@ -80,9 +80,14 @@ def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(r"(?<![\w'])(?:" + "|".join(parts) + r")(?![\w'])", re.IGNORECASE)
 
 
+@lru_cache(maxsize=8)  # the rules of one record read the same answer in turn
 def prose_of(text: str) -> str:
     """`text` with code (blocks and spans) and URLs blanked out and curly apostrophes made straight."""
-    return URL.sub(" ", CODE.sub(" ", text)).replace("\u2019", "'")
+    if "`" in text:
+        text = CODE.sub(" ", text)
+    if "://" in text or "www." in text:
+        text = URL.sub(" ", text)
+    return text.replace("\u2019", "'")
 
 
 def technical_i(text: str, start: int, end: int) -> bool:
@@ -113,20 +118,14 @@ def find_words(text: str, words: list[str]) -> str | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str] | None:
-    """Phrases as whole words: a phrase starting (ending) with a letter must not continue a word there,
+@lru_cache(maxsize=1024)
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    """A phrase as whole words: a phrase starting (ending) with a letter must not continue a word there,
     so "op's" does not match inside "Hadoop's"; a trailing space in a phrase ("the op ") means the same."""
-    parts = []
-    for p in phrases:
-        p = p.replace("\u2019", "'").strip()
-        if not p:
-            continue
-        body = r"\s+".join(re.escape(w) for w in p.split())
-        lead = r"(?<![\w'])" if p[0].isalnum() else ""
-        tail = r"(?![\w])" if p[-1].isalnum() or p[-1] == "'" else ""
-        parts.append(f"{lead}{body}{tail}")
-    return re.compile("|".join(parts), re.IGNORECASE) if parts else None
+    body = r"\s+".join(re.escape(w) for w in phrase.split())
+    lead = r"(?<![\w'])" if phrase[0].isalnum() else ""
+    tail = r"(?![\w])" if phrase[-1].isalnum() or phrase[-1] == "'" else ""
+    return re.compile(f"{lead}{body}{tail}", re.IGNORECASE)
 
 
 # Edit and update notes in their usual dress: "**Edit**:", "**EDIT**", "## Update", "Edit 2 -",
@@ -142,8 +141,14 @@ def find_phrase(text: str, phrases: list[str], *, edit_notes: bool = False) -> s
     """The first of `phrases` used as whole words in the prose of `text` (code and URLs ignored), any
     case, or None. With `edit_notes`, bold/heading edit and update notes count too."""
     prose = prose_of(text)
-    pat = _phrase_pattern(tuple(phrases))
-    found = [m for m in (pat.search(prose) if pat else None, EDIT_NOTE.search(prose) if edit_notes else None) if m]
+    low = " ".join(prose.lower().split())
+    found = []
+    for p in phrases:  # a plain substring test first: the regex runs only for phrases that may be there
+        p = " ".join(p.replace("\u2019", "'").lower().split())
+        if p and p in low and (m := _phrase_pattern(p).search(prose)):
+            found.append(m)
+    if edit_notes and ("edit" in low or "update" in low) and (m := EDIT_NOTE.search(prose)):
+        found.append(m)
     if not found:
         return None
     return " ".join(min(found, key=lambda m: m.start()).group(0).lower().split())
