@@ -128,6 +128,8 @@ def test_a_failing_command_or_a_missing_promised_file_fails(tmp_path, monkeypatc
     session = Session(tmp_path, tmp_path / "no-model", "http://127.0.0.1:9/v1")
     with pytest.raises(AssertionError, match="README.md:7 .S.: lima-align generate --no-such-flag"):
         session.run(Command("lima-align generate --no-such-flag", "S", 7))
+    with pytest.raises(AssertionError, match="its recipe does not load"):
+        session.check_launched(Command("torchrun --nproc_per_node 2 -m lima_align train no-such-recipe", "S", 8), "w")
     argv = ["lima-align", "generate", "--output", "g.jsonl"]
     assert check_promises(argv, ("generate",), "", tmp_path) == ["missing: g.jsonl"]
     (tmp_path / "g.jsonl").write_text("")
