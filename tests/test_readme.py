@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -169,7 +168,7 @@ def git_show_or_stand_in(cmd: Command, work: Path) -> None:
     """`git show COMMIT:PATH > FILE` from this checkout; the shipped file at PATH where the history is absent."""
     spec, out = cmd.text.split()[2], cmd.text.split()[-1]
     got = subprocess.run(["git", "show", spec], cwd=REPO, capture_output=True, text=True)
-    text = got.stdout if got.returncode == 0 else (REPO / "src" / spec.split(":", 1)[1]).read_text()
+    text = got.stdout if got.returncode == 0 else (REPO / spec.split(":", 1)[1]).read_text()
     (work / out).write_text(text)
 
 
@@ -179,12 +178,6 @@ def git_show_or_stand_in(cmd: Command, work: Path) -> None:
 def fake_judge(request: dict) -> str:
     # Every line kind a caller parses: pairwise verdicts, ratings, and plain text for a simulated user.
     return "Both answers are short.\nRating: pass\nVerdict: A"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Session:
@@ -263,6 +256,8 @@ class Session:
         self.ran.append(cmd.text)
 
     def start_server(self, argv: list[str], sub: tuple[str, ...], background: bool, where: str) -> None:
+        from lima_align.annotate.client import free_port
+
         path, default_port = SERVERS[sub]
         port = free_port()
         if "--port" in argv:
