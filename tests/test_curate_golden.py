@@ -407,11 +407,14 @@ def test_manifest_has_sites_and_notices(tmp_path):
     root = tmp_path / "dumps"
     write_site(root, "cooking.stackexchange.com", good(2))
     write_site(root, "cooking.meta.stackexchange.com", good(2))
-    out = run_curate(recipe(tmp_path, [root]))
+    out = run_curate(recipe(tmp_path, [root], report="true"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["url"] for s in manifest["sites"]] == ["https://cooking.stackexchange.com"]
     assert manifest["sites"][0]["newest_question"] == "2016-01-01"
     assert "cooking.meta.stackexchange.com" in manifest["notices"][0]
+    page = (out / "report.html").read_text()
+    assert "<td>https://cooking.stackexchange.com</td><td>2016-01-01</td>" in page
+    assert "<td>CC BY-SA 3.0</td><td class=n>2</td>" in page and "left out cooking.meta" in page
 
 
 # ------------------------------------------------------------------ the README example

@@ -4,6 +4,7 @@ selected set spreads over domains and lengths (charts as PNG files and inline)."
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,18 @@ def write_report(out: Path, manifest: dict[str, Any], candidates: list[dict[str,
         ["file", "source", "MB", "sha256"],
         [[_e(i["path"]), _e(i["source"]), f"{i['bytes'] / 1e6:.1f}", f"<code>{i['sha256'][:16]}</code>"]
          for i in manifest["inputs"]], text_cols=2) + "</section>")
+    if manifest.get("sites"):
+        parts.append("<section><h2>Sites</h2>" + _table(
+            ["site", "URL", "newest question"],
+            [[_e(x["site"]), _e(x["url"]), _e(x.get("newest_question") or "unknown")] for x in manifest["sites"]],
+            text_cols=3) + "</section>")
+    licences = Counter(str((r.get("meta") or {}).get("license", "none")) for r in selected)
+    if licences:
+        parts.append("<section><h2>Licences of the selected records</h2>" + _table(
+            ["licence", "records"], [[_e(k), v] for k, v in sorted(licences.items())]) + "</section>")
+    if manifest.get("notices"):
+        parts.append("<section><h2>Notices</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in manifest["notices"])
+                     + "</ul></section>")
     if bad["count"]:
         parts.append(f"<section><h2>Bad rows skipped: {bad['count']}</h2>"
                      + _table(["where", "what"], [[_e(x["where"]), _e(x["what"])] for x in bad["locations"][:50]],
