@@ -46,6 +46,8 @@ def refers(text: str) -> str | None:
     "Phase I trials test safety in a few volunteers.",
     "Use an I-beam when the span is long.",
     "Chapter I of the standard defines the terms.",
+    "The I/Q samples come from the mixer.",
+    "Episode I came out first.",
     "Set `I = np.eye(3)` first, then call `solve(I, b)`.",
     "```\nI = identity(4)\nprint(I)\n```",
 ])
@@ -59,6 +61,7 @@ def test_technical_i_is_not_first_person(text):
     ("Disk I/O was slow, so I moved the logs.", "I"),  # the technical use is skipped, the writer is not
     ("In my experience it helps.", "my"),
     ("Type I errors are what I worry about most.", "I"),
+    ("Here I/we would pick the second one.", "I"),
 ])
 def test_first_person_still_found(text, word):
     assert first_person(text) == word

@@ -63,6 +63,7 @@ ROMAN_AFTER = frozenset((
     "george", "edward", "william", "richard", "john", "peter", "napoleon", "francis", "mary", "alexander",
     "frederick", "philip", "paul", "pius", "leo", "gregory", "benedict", "catherine", "nicholas", "ferdinand",
     "otto", "wilhelm", "victor", "step", "lemma", "theorem", "case", "option", "method", "problem", "exercise",
+    "episode", "season", "round", "unit", "stage", "wave", "gen", "generation",
 ))
 NUMERAL_LIST = re.compile(r"\s*(?:,|and|or|&|/|-|–|to)\s*(?:II|III|IV|V|VI)\b")
 
@@ -94,8 +95,8 @@ def technical_i(text: str, start: int, end: int) -> bool:
     """Whether the "I" at text[start:end] is not the writer: I/O, I-beam, a Roman numeral after a
     numbered thing's name ("Type I", "World War I") or in a list of numerals ("I and II")."""
     before, after = text[max(0, start - 30):start], text[end:end + 12]
-    if after[:1] in ("/", "-", "\u2013") or before[-1:] in ("/", "-", "\u2013"):
-        return True
+    if re.match(r"/(?:[OoQ]\b|II?\b)", after) or after[:1] in ("-", "\u2013") or before[-1:] in ("-", "\u2013"):
+        return True  # I/O, I/Q, I/II; I-beam, I-95 ("I/we" stays first person)
     if before[-1:] == "(" and after[:1] == ")":  # an enumerator "(I)"
         return True
     prev = re.search(r"([A-Za-z]+)\.?\s+$", before)
