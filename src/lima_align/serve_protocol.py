@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import NotRequired, TypedDict
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from .decoding import Decoding
@@ -25,10 +26,11 @@ SEED_MAX = 2 ** 63 - 1  # OpenAI's seed is a signed 64-bit integer; ours are non
 # ----------------------------------------------------------------- request
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessageIn(TypedDict):
+    # A TypedDict, not a model: validating 40,000 turns as models took 1.2 s on the event loop,
+    # as dicts 0.03 s. Other keys (name, ...) are dropped.
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: NotRequired[str | list[dict[str, Any]] | None]
 
 
 class ChatRequest(BaseModel):
@@ -61,7 +63,7 @@ def request_messages(req: ChatRequest) -> list[Message]:
         problems.add("logprobs", "logprobs are not supported by this server", "omit logprobs")
     messages = []
     for i, m in enumerate(req.messages):
-        content = m.content
+        content = m.get("content")
         if isinstance(content, list):  # content parts: only text can reach a text-only model
             if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in content):
                 problems.add(f"messages[{i}].content", "only text content parts are supported",
@@ -77,7 +79,7 @@ def request_messages(req: ChatRequest) -> list[Message]:
                          "send UTF-8 text (a character beyond U+FFFF is one surrogate pair in JSON, never half of one)")
             continue
         # OpenAI's newer name for the system turn.
-        messages.append(Message("system" if m.role == "developer" else m.role, content))
+        messages.append(Message("system" if m["role"] == "developer" else m["role"], content))
     for i, stop in enumerate([req.stop] if isinstance(req.stop, str) else req.stop or []):
         if (bad := lone_surrogate(stop)) is not None:
             problems.add(f"stop[{i}]", f"not valid Unicode text: a lone UTF-16 surrogate at character {bad}",
