@@ -11,7 +11,7 @@ import pytest
 
 from lima_align import jsonl
 from lima_align.errors import LimaError
-from lima_align.jsonl import (JsonlAppender, check_output, output_error, read_bytes, read_jsonl, read_text,
+from lima_align.jsonl import (JsonlAppender, check_output, check_output_folder, output_error, read_bytes, read_jsonl, read_text,
                               repair_tail, write_jsonl_atomic)
 
 GOOD = b'{"id": 1}\n'
@@ -46,6 +46,10 @@ def test_read_text_names_the_line_and_column_of_a_byte_that_is_not_utf8(tmp_path
     p.write_bytes("first line ü\n".encode() + b"ab\xffcd\n")
     assert str(error_of(read_text, p)) == (f"{p}:2: not UTF-8 text (byte 0xff at column 3)\n"
                                            "    fix: save the file as UTF-8")
+    p.write_bytes(b"\nx\nab\xffcd\n\n\n")  # lines before and after, one starting the file
+    assert str(error_of(read_text, p)).startswith(f"{p}:3: not UTF-8 text (byte 0xff at column 3)")
+    p.write_bytes(b"\nab\xff")
+    assert str(error_of(read_text, p)).startswith(f"{p}:2: not UTF-8 text (byte 0xff at column 3)")
     p.write_bytes("héllo\nwörld".encode())
     assert read_text(p) == "héllo\nwörld"
 
@@ -128,6 +132,9 @@ def test_output_paths_that_cannot_be_written_say_why(tmp_path):
     assert str(error_of(write_jsonl_atomic, target, [{"a": 1}])) == (
         f"{target}: cannot write it: {blocker} is a file, not a folder\n"
         "    fix: choose a path in a folder you can write to")
+    # refused by the check itself, before any work, and said the same way by output_error
+    assert str(error_of(check_output, target)) == str(error_of(write_jsonl_atomic, target, []))
+    assert str(output_error(target, NotADirectoryError(20, "Not a directory"))) == str(error_of(check_output, target))
     plain = output_error(tmp_path / "out.jsonl", PermissionError(13, "Permission denied"))
     assert str(plain) == (f"{tmp_path / 'out.jsonl'}: cannot write it (Permission denied)\n"
                           "    fix: choose a path in a folder you can write to")
@@ -177,3 +184,15 @@ def test_repair_tail_finds_the_newline_at_a_scan_block_edge(tmp_path, tail):
     assert p.read_bytes() == head
     if tail == 65535:
         assert [json.loads(x) for x in p.read_bytes().splitlines()] == [{"id": 1}] * 3
+
+
+def test_output_folder_check_refuses_a_file_or_a_path_under_one(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert str(error_of(check_output_folder, f)) == (f"{f}: is a file; an output folder is needed here\n"
+                                                     "    fix: give a folder path (it is created if missing)")
+    assert str(error_of(check_output_folder, f / "run")) == (
+        f"{f / 'run'}: cannot write it: {f} is a file, not a folder\n"
+        "    fix: choose a path in a folder you can write to")
+    assert check_output_folder(tmp_path / "new" / "run") == tmp_path / "new" / "run"
+    assert check_output_folder(str(tmp_path)) == tmp_path
