@@ -153,6 +153,9 @@ GOLDEN_MD = {
     "quote inside a nested list keeps its indentation": (
         "<ul><li>Outer<ul><li>Inner<blockquote><p>first line</p><p>second line</p></blockquote></li></ul></li></ul>",
         "- Outer\n\n  - Inner\n\n    > first line\n    >\n    > second line"),
+    "punctuation in prose keeps its space": (
+        "<p>Use the ! operator, or write a : b in the header.</p>",
+        "Use the ! operator, or write a : b in the header."),
     "entities are decoded once": (
         "<p>Write &amp;lt; for a literal &lt; and <code>x &amp;&amp; y</code>.</p>",
         "Write &lt; for a literal < and `x && y`."),

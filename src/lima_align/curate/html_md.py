@@ -24,6 +24,7 @@ INLINE_MARKS = {"strong": "**", "b": "**", "em": "*", "i": "*"}
 CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK
 PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 IMAGE = "\x01"  # where an image was removed (see convert_post)
+DROPPED = "\x02"  # where a URL or struck-out text was removed: no gap is left before punctuation there
 URL_TEXT = re.compile(r"^(?:https?://|ftp://|www\.)\S*$", re.IGNORECASE)
 BARE_URL = re.compile(r"(?<![\w/])(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
 # Anchor texts that only point at the link: the URL is kept for these.
@@ -123,7 +124,7 @@ class _Converter(HTMLParser):
                 self.parts.append(mark + (text if SIMPLE_SCRIPT.match(text) else f"({text})"))
         elif kind == "a":
             text = _anchor(self._block(parts), info.get("href", ""))
-            self.parts.append(self._placeholder(text) if text.strip(IMAGE) else text)
+            self.parts.append(self._placeholder(text) if text.strip(IMAGE + DROPPED) else text)
         elif kind in STRUCK:  # only reached with strike="mark": dropped text never opens a container
             text = self._block(parts).strip()
             if text:
@@ -132,6 +133,8 @@ class _Converter(HTMLParser):
     # -- parser callbacks
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in DROP_WITH_CONTENT or (tag in STRUCK and self.strike == "drop"):
+            if not self.dropping and tag in STRUCK:
+                self.parts.append(DROPPED)
             self.dropping += 1
             return
         if self.dropping:
@@ -204,13 +207,13 @@ class _Converter(HTMLParser):
             self.parts.append(re.sub(r"\s+", " ", data))
         else:
             if "://" in data or "www." in data:
-                data = BARE_URL.sub("", data)
+                data = BARE_URL.sub(DROPPED, data)
             self.parts.append(re.sub(r"\s+", " ", data))
 
     def result(self) -> str:
         while len(self.stack) > 1:
             self._finish(*self._pop())
-        return self._block(self.parts[:])
+        return self._block(self.parts[:]).replace(DROPPED, "")  # any left inside finished blocks
 
 
 def _longest_run(text: str, ch: str) -> int:
@@ -223,7 +226,7 @@ def _anchor(text: str, href: str) -> str:
     t = text.strip()
     bare = re.sub(r"^[a-z]+://", "", href, flags=re.IGNORECASE).rstrip("/")
     if not t or URL_TEXT.match(t) or t.rstrip("/") in (href.rstrip("/"), bare):
-        return IMAGE if IMAGE in text else ""
+        return IMAGE if IMAGE in text else DROPPED
     if t.lower().strip(".:") in STUB_ANCHORS and href.startswith(("http://", "https://")):
         return text.replace(t, f"[{t}]({href})")
     return text
@@ -241,9 +244,11 @@ def _table(rows: list[tuple[list[str], bool]]) -> str:
 
 
 def _normalise(text: str) -> str:
+    if DROPPED in text:  # a dropped URL or struck word leaves no gap before punctuation, one space elsewhere
+        text = re.sub(f"[ \t]*{DROPPED}[{DROPPED} \t]*(?=[.,;:!?\n]|$)", "", text)
+        text = re.sub(f"[ \t]*{DROPPED}[{DROPPED} \t]*", " ", text)
     text = re.sub(r"[ \t]*\n[ \t]*", "\n", text)
     text = re.sub(r"[ \t]{2,}", " ", text)
-    text = re.sub(r" +([.,;:!?])", r"\1", text)  # a dropped URL or struck word leaves no gap before punctuation
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
