@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lima_align.curate.dedup import DedupConfig, count_reasons, dedup
+from lima_align.curate.dedup import DedupConfig, count_reasons, dedup, normalise, shingles
 from lima_align.curate.embed import EmbeddingCache, embed_texts
 from lima_align.curate.select import SelectConfig, facility_location, kcenter, quality_scores, select, stratum_of
 from lima_align.errors import LimaError
@@ -71,8 +71,8 @@ def test_dedup_exact_and_near_keeps_first_and_counts():
     assert len(dedup(pool, DedupConfig(exact=False, near=False))[0]) == 5
     # exact off: the normalised copy is caught as a near duplicate instead
     assert [d["reason"] for d in dedup(pool, DedupConfig(exact=False))[1]] == ["near_duplicate"] * 3
-    # deterministic
-    assert dedup(pool, DedupConfig(), seed=0) == (kept, dropped)
+    # another seed draws other permutations; these records lie far from the threshold, so the same decisions
+    assert dedup(pool, DedupConfig(), seed=7) == (kept, dropped)
 
 
 def test_dedup_threshold_and_config_check():
@@ -86,6 +86,67 @@ def test_dedup_threshold_and_config_check():
     problems = ProblemList()
     DedupConfig(threshold=1.5, num_perm=4).check(problems)
     assert len(problems.problems) == 2
+
+
+def variant(m: int) -> str:
+    """LONG with its last m words replaced by words of their own."""
+    words = LONG.split()
+    return " ".join(words[:len(words) - m] + [f"zz{i}" for i in range(m)])
+
+
+def jaccard(x: str, y: str) -> float:
+    a, b = shingles(normalise(f"q\n\n{x}")), shingles(normalise(f"q\n\n{y}"))
+    return len(a & b) / len(a | b)
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.4, 0.6, 0.8, 0.9, 1.0])
+def test_dedup_drops_a_record_exactly_when_its_similarity_reaches_the_threshold(threshold):
+    """Shingle Jaccard 1.0 (a case-changed copy), 0.93, 0.83, 0.69, 0.46, 0.29, 0.09 against LONG; pairs within
+    0.08 of the threshold are left out (the MinHash estimate may fall either side of it)."""
+    cases = [LONG.upper()] + [variant(m) for m in (2, 5, 10, 20, 30, 45)]
+    checked = 0
+    for text in cases:
+        j = jaccard(LONG, text)
+        if abs(j - threshold) < 0.08 and j != 1.0:
+            continue
+        kept, _ = dedup([rec("a", "q", LONG), rec("b", "q", text)], DedupConfig(exact=False, threshold=threshold))
+        assert len(kept) == (1 if j >= threshold else 2), (threshold, round(j, 2))
+        checked += 1
+    assert checked >= 5
+
+
+def test_dedup_checks_every_lsh_candidate_against_the_threshold(monkeypatch):
+    """LSH only proposes candidates; one far below the threshold is kept however LSH banded it."""
+    import datasketch
+
+    class ProposesEverything(datasketch.MinHashLSH):
+        """Banding's false positives at their worst: every earlier record is a candidate."""
+
+        def insert(self, key, minhash, **kw):
+            self.every = [*getattr(self, "every", []), key]
+            super().insert(key, minhash, **kw)
+
+        def query(self, minhash):
+            return list(getattr(self, "every", []))
+
+    monkeypatch.setattr(datasketch, "MinHashLSH", ProposesEverything)
+    pool = [rec("a", "q", LONG), rec("b", "q", variant(30)), rec("c", "q", variant(2))]  # Jaccard 0.29, 0.93
+    kept, dropped = dedup(pool, DedupConfig(threshold=0.8))
+    assert ids(kept) == ["a", "b"]
+    assert dropped == [{"id": "c", "reason": "near_duplicate", "duplicate_of": "a"}]
+
+
+@pytest.mark.parametrize("num_perm,threshold", [(16, 0.9), (128, 0.99), (64, 1.0)])
+def test_dedup_takes_every_threshold_its_check_accepts(num_perm, threshold):
+    """datasketch refuses to band thresholds this high for so few permutations (fewer than two bands)."""
+    from lima_align.errors import ProblemList
+
+    cfg = DedupConfig(exact=False, threshold=threshold, num_perm=num_perm)
+    problems = ProblemList()
+    cfg.check(problems)
+    assert not problems.problems
+    kept, dropped = dedup([rec("a", "q", LONG), rec("b", "q", LONG.upper()), rec("c", "q", variant(20))], cfg)
+    assert ids(kept) == ["a", "c"] and dropped[0]["duplicate_of"] == "a"
 
 
 # ------------------------------------------------------------------ lima

@@ -89,6 +89,23 @@ def shingles(text: str) -> set[str]:
 # ------------------------------------------------------------------ dedup
 
 
+def banded_index(lsh_class: Any, threshold: float, num_perm: int) -> Any:
+    """An LSH index for `threshold`, or for the highest threshold below it that datasketch can band.
+
+    datasketch refuses thresholds that need fewer than two bands (0.99 at 128 permutations, 0.9 at 16).
+    The index only proposes candidates, each then checked against the threshold itself, so a lower
+    index threshold costs some checks and loses no duplicate.
+    """
+    t = threshold
+    while True:
+        try:
+            return lsh_class(threshold=t, num_perm=num_perm)
+        except ValueError:
+            if t <= 0.05:
+                raise
+            t -= 0.05
+
+
 def dedup(records: list[dict[str, Any]], cfg: DedupConfig, *, seed: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (kept, dropped); each dropped item is {"id", "reason", "duplicate_of"}. Input order is kept."""
     kept: list[dict[str, Any]] = []
@@ -101,7 +118,7 @@ def dedup(records: list[dict[str, Any]], cfg: DedupConfig, *, seed: int = 0) -> 
     if cfg.near:
         from datasketch import MinHash, MinHashLSH
 
-        lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+        lsh = banded_index(MinHashLSH, cfg.threshold, cfg.num_perm)
         # One set of seeded permutations for all records (datasketch would redraw them per MinHash),
         # and CRC32 as the base hash: deterministic, and a C call instead of sha1 + unpacking per shingle.
         base = MinHash(num_perm=cfg.num_perm, seed=seed + 1)
