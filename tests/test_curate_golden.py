@@ -73,6 +73,7 @@ def test_first_person_still_found(text, word):
 @pytest.mark.parametrize("text", [
     "Hadoop's scheduler places each task near its data.",  # "op's" inside a word
     "The bishop's move is diagonal.",
+    "Feed the op amp from a split supply; the op-amp output then swings both ways.",
     "Give credit: the idea comes from the manual.",  # "edit:" inside "credit:"
     "Run `update: function() {}` through the linter.",
     "```\nconst handlers = {\n  update: function() { return 1; },\n};\n```",
@@ -97,6 +98,7 @@ def test_reference_rule_does_not_misfire(text):
     "Some text.\n\n*Edit:* the flag is gone now.",
     "> **Edit**: quoted note.",
     "The OP's setup differs.",
+    "As the OP said, the op amp clips.",
     "As mentioned in the comments, it works.",
     "See the accepted answer for details.",
 ])

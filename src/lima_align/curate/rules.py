@@ -126,7 +126,11 @@ def _phrase_pattern(phrase: str) -> re.Pattern[str]:
     body = r"\s+".join(re.escape(w) for w in phrase.split())
     lead = r"(?<![\w'])" if phrase[0].isalnum() else ""
     tail = r"(?![\w])" if phrase[-1].isalnum() or phrase[-1] == "'" else ""
-    return re.compile(f"{lead}{body}{tail}", re.IGNORECASE)
+    return re.compile(f"{lead}{body}{tail}{PHRASE_EXCEPTIONS.get(phrase, '')}", re.IGNORECASE)
+
+
+# Phrases that are also the start of a technical term: "the op amp" is an amplifier, not the asker.
+PHRASE_EXCEPTIONS = {"the op": r"(?![\s-]*amps?\b)", "op's": r"(?![\s-]*amps?\b)"}
 
 
 # Edit and update notes in their usual dress: "**Edit**:", "**EDIT**", "## Update", "Edit 2 -",
