@@ -63,7 +63,7 @@ ROMAN_AFTER = frozenset((
     "george", "edward", "william", "richard", "john", "peter", "napoleon", "francis", "mary", "alexander",
     "frederick", "philip", "paul", "pius", "leo", "gregory", "benedict", "catherine", "nicholas", "ferdinand",
     "otto", "wilhelm", "victor", "step", "lemma", "theorem", "case", "option", "method", "problem", "exercise",
-    "episode", "season", "round", "unit", "stage", "wave", "gen", "generation",
+    "episode", "season", "round", "unit", "wave", "gen", "generation",
 ))
 NUMERAL_LIST = re.compile(r"\s*(?:,|and|or|&|/|-|–|to)\s*(?:II|III|IV|V|VI)\b")
 
