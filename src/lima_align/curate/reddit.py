@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError
+from ..jsonl import json_error
 from .config import RedditConfig
 from .inputs import BadRows, iter_lines
 from .rules import RuleCounts, split_tag, title_problem
@@ -38,7 +39,7 @@ def _objects(path: Path, bad: BadRows, desc: str, count_bad: bool) -> Iterator[t
             continue
         except json.JSONDecodeError as e:
             if count_bad:
-                bad.skip(path, f":{n}", f"not valid JSON ({e.msg} at column {e.colno})", "fix or delete this line")
+                bad.skip(path, f":{n}", json_error(e), "fix or delete this line")
             continue
         if isinstance(obj, dict):
             yield n, obj

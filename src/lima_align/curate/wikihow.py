@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError
+from ..jsonl import json_error
 from .config import WikiHowConfig
 from .html_md import strip_markdown_links
 from .inputs import BadRows, iter_lines
@@ -87,7 +88,7 @@ def _rows(path: Path, bad: BadRows) -> Iterator[tuple[str, dict[str, Any]]]:
                 bad.skip(path, f":{n}", f"not UTF-8 (byte {e.start})", "re-save the file as UTF-8")
                 continue
             except json.JSONDecodeError as e:
-                bad.skip(path, f":{n}", f"not valid JSON ({e.msg} at column {e.colno})", "fix or delete this line")
+                bad.skip(path, f":{n}", json_error(e), "fix or delete this line")
                 continue
             if not isinstance(obj, dict):
                 bad.skip(path, f":{n}", f"expected a JSON object, got {type(obj).__name__}", "one article per line")
