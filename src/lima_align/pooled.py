@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import SCALES, VERDICTS, cohen_kappa, pct, pct_ci, sign_test, text_table, wilson
+from .stats import SCALES, VERDICTS, cohen_kappa, sign_test, wilson
+from .text_tables import pct, pct_ci, text_table
 
 PEOPLE = "people"
 UNIT = "prompt (cluster bootstrap: all votes on a prompt are resampled together)"

@@ -7,11 +7,13 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .jsonl import write_text_atomic
+from .report_agreement import agreement_section, compact_view
 from .stats import comparisons, is_consistent, load_judgments, short_judge, summarize
 
 # ----------------------------------------------------------------- evaluation report
@@ -253,21 +255,6 @@ def _summary_table(pairwise: list[dict[str, Any]]) -> str:
                    "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
 
 
-def _agreement_table(agreement: list[dict[str, Any]]) -> str:
-    if not agreement:
-        return ("<p class=note>No model pair was judged by two judges on the same prompts, so there is nothing to "
-                "compare. Judge the same generations with a second judge (or a human annotator) to see agreement.</p>")
-    rows = [[f"{_e(g['model_a'])} vs {_e(g['model_b'])}", _e(short_judge(g["judge_1"])), _e(short_judge(g["judge_2"])),
-             g["n"], _fmt_pct(g["tie_discounted_accuracy"]), _fmt_pct(g["with_ties"]),
-             f"{_fmt_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>",
-             "&ndash;" if g["kappa"] is None else format(g["kappa"], ".3f"), g["n_null"]] for g in agreement]
-    return (_table(["models", "judge 1", "judge 2", "shared prompts", "tie-discounted accuracy", "agreement w/ ties",
-                    "w/o ties", "Cohen's &kappa;", "unparsed"], rows, text_cols=3)
-            + "<p class=note>Tie-discounted accuracy (LIMA): 1 for the same verdict, 0.5 when exactly one judge says "
-            "tie, 0 for opposite verdicts. Agreement w/o ties counts only prompts where both judges picked a side "
-            "(MT-Bench). &kappa; uses the three classes a / tie / b.</p>")
-
-
 def _bias_table(pairwise: list[dict[str, Any]]) -> str:
     rows = []
     for p in pairwise:
@@ -417,6 +404,7 @@ def _items_section(records: list[dict[str, Any]], index: int) -> str:
 def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: Path, *, title: str) -> Path:
     """Write report.json, charts/*.png and report.html for a stats.summarize() result and its records."""
     out_dir = Path(out_dir)
+    full, (summary, left_out) = summary, compact_view(summary)  # report.json gets full, the page the compact view
     charts_dir = out_dir / "charts"
     images: dict[str, str] = {}
     if summary["pairwise"]:
@@ -428,7 +416,7 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
     charts = {name: f"charts/{name}.png" for name in images}
 
     created = time.strftime("%Y-%m-%d %H:%M:%S")
-    report = {"title": title, "created": created, **summary, "charts": charts}
+    report = {"title": title, "created": created, **full, "charts": charts}
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
 
     def img(name: str, alt: str) -> str:
@@ -449,14 +437,14 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
                      f"({boot['n_boot']} replicates, "
                      f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
                      "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
-                     "</p></section>")
+                     f"</p>{left_out}</section>")
     if summary.get("pooled"):
         parts.append(_pooled_section(summary["pooled"]))
     if ab:
         parts.append(f"<section><h2>Absolute ratings</h2>{img('ratings', 'fail / pass / excellent shares')}"
                      f"{img('mean_scores', 'mean helpfulness scores')}{_ratings_table(ab)}</section>")
     if pw:
-        parts.append(f"<section><h2>Judge agreement</h2>{_agreement_table(summary['agreement'])}</section>")
+        parts.append(agreement_section(full))
         parts.append(f"<section><h2>Position consistency and length bias</h2>{_bias_table(pw)}</section>")
         parts.append(f"<section><h2>Statistical power</h2>{_power_sentence(pw)}{_power_block(pw)}</section>")
         seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -486,7 +474,7 @@ def _power_sentence(pairwise: list[dict[str, Any]]) -> str:
 
 
 def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lima-align evaluation report",
-                 n_boot: int = 2000, seed: int = 0) -> Path:
+                 n_boot: int = 2000, seed: int = 0, groups: Sequence[tuple[str, str]] = ()) -> Path:
     """Read judgment files, compute every statistic, and write out_dir/report.json, out_dir/report.html
     (self-contained) and out_dir/charts/*.png. Returns the path of report.html."""
     # analysis: `analyze shift` / `analyze retention` summaries ({"kind": ...} JSON) add their own sections
@@ -494,6 +482,7 @@ def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lim
 
     judgment_paths, sections = split_section_files(judgment_paths)
     records = load_judgments(judgment_paths)
-    summary = {"files": [str(p) for p in judgment_paths], **summarize(records, n_boot=n_boot, seed=seed)}
+    summary = {"files": [str(p) for p in judgment_paths],
+               **summarize(records, n_boot=n_boot, seed=seed, groups=groups)}
     page = render_report(summary, records, Path(out_dir), title=title)
     return add_sections(page, sections) if sections else page

@@ -471,7 +471,15 @@ def length_bias(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0,
     the same length; compare it with raw_win_share = wins / (wins + losses). odds_ratio_per_doubling =
     exp(b1 * ln 2) says how much a's odds of winning multiply when a's answer is twice as long relative to b's.
     The CI bootstraps prompts and refits. by_ratio: the same decisive outcomes split by length ratio a/b.
+    Records imported without their answers (meta.outputs "absent") are left out and counted in n_without_text.
+
+    This is our own model, not AlpacaEval 2's length-controlled win rate: that one fits a GLM per model over all
+    of its instructions with a shared instruction-difficulty term estimated across many models, then predicts the
+    win rate at zero length difference. Ours is one judge and one model pair at a time, with no difficulty term.
     """
+    # label-only imports (judgment_import: meta.outputs "absent") have no answers to measure; "" is a real answer
+    without_text = [r for r in records if (r.get("meta") or {}).get("outputs") == "absent"]
+    records = [r for r in records if (r.get("meta") or {}).get("outputs") != "absent"]
     dec = [r for r in records if r.get("verdict") in ("a", "b")]
     la = np.array([len(r["output_a"]) for r in dec], dtype=float)
     lb = np.array([len(r["output_b"]) for r in dec], dtype=float)
@@ -480,7 +488,8 @@ def length_bias(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0,
     longer_won = ((la > lb) == (y == 1))[unequal]
     n_longer = int(longer_won.sum())
     out: dict[str, Any] = {
-        "length_unit": "characters", "n_decisive": len(dec), "n_unequal": int(unequal.sum()),
+        "length_unit": "characters", "n_without_text": len(without_text), "n_decisive": len(dec),
+        "n_unequal": int(unequal.sum()),
         "longer_wins": n_longer, "longer_wins_share": n_longer / int(unequal.sum()) if unequal.any() else None,
         "longer_wins_p_value": sign_test(n_longer, int(unequal.sum()) - n_longer),
         "mean_chars_a": float(np.mean([len(r["output_a"]) for r in records])) if records else None,
@@ -608,11 +617,13 @@ def power_analysis(n_decisive: int, tie_share: float | None, *, targets: Sequenc
 # ----------------------------------------------------------------- everything at once
 
 
-def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0,
+              groups: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """All statistics for a set of judgment records (see load_judgments), as one JSON-able dict:
-    {"n_records", "pairwise": [per comparison], "agreement": [per judge pair], "absolute": [per model x judge]},
-    plus "pooled": {"pairwise", "absolute"} with the "people" rows where two or more people judged the same
-    model pair or model (see pooled.py)."""
+    {"n_records", "pairwise": [per comparison], "agreement": [per judge pair that shares a prompt],
+    "absolute": [per model x judge]}, plus "pooled": {"pairwise", "absolute"} with the "people" rows where two or
+    more people judged the same model pair or model (see pooled.py), and "pooled_agreement" between groups of
+    judges (agreement.py; groups: (name prefix, group name) pairs)."""
     comps = comparisons(records)
     pairwise = []
     for c in comps:
@@ -623,91 +634,23 @@ def summarize(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0) -
                          "model_a": c["model_a"], "model_b": c["model_b"], "judge": c["judge"], **wr,
                          "position": position_bias(rs), "length": length_bias(rs, n_boot=n_boot, seed=seed),
                          "power": power_analysis(wr["counts"]["a"] + wr["counts"]["b"], tie_share)})
-    out = {"n_records": len(records), "pairwise": pairwise, "agreement": judge_agreement(comps),
+    out = {"n_records": len(records), "pairwise": pairwise,
+           "agreement": [g for g in judge_agreement(comps) if g["n"]],  # most judge pairs share no prompt
            "absolute": ratings(records, n_boot=n_boot, seed=seed)}
-    from .pooled import pool_people  # imported here: pooled builds on this module
+    from .agreement import pooled_agreement  # imported here: both build on this module
+    from .pooled import pool_people
 
     pooled = pool_people(records, comps, n_boot=n_boot, seed=seed)
     if pooled["pairwise"] or pooled["absolute"]:  # two or more people judged the same thing
         out["pooled"] = pooled
+    if comps:
+        out["pooled_agreement"] = pooled_agreement(records, groups, n_boot=n_boot, seed=seed)
     return out
 
 
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def pct_ci(e: dict[str, Any]) -> str:
-    lo, hi = e["ci"]
-    if e["value"] is None:
-        return "-"
-    return f"{100 * e['value']:.1f}% [{pct(lo)[:-1]}, {pct(hi)}]" if lo is not None else pct(e["value"])
-
-
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def text_table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """Plain-text tables of a summarize() result, for printing in a terminal."""
-    parts = [f"{summary['n_records']} judgment records"]
-    pw = summary["pairwise"]
-    if pw:
-        rows = [[p["label"], str(p["n"]), *(pct_ci(p["rates"][k]) for k in ("a", "tie", "b")),
-                 str(p["counts"]["null"]), pct_ci(p["rates"]["score"]), _num(p["sign_test"]["p_value"], ".4g")]
-                for p in pw]
-        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)\n" + text_table(
-            ["comparison", "n", "a wins", "tie", "b wins", "null", "score", "sign p"], rows))
-        rows = []
-        for p in pw:
-            pos, ln = p["position"], p["length"]
-            lc = ln["length_controlled"]
-            rows.append([p["label"], pct(pos["consistency"]), pct(pos["first_position_share"]),
-                         pct(ln["longer_wins_share"]),
-                         pct(lc["raw_win_share"]) if lc else "-",
-                         pct_ci(lc["win_share_at_equal_length"]) if lc else "-"])
-        parts.append("biases (consistency across orders; shares among decisive verdicts)\n" + text_table(
-            ["comparison", "consistent", "1st pos wins", "longer wins", "a share", "a share at equal length"],
-            rows))
-        rows = []
-        for p in pw:
-            pa = p["power"]
-            needed = ", ".join(f"{round(100 * t['win_share'])}%: {t['prompts'] or t['decisive_prompts']}"
-                               for t in pa["needed"])
-            rows.append([p["label"], str(pa["n_decisive"]), pct(pa["minimum_detectable_share"]), needed])
-        parts.append("power (sign test, alpha 0.05, power 0.8; prompts at the observed tie share)\n" + text_table(
-            ["comparison", "decisive", "detects >=", "prompts needed for a win share of"], rows))
-    if summary["agreement"]:
-        rows = [[f"{g['model_a']} vs {g['model_b']}", f"{short_judge(g['judge_1'])} ~ {short_judge(g['judge_2'])}",
-                 str(g["n"]), pct(g["tie_discounted_accuracy"]), pct(g["with_ties"]),
-                 f"{pct(g['without_ties'])} (n={g['n_without_ties']})", _num(g["kappa"])]
-                for g in summary["agreement"]]
-        parts.append("judge agreement\n" + text_table(
-            ["models", "judges", "n", "tie-discounted", "w/ ties", "w/o ties", "kappa"], rows))
-    if summary["absolute"]:
-        rows = []
-        for a in summary["absolute"]:
-            dist = ", ".join(f"{k} {pct(v['value'])}" for k, v in a["shares"].items())
-            extra = pct_ci(a["pass_or_better"]) if "pass_or_better" in a else _num(a["mean"]["value"], ".2f") + (
-                f" [{_num(a['mean']['ci'][0], '.2f')}, {_num(a['mean']['ci'][1], '.2f')}]")
-            rows.append([a["label"], a["scale"], str(a["n"]), str(a["null"]), dist, extra])
-        parts.append("absolute ratings (pass or better / mean score, 95% CI)\n" + text_table(
-            ["model (judge)", "scale", "n", "null", "distribution", "pass+ / mean"], rows))
-    if summary.get("pooled"):
-        from .pooled import format_pooled
-
-        parts += format_pooled(summary["pooled"])
-    return "\n\n".join(parts)
-
-
-def summarize_files(paths: Sequence[str | Path], *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def summarize_files(paths: Sequence[str | Path], *, n_boot: int = 2000, seed: int = 0,
+                    groups: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """load_judgments + summarize, with the file list recorded."""
-    out = summarize(load_judgments(paths), n_boot=n_boot, seed=seed)
+    out = summarize(load_judgments(paths), n_boot=n_boot, seed=seed, groups=groups)
     return {"files": [str(p) for p in paths], **out}
 
