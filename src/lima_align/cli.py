@@ -10,12 +10,19 @@ from typing import Any
 
 from . import crash
 from .errors import LimaError
+from .jsonl import check_output, check_output_folder
 
 
 def _recipe(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
     from .config import load_recipe
 
     return load_recipe(getattr(args, "recipe", None), list(extra or []) + list(getattr(args, "overrides", []) or []))
+
+
+def _at_least(value: float, minimum: float, flag: str, fix: str) -> None:
+    """A numeric flag in range (NaN fails too); argparse only checks the type."""
+    if not value >= minimum:
+        raise LimaError(f"must be at least {minimum}, got {value}", where=flag, fix=fix)
 
 
 def _overrides(p: argparse.ArgumentParser) -> None:
@@ -48,6 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.api_base or args.api_model:
         return _generate_from_api(args)
     r = _recipe(args, _model_overrides(args))
+    check_output(r.generate.output)  # before the model loads
     if args.method == "icl":  # the base model with in-context examples, no training (analyze/icl.py)
         from .analyze.icl import generate_icl_file
 
@@ -67,7 +75,9 @@ def _generate_from_api(args: argparse.Namespace) -> int:
     if not (args.api_base and args.api_model):
         raise LimaError("--api-base and --api-model go together", fix="give both, e.g. --api-base "
                         "http://127.0.0.1:8000/v1 --api-model my-model")
+    _at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
     g = _recipe(args, _model_overrides(args)).generate
+    check_output(g.output)
     prompts = load_dataset(g.prompts, purpose="prompt")[: g.limit]
     client = ChatClient(args.api_base, args.api_model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
     out = generate_from_api(client, prompts, Path(g.output), Decoding.from_config(g), g.model_label or args.api_model)
@@ -104,6 +114,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
 
+    if not 0 <= args.port <= 65535:
+        raise LimaError(f"must be a TCP port from 0 to 65535, got {args.port}", where="--port",
+                        fix="use e.g. 8000 (default), or 0 for any free port")
     r = _recipe(args, _model_overrides(args))
     serve(r.model, r.turns, r.generate, host=args.host, port=args.port)
     return 0
@@ -114,6 +127,15 @@ def _judges(args: argparse.Namespace) -> list[Any]:
     from .judge import ApiJudge, LongestJudge, Price
 
     kinds = args.judge or ["api"]
+    _at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
+    _at_least(args.max_tokens, 1, "--max-tokens", "use a positive cap, e.g. 1024 (default)")
+    for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if price is not None:
+            _at_least(price, 0, flag, "give USD per 1M tokens as a number, e.g. 2.5")
+    if getattr(args, "output", None):
+        check_output(args.output)  # before any request is paid for
+    if getattr(args, "cache", None):
+        check_output(args.cache)
     judges: list[Any] = []
     for kind in kinds:
         if kind == "longest":
@@ -187,6 +209,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .stats import summarize_files
     from .stats_text import format_summary
 
+    _at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
     s = summarize_files(args.files, n_boot=args.n_boot, seed=args.seed, groups=parse_groups(args.group))
     print(json.dumps(s, indent=2) if args.json else format_summary(s, full=args.full, by_pair=args.by_pair))
     return 0
@@ -196,6 +219,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .agreement import parse_groups
     from .report import build_report
 
+    _at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
+    check_output_folder(args.output)
     page = build_report([Path(p) for p in args.files], Path(args.output), title=args.title, n_boot=args.n_boot,
                         seed=args.seed, groups=parse_groups(args.group))
     print(f"report: {page}")
@@ -278,8 +303,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> int:
-    from .models import prepare_embedded
+    from .models import cache_root, prepare_embedded
 
+    check_output_folder(cache_root(args.cache_dir))  # before a minute of assembling and converting
     path = prepare_embedded(args.cache_dir, force=args.force)
     print(f"embedded model ready: {path}")
     return 0
@@ -288,6 +314,8 @@ def cmd_models_prepare(args: argparse.Namespace) -> int:
 def cmd_models_list(args: argparse.Namespace) -> int:
     from .models import list_models
 
+    if args.cache_dir:
+        check_output_folder(args.cache_dir)  # a file here would list as 'no prepared models'
     rows = list_models(args.cache_dir)
     if not rows:
         print("no prepared models (run `lima-align models prepare`)")
