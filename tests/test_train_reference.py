@@ -30,16 +30,17 @@ def metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def watch_build(monkeypatch):
-    """Keep what train() builds: the model (the object it trains) and the turn format."""
+def watch_build(monkeypatch, on_build=None):
+    """Keep what train() builds: the model (the object it trains) and the turn format; on_build(model) runs
+    before training starts."""
     built = {}
     real_build = train_mod.build_model
 
     def build(recipe, fmt, base):
         built["model"] = real_build(recipe, fmt, base)
         built["fmt"] = fmt
-        if "on_build" in built:
-            built["on_build"](built["model"])
+        if on_build is not None:
+            on_build(built["model"])
         return built["model"]
 
     monkeypatch.setattr(train_mod, "build_model", build)
@@ -49,16 +50,15 @@ def watch_build(monkeypatch):
 def test_step_loss_and_gradient_are_the_mean_over_trained_tokens(tiny_llama, examples_file, tmp_path, monkeypatch):
     """One step over all eight examples, packed into several rows of at most 48 tokens: the logged loss
     and the gradient the optimizer gets are those of (sum of token losses) / (trained tokens)."""
-    built = watch_build(monkeypatch)
-    grads = {}
+    grads, before = {}, {}
 
     def on_build(model):
-        built["before"] = copy.deepcopy(model)
+        before["model"] = copy.deepcopy(model)
         for name, p in model.named_parameters():
             if p.requires_grad:  # runs after each row's backward adds to .grad: the last call sees the step's sum
                 p.register_post_accumulate_grad_hook(lambda p, name=name: grads.__setitem__(name, p.grad.clone()))
 
-    built["on_build"] = on_build
+    built = watch_build(monkeypatch, on_build)
     r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=8", "train.epochs=1",
                "data.max_seq_len=48", "train.micro_batch_tokens=48")
     (m,) = metrics(train(r))
@@ -66,7 +66,7 @@ def test_step_loss_and_gradient_are_the_mean_over_trained_tokens(tiny_llama, exa
     data = prepare_data(r, built["fmt"], train_mod.load_training_conversations(r))
     lengths = [len(e.input_ids) for e in data.encoded]
     assert len(rows_for_rank(list(range(8)), lengths, 48, 1, 0)) > 2  # several rows, so rows != tokens
-    model = built["before"]  # the weights before the step; every example through it on its own
+    model = before["model"]  # the weights before the step; every example through it on its own
     total = torch.zeros(())
     for e in data.encoded:
         logits = model(torch.tensor([e.input_ids])).logits[0, :-1]
