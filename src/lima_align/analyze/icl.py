@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError, ProblemList
+from ..jsonl import json_error, read_text
 from ..generate import Generator, batch_progress
 from ..records import Message
 
@@ -69,13 +70,12 @@ class IclPrompt:
 
 def load_icl(path: str | Path | None = None) -> IclPrompt:
     path = Path(path or DEFAULT_EXAMPLES)
-    if not path.exists():
-        raise LimaError(f"file not found: {path}", where="--icl-examples", fix="check the path")
-    data = path.read_bytes()
+    text = read_text(path)
+    data = text.encode("utf-8")  # the examples' hash is of the file's bytes
     try:
-        obj = json.loads(data)
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise LimaError(f"not valid JSON ({e.msg} at line {e.lineno})", where=str(path),
+        raise LimaError(json_error(e), where=f"{path}:{e.lineno}",
                         fix='write {"system": "...", "examples": [{"user": "...", "assistant": "..."}]}') from None
     problems = ProblemList()
     if not isinstance(obj, dict):
