@@ -159,6 +159,18 @@ def test_max_body_mib_reaches_the_server(tiny_llama, monkeypatch):
     assert seen["max_body_mib"] == 0.5
 
 
+@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf"])
+def test_a_max_body_mib_that_is_no_size_is_refused_before_the_model_loads(tiny_llama, capsys, monkeypatch, size):
+    import uvicorn
+
+    from lima_align import cli
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)  # were the size let through, no server starts
+    assert cli.main(["serve", "--model", str(tiny_llama), "--max-body-mib", size]) == 2
+    err = capsys.readouterr().err
+    assert "serve --max-body-mib" in err and "fix: give a positive size" in err
+
+
 # ----------------------------------------------------------------- bad text, bad numbers, failures
 
 

@@ -354,7 +354,7 @@ def serve(model_cfg: ModelConfig, turns_cfg: TurnsConfig, gen_cfg: GenerateConfi
     """Load the model and serve it until interrupted (Ctrl-C)."""
     import uvicorn
 
-    if not max_body_mib > 0:
+    if not 0 < max_body_mib < float("inf"):  # NaN fails too
         raise LimaError(f"--max-body-mib is {max_body_mib}", where="serve --max-body-mib",
                         fix="give a positive size in MiB (the default 8 takes a 40,000-turn conversation)")
 
