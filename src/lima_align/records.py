@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -189,14 +189,22 @@ def read_conversations(path: str | Path, *, fmt: str = "auto", purpose: Purpose 
                        max_problems: int = 50) -> list[Conversation]:
     """Read and validate a whole dataset file; raise once with every problem (capped) found."""
     path = Path(path)
+    rows = ((f"{path}[{n}]" if path.suffix == ".json" else f"{path}:{n}", f"{path.stem}-{n}", obj)
+            for n, obj in _iter_raw(path))
+    return conversations_from_rows(rows, str(path), fmt=fmt, purpose=purpose, max_problems=max_problems)
+
+
+def conversations_from_rows(rows: Iterable[tuple[str, str, dict[str, Any]]], name: str, *, fmt: str = "auto",
+                            purpose: Purpose = "any", max_problems: int = 50) -> list[Conversation]:
+    """Parse and validate (where, fallback id, raw object) rows of one dataset, from a file or a
+    `datasets` table; raise once with every problem (capped) found."""
     if fmt not in FORMATS:
         raise LimaError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     problems = ProblemList()
     out: list[Conversation] = []
     seen: dict[str, str] = {}
-    for n, obj in _iter_raw(path):
-        where = f"{path}[{n}]" if path.suffix == ".json" else f"{path}:{n}"
-        conv = parse_record(obj, where, fmt, f"{path.stem}-{n}", problems)
+    for where, fallback_id, obj in rows:
+        conv = parse_record(obj, where, fmt, fallback_id, problems)
         if conv is None:
             continue
         check_messages(conv.messages, where, purpose, problems)
@@ -205,13 +213,13 @@ def read_conversations(path: str | Path, *, fmt: str = "auto", purpose: Purpose 
         seen.setdefault(conv.id, where)
         out.append(conv)
         if len(problems.problems) >= max_problems:
-            problems.add(str(path), f"stopped after {max_problems} problems", "fix these and run again")
+            problems.add(name, f"stopped after {max_problems} problems", "fix these and run again")
             break
     problems.raise_if_any()
     if not out:  # nothing to train on or answer is never what was meant, so it is not a silent success
         turns = '{"role": "user", "content": "..."}' + (', {"role": "assistant", "content": "..."}'
                                                          if purpose == "train" else "")
-        raise LimaError(Problem(str(path), "holds no records", f'add records, one JSON object a line, e.g. '
+        raise LimaError(Problem(name, "holds no records", f'add records, one JSON object a line, e.g. '
                                 f'{{"id": "q1", "messages": [{turns}]}}'))
     return out
 

@@ -6,7 +6,8 @@ Wherever a dataset path is accepted, these names work too:
   seed:all        both
   seed:dev        50 prompts for choosing checkpoints
   seed:test       held-out prompts for evaluation
-and `alpaca_eval:FILE` reads the instructions of an AlpacaEval outputs file as prompts.
+`alpaca_eval:FILE` reads the instructions of an AlpacaEval outputs file as prompts, and
+`hf:ORG/NAME[:SPLIT]` or a `datasets.save_to_disk` folder is read through `datasets` (hf_data.py).
 """
 
 from __future__ import annotations
@@ -45,12 +46,17 @@ def spec_paths(spec: str) -> list[Path]:
 
 
 def load_dataset(spec: str, *, fmt: str = "auto", purpose: Purpose = "any") -> list[Conversation]:
-    """Read a dataset spec (a path, a seed split, or `alpaca_eval:FILE`), validated for its purpose."""
+    """Read a dataset spec (a path, a seed split, `alpaca_eval:FILE`, `hf:ORG/NAME[:SPLIT]` or a
+    save_to_disk folder), validated for its purpose."""
     if spec.startswith("alpaca_eval:") and not Path(spec).exists():
         # AlpacaEval's instructions as prompts, with the ids its published outputs import under.
         from .importers import prompts_from_alpaca_eval
 
         return prompts_from_alpaca_eval(spec.split(":", 1)[1])
+    from .hf_data import is_hf_spec, load_hf
+
+    if is_hf_spec(spec):  # hf:ORG/NAME[:SPLIT] or a datasets.save_to_disk folder
+        return load_hf(spec, fmt=fmt, purpose=purpose)
     out: list[Conversation] = []
     for p in spec_paths(spec):
         out += read_conversations(p, fmt="auto" if is_seed(spec) else fmt, purpose=purpose)
