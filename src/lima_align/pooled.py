@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .stats import SCALES, VERDICTS, cohen_kappa, sign_test, wilson
+from .intervals import MIN_DECISIVE, SMALL_SAMPLE, wilson, wilson_rates
+from .stats import SCALES, VERDICTS, cohen_kappa, sign_test
 from .text_tables import pct, pct_ci, text_table
 
 PEOPLE = "people"
@@ -87,14 +88,26 @@ def pooled_comparison(model_a: str, model_b: str, judges: list[str], by_prompt: 
         return share(num, den, boot_num, boot_den, confidence)
 
     parsed = [[v for v in vs if v is not None] for vs in by_prompt.values()]
+    rates = {"a": est(w, bw), "tie": est(t, bt), "b": est(los, bl), "a_or_tie": est(w + t, bw + bt),
+             "score": est(w + t / 2, bw + bt / 2)}
+    decisive = {"a": w, "n": w + los, **est(w, bw, w + los, bw + bl)}
+    rated = sum(bool(vs) for vs in parsed)
+    deciding = sum(("a" in vs or "b" in vs) for vs in parsed)
+    small = n > 0 and (max(w, t, los) == n or deciding < MIN_DECISIVE)
+    if n:  # Wilson over prompts, not votes (a prompt's votes are correlated), where the bootstrap collapses
+        ws = wilson_rates({"a": w, "tie": t, "b": los}, rated)
+        rates = ws if small else {k: ws[k] if e["value"] in (0.0, 1.0) else e for k, e in rates.items()}
+    if small or (w + los and (w == 0 or los == 0)):
+        decisive = {"a": w, "n": w + los, "value": w / (w + los) if w + los else None,
+                    "ci": wilson(w / (w + los) * deciding, deciding)["ci"] if w + los else [None, None]}
     majority = [_majority(vs, VERDICTS) for vs in parsed]
     mw, mt, ml = (majority.count(k) for k in VERDICTS)
     return {"label": f"{model_a} vs {model_b} ({PEOPLE})", "model_a": model_a, "model_b": model_b, "judge": PEOPLE,
             "raters": judges, "n_prompts": len(by_prompt), "n_votes": n + nul, "n_parsed": n,
             "counts": {"a": w, "tie": t, "b": los, "null": nul},
-            "rates": {"a": est(w, bw), "tie": est(t, bt), "b": est(los, bl), "a_or_tie": est(w + t, bw + bt),
-                      "score": est(w + t / 2, bw + bt / 2)},
-            "decisive": {"a": w, "n": w + los, **est(w, bw, w + los, bw + bl)},
+            "rates": rates, "decisive": decisive,
+            "interval": SMALL_SAMPLE.replace("over prompts", "over prompts (n = prompts, not votes)") if small
+            else UNIT + "; Wilson (n = prompts) for a share of 0% or 100%",
             "sign_test": {"wins": mw, "losses": ml, "ties": mt, "split": sum(bool(vs) for vs in parsed) - mw - mt - ml,
                           "p_value": sign_test(mw, ml), "test": MAJORITY_TEST},
             "agreement": first_two_agreement(parsed, VERDICTS),
@@ -163,6 +176,20 @@ def pool_people(records: Sequence[Record], comps: Sequence[dict[str, Any]], *, n
     return {"pairwise": pairwise, "absolute": absolute}
 
 
+COLLAPSE_OVER = 30  # comparison rows; fewer fit on a screen as they are
+
+
+def compact_pairwise(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """(the comparisons to show, how many were left out): with more than COLLAPSE_OVER comparisons, a single
+    person's comparison is left out where a pooled people row covers its model pair, unless nothing would be left."""
+    rows = summary["pairwise"]
+    pooled = {(p["model_a"], p["model_b"]) for p in (summary.get("pooled") or {}).get("pairwise", [])}
+    keep = [p for p in rows if not (is_person(p["judge"]) and (p["model_a"], p["model_b"]) in pooled)]
+    if len(rows) <= COLLAPSE_OVER or not keep:
+        return rows, 0
+    return keep, len(rows) - len(keep)
+
+
 def _kappa(g: dict[str, Any]) -> str:
     return f"n/a ({g['kappa_note']})" if g["kappa"] is None else f"{g['kappa']:.3f}"
 
@@ -172,7 +199,9 @@ def format_pooled(pooled: dict[str, Any]) -> list[str]:
     parts = []
     pw, ab = pooled.get("pairwise", []), pooled.get("absolute", [])
     if pw:
-        rows = [[p["label"], str(len(p["raters"])), str(p["n_prompts"]), str(p["n_votes"]), str(p["counts"]["null"]),
+        wilson_rows = [p["interval"] for p in pw if p["interval"].startswith("Wilson")]
+        rows = [[p["label"] + (" *" if p["interval"].startswith("Wilson") else ""), str(len(p["raters"])),
+                 str(p["n_prompts"]), str(p["n_votes"]), str(p["counts"]["null"]),
                  *(pct_ci(p["rates"][k]) for k in ("a", "tie", "b", "score")),
                  f"{p['decisive']['a']} of {p['decisive']['n']}: {pct_ci(p['decisive'])}",
                  f"{p['sign_test']['p_value']:.4g} ({p['sign_test']['wins']}-{p['sign_test']['losses']})"]
@@ -181,7 +210,7 @@ def format_pooled(pooled: dict[str, Any]) -> list[str]:
             "people pooled: every vote of every person counts once (a prompt rated by two people gives two votes); "
             "95% CIs from a cluster bootstrap that resamples whole prompts, because votes on one prompt are "
             "correlated. Sign test on per-prompt majority verdicts (strict majority; tie and split prompts left "
-            "out), not on the pooled votes\n" + text_table(
+            "out), not on the pooled votes" + (f"\n* {wilson_rows[0]}" if wilson_rows else "") + "\n" + text_table(
                 ["comparison", "raters", "prompts", "votes", "null", "a wins", "tie", "b wins", "score",
                  "a preferred in k of n decisive votes", "majority sign p (a-b prompts)"], rows))
     for scale in dict.fromkeys(a["scale"] for a in ab):

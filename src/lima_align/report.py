@@ -248,7 +248,8 @@ def _summary_table(pairwise: list[dict[str, Any]]) -> str:
     rows = []
     for p in pairwise:
         r, st = p["rates"], p["sign_test"]
-        rows.append([f"{_e(p['model_a'])} vs {_e(p['model_b'])}", _e(short_judge(p["judge"])), p["n"],
+        small = _muted("Wilson CIs: few decisive prompts") if p.get("interval", "").startswith("Wilson") else ""
+        rows.append([f"{_e(p['model_a'])} vs {_e(p['model_b'])}", _e(short_judge(p["judge"])), f"{p['n']}{small}",
                      *(_fmt_est(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
                      f"{st['wins']}&ndash;{st['losses']}", _fmt_p(st["p_value"])])
     return _table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",

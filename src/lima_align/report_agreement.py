@@ -2,8 +2,8 @@
 
 A report on thousands of votes by dozens of people must stay small and quick (MT-Bench's 5,755 votes by 65 people
 and GPT-4: 735 comparisons, 1,300 judge pairs that share a prompt). So the page shows:
-- comparisons by model judges and the pooled people rows; a single person's comparison only where no pooled row
-  covers that model pair (pooled.py pools two or more people);
+- beyond 30 comparisons, those by model judges and the pooled people rows; a single person's comparison only
+  where no pooled row covers that model pair (pooled.compact_pairwise);
 - pooled agreement between groups of judges per turn (agreement.py), and judge-pair rows only up to
   MAX_PAIR_ROWS (judge pairs with shared prompts, most shared first);
 report.json keeps every row either way, and the page says what it left out.
@@ -15,7 +15,7 @@ import html
 from typing import Any
 
 from .agreement import WILSON
-from .pooled import is_person
+from .pooled import compact_pairwise
 from .stats import short_judge
 
 MAX_PAIR_ROWS = 100
@@ -39,9 +39,7 @@ def _table(head: list[str], rows: list[list[Any]], text_cols: int) -> str:
 
 def compact_view(summary: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """(summary with the single people's comparisons that a pooled row covers left out, a note saying so)."""
-    pooled = {(p["model_a"], p["model_b"]) for p in (summary.get("pooled") or {}).get("pairwise", [])}
-    keep = [p for p in summary["pairwise"] if not (is_person(p["judge"]) and (p["model_a"], p["model_b"]) in pooled)]
-    left = len(summary["pairwise"]) - len(keep)
+    keep, left = compact_pairwise(summary)
     note = (f"<p class=note>{left} comparisons by single people are not shown one by one: their model pairs have a "
             "pooled people row. report.json holds every one of them.</p>") if left else ""
     return {**summary, "pairwise": keep}, note

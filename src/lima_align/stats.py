@@ -29,6 +29,8 @@ import numpy as np
 
 from .errors import LimaError, Problem, ProblemList
 from .jsonl import read_jsonl
+from .intervals import (  # noqa: F401  (Z95, wilson and newcombe re-exported: other modules import them here)
+    BOOTSTRAP_RATES, SMALL_SAMPLE, Z95, newcombe, small_sample, wilson, wilson_rates)
 
 VERDICTS = ("a", "tie", "b")
 ORDERS = ("ab", "ba")
@@ -246,33 +248,6 @@ def _estimate(value: float | None, ci: list[float | None]) -> dict[str, Any]:
     return {"value": value, "ci": ci}
 
 
-Z95 = 1.959963984540054
-
-
-def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
-    """k successes in n: the share with Wilson's score interval, which stays sensible at 0 and n (where a
-    percentile bootstrap collapses to a point)."""
-    if n == 0:
-        return {"value": None, "ci": [None, None]}
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return {"value": p, "ci": [max(0.0, mid - half), min(1.0, mid + half)]}
-
-
-def newcombe(k_a: int, n_a: int, k_b: int, n_b: int, z: float = Z95) -> dict[str, Any]:
-    """p_b - p_a with Newcombe's hybrid score interval built from the two Wilson intervals (for independent
-    samples; for paired ones it is conservative)."""
-    a, b = wilson(k_a, n_a, z), wilson(k_b, n_b, z)
-    if a["value"] is None or b["value"] is None:
-        return {"value": None, "ci": [None, None]}
-    d = b["value"] - a["value"]
-    (la, ua), (lb, ub) = a["ci"], b["ci"]
-    return {"value": d, "ci": [d - math.hypot(b["value"] - lb, ua - a["value"]),
-                               d + math.hypot(ub - b["value"], a["value"] - la)]}
-
-
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test (binomial test with p = 1/2) on the decisive outcomes; ties are left out.
 
@@ -300,7 +275,8 @@ def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int =
 
     Shares are over parsed verdicts (n_parsed); nulls are counted, never dropped silently. Besides the three
     shares: "a_or_tie" (LIMA's "as good or better") and "score" = (wins + ties/2) / n_parsed, the
-    preference probability where 0.5 means no preference.
+    preference probability where 0.5 means no preference. Where the bootstrap collapses (every parsed verdict
+    alike, or fewer than 20 decisive prompts) the intervals are Wilson's instead, and "interval" says so.
     """
     counts = verdict_counts(verdicts)
     n_parsed = counts["a"] + counts["tie"] + counts["b"]
@@ -317,7 +293,12 @@ def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int =
     rates = {"a": est(point["a"], bw), "tie": est(point["tie"], bt), "b": est(point["b"], bl),
              "a_or_tie": est(point["a"] + point["tie"], bw + bt),
              "score": est(point["a"] + point["tie"] / 2, bw + bt / 2)}
+    small = small_sample(counts)
+    if n_parsed:  # where the bootstrap collapses (all alike, a share of 0 or 1) or is too ragged: Wilson
+        ws = wilson_rates(counts)
+        rates = ws if small else {k: ws[k] if e["value"] in (0.0, 1.0) else e for k, e in rates.items()}
     return {"n": len(verdicts), "n_parsed": n_parsed, "counts": counts,
+            "interval": SMALL_SAMPLE if small else BOOTSTRAP_RATES,
             "null_share": counts["null"] / len(verdicts) if verdicts else None, "rates": rates,
             "sign_test": {"wins": counts["a"], "losses": counts["b"], "p_value": sign_test(counts["a"], counts["b"]),
                           "test": "two-sided exact sign test on non-tie prompts"},

@@ -1,8 +1,8 @@
 """The terminal text of `lima-align stats`: plain tables of a stats.summarize() result.
 
-Compact by default, so that thousands of votes by dozens of people fit in a few screens: where people were
-pooled for a model pair (pooled.py), the rows of each single person for that pair are left out (the pooled row
-stands for them; --full prints them), and judge-pair agreement rows only come with --by-pair. The JSON
+Compact by default, so that thousands of votes by dozens of people fit in a few screens: beyond 30 comparisons,
+where people were pooled for a model pair (pooled.py), the rows of each single person for that pair are left out
+(the pooled row stands for them; --full prints them), and judge-pair agreement rows only come with --by-pair. The JSON
 (`stats --json`, report.json) always holds every row.
 """
 
@@ -11,30 +11,26 @@ from __future__ import annotations
 from typing import Any
 
 from .agreement import format_agreement
-from .pooled import format_pooled, is_person
+from .intervals import SMALL_SAMPLE
+from .pooled import compact_pairwise, format_pooled
 from .stats import short_judge
 from .text_tables import num, pct, pct_ci, text_table
-
-
-def _pooled_pairs(summary: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(p["model_a"], p["model_b"]) for p in (summary.get("pooled") or {}).get("pairwise", [])}
 
 
 def format_summary(summary: dict[str, Any], *, full: bool = False, by_pair: bool = False) -> str:
     """Plain-text tables of a summarize() result (compact unless full; judge-pair rows only with by_pair)."""
     parts = [f"{summary['n_records']} judgment records"]
-    pooled_pairs = _pooled_pairs(summary)
-    pw = [p for p in summary["pairwise"]
-          if full or not (is_person(p["judge"]) and (p["model_a"], p["model_b"]) in pooled_pairs)]
-    left_out = len(summary["pairwise"]) - len(pw)
+    pw, left_out = (summary["pairwise"], 0) if full else compact_pairwise(summary)
     if left_out:
         parts.append(f"{left_out} rows of single people left out below: their model pairs have a pooled people "
                      "row (--full prints them; --json and report.json hold them all)")
     if pw:
-        rows = [[p["label"], str(p["n"]), *(pct_ci(p["rates"][k]) for k in ("a", "tie", "b")),
-                 str(p["counts"]["null"]), pct_ci(p["rates"]["score"]), num(p["sign_test"]["p_value"], ".4g")]
-                for p in pw]
-        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)\n" + text_table(
+        rows = [[p["label"] + (" *" if p.get("interval") == SMALL_SAMPLE else ""), str(p["n"]),
+                 *(pct_ci(p["rates"][k]) for k in ("a", "tie", "b")), str(p["counts"]["null"]),
+                 pct_ci(p["rates"]["score"]), num(p["sign_test"]["p_value"], ".4g")] for p in pw]
+        small = any(p.get("interval") == SMALL_SAMPLE for p in pw)
+        parts.append("win rates (a vs b, 95% bootstrap CI over prompts; score = wins + ties/2)"
+                     + (f"\n* {SMALL_SAMPLE}" if small else "") + "\n" + text_table(
             ["comparison", "n", "a wins", "tie", "b wins", "null", "score", "sign p"], rows))
         rows = []
         for p in pw:
