@@ -6,11 +6,12 @@ import json
 
 import pytest
 
+from lima_align.checkpoint import META_FILE as CHECKPOINT_META
 from lima_align.config import TurnsConfig
 from lima_align.errors import LimaError
 from lima_align.models import load_tokenizer
 from lima_align.records import Conversation, Message
-from lima_align.turns import CHECKPOINT_META, IGNORE, TurnFormat, checkpoint_method
+from lima_align.turns import IGNORE, TurnFormat, checkpoint_method
 
 CONV = Conversation("c1", [Message("user", "How do I boil an egg?"), Message("assistant", "Nine minutes."),
                            Message("user", "And soft?"), Message("assistant", "Six minutes.")])

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import final_checkpoint
 from .errors import LimaError
 from .jsonl import check_output_folder
 
@@ -184,11 +185,7 @@ def _final_checkpoint(variant: str, runs: str | None) -> str:
     from .config import load_recipe
 
     run = Path(runs) / variant if runs else Path(load_recipe(variant).train.output_dir)
-    done = run / "done.json"
-    if not done.exists():
-        raise LimaError(f"no finished {variant} run in {run}", where=str(run),
-                        fix="train both first: `lima-align dialogue train`, or pass --models A B")
-    return json.loads(done.read_text())["final_checkpoint"]
+    return final_checkpoint(run, what=variant, fix="train both first: `lima-align dialogue train`, or pass --models A B")
 
 
 def cmd_dialogue_eval(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ tokenising the text again can split it differently. "tokens.output" counts every
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .decoding import Decoding, LimaSampler, banned_tokens, generation_kwargs
 from .jsonl import JsonlAppender, read_jsonl
@@ -55,13 +55,7 @@ def load_for_generation(model_cfg: ModelConfig, turns_cfg: TurnsConfig) -> tuple
     """Load a model and the turn format it was trained with (read from a run checkpoint if there is one)."""
     lm = load_model(model_cfg.name, dtype=resolve_dtype(model_cfg.dtype), revision=model_cfg.revision,
                     cache_dir=model_cfg.cache_dir)
-    meta_path = Path(lm.adapter or lm.path) / "lima_align_checkpoint.json"
-    if meta_path.exists():
-        saved = json.loads(meta_path.read_text())["turns"]
-        turns_cfg = TurnsConfig(format=saved["format"], eot=saved["eot"], system=saved.get("system"))
-    elif turns_cfg.eot == "auto":
-        # A model we did not train has no learned end-of-turn token: EOS is all it knows.
-        turns_cfg = TurnsConfig(format=turns_cfg.format, eot="eos", system=turns_cfg.system)
+    turns_cfg = turns_for(lm.adapter or lm.path, turns_cfg)
     if lm.tokenizer.pad_token_id is None:
         lm.tokenizer.pad_token = lm.tokenizer.eos_token
     fmt = TurnFormat(lm.tokenizer, turns_cfg, for_training=False)

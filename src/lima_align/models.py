@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import read_meta
 from .errors import LimaError
 
 EMBEDDED = "embedded"
@@ -168,9 +169,9 @@ def load_model(name: str, *, dtype: str = "float32", revision: str | None = None
         from peft import PeftModel
 
         base_name = json.loads(adapter_cfg.read_text())["base_model_name_or_path"]
-        meta = Path(path) / "lima_align_checkpoint.json"
-        if meta.exists():
-            base_name = json.loads(meta.read_text()).get("base_model", base_name)
+        meta = read_meta(path)
+        if meta is not None and meta.base_model:
+            base_name = meta.base_model
         base = load_model(base_name, dtype=dtype, cache_dir=cache_dir)
         tok = load_tokenizer(path) if (Path(path) / "tokenizer_config.json").exists() else base.tokenizer
         if len(tok) > base.model.get_input_embeddings().weight.shape[0]:

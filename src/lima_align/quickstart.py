@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .answer_checks import rich_table, summarize
+from .checkpoint import final_checkpoint
 from .compare_page import side_by_side_html
 from .config import ModelConfig, Recipe, TurnsConfig, dump_recipe
 from .generate import generate_file
@@ -55,7 +56,7 @@ def quickstart(recipe: Recipe, *, log: Any = print) -> Path:
     run = train(recipe, log=log)
     gc.collect()
     t = mark("train_s", t)
-    final = json.loads((run / "done.json").read_text())["final_checkpoint"]
+    final = final_checkpoint(run)
 
     log("[4/4] answering the same prompts with the aligned model")
     aligned_file = generate_file(ModelConfig(name=final, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir),

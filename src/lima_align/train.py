@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -28,16 +27,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Recipe, dump_recipe, recipe_to_dict
+from .checkpoint import CheckpointMeta, checkpoint_path, is_done, write_done, write_meta
+from .config import Recipe, TurnsConfig, dump_recipe, recipe_to_dict
+from . import tracking
 from .dropout import ResidualDropout
 from .errors import LimaError
 from .jsonl import JsonlAppender, check_output_folder, read_jsonl, write_jsonl_atomic, write_text_atomic
+from .heap import release_freed_memory, trim_heap
 from .models import bf16_is_fast, load_model
+from .neftune import add_neftune
 from .packing import collate, plan_steps, rows_for_rank
 from .records import Conversation
+from .training_report import write_chart
 from .turns import IGNORE, Encoded, TurnFormat, training_method
-
-CHECKPOINT_META = "lima_align_checkpoint.json"
 
 
 # ----------------------------------------------------------------- data
@@ -256,6 +258,7 @@ def build_model(recipe: Recipe, fmt: TurnFormat, base: Any) -> nn.Module:
 
     apply_speed_options(model, recipe.train.attn_implementation, recipe.train.compile)
     ResidualDropout(model, recipe.train.residual_dropout_bottom, recipe.train.residual_dropout_top)
+    add_neftune(model, recipe.train.neftune_alpha)  # noise on the input embeddings, in training mode only
     model.train()
     return model
 
@@ -302,7 +305,7 @@ def _train_identity(recipe: Recipe) -> dict[str, Any]:
     d = recipe_to_dict(recipe)
     ident = {k: d[k] for k in ("model", "turns", "data", "train")}
     ident["train"] = {k: v for k, v in ident["train"].items() if k not in ("output_dir", "log_every_steps",
-                                                                          "state_every_steps")}
+                                                                          "state_every_steps", "report_to")}
     # How the same computation is run (kernel, compilation) may change when a run resumes elsewhere.
     for k in ("compile", "attn_implementation"):
         ident["train"].pop(k, None)
@@ -322,10 +325,9 @@ def save_checkpoint(acc: Any, wrapped: nn.Module, fmt: TurnFormat, recipe: Recip
     lm.save_pretrained(tmp, state_dict=state)
     fmt.tok.save_pretrained(tmp)
     eot = fmt.tok.convert_ids_to_tokens(fmt.eot_id)
-    meta = {"base_model": base_path, "method": recipe.train.method,
-            "freeze_embeddings": recipe.train.method == "full" and recipe.train.freeze_embeddings, "turns": {
-        "format": fmt.kind, "eot": eot, "system": fmt.system}, **info}
-    (tmp / CHECKPOINT_META).write_text(json.dumps(meta, indent=2))
+    write_meta(tmp, CheckpointMeta(
+        TurnsConfig(format=fmt.kind, eot=eot, system=fmt.system), base_model=base_path, method=recipe.train.method,
+        freeze_embeddings=recipe.train.method == "full" and recipe.train.freeze_embeddings, **info))
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -344,7 +346,8 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     t = recipe.train
     run = Path(t.output_dir)
     fresh_accelerator_state()
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_precision(t.precision))
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_precision(t.precision),
+                      **tracking.accelerator_options(t.report_to, run))
     main = acc.is_main_process
 
     # Everything that can fail cheaply fails before the model is loaded.
@@ -362,7 +365,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     if restart and main and run.exists():
         shutil.rmtree(run)
     acc.wait_for_everyone()
-    if (run / "done.json").exists():
+    if is_done(run):
         log(f"{run} is already finished; nothing to do (pass --restart to train again)")
         return run
 
@@ -409,6 +412,7 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
                 if (run / "metrics.jsonl").exists() else []
             write_jsonl_atomic(run / "metrics.jsonl", [r for r in metrics if r["step"] <= step])
     acc.wait_for_everyone()
+    tracking.start(acc, t.report_to, recipe_to_dict(recipe), run, resumed_after=step)
 
     metrics_out = JsonlAppender(run / "metrics.jsonl") if main else None
     filler = fmt.eot_id
@@ -460,60 +464,32 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_seen / elapsed:.0f}", epoch=epoch + 1)
             if step % t.log_every_steps == 0 or step == total_steps:
-                metrics_out.write({"step": step, "epoch": epoch + 1, "loss": round(loss, 5), "lr": lr,
-                                   "grad_norm": None if grad_norm is None else round(float(grad_norm), 4),
-                                   "examples": len(batch), "tokens": tok_all, "trained_tokens": trained_total,
-                                   "tokens_per_s": round(tokens_seen / elapsed, 1), "elapsed_s": round(elapsed, 2)})
+                row = {"step": step, "epoch": epoch + 1, "loss": round(loss, 5), "lr": lr,
+                       "grad_norm": None if grad_norm is None else round(float(grad_norm), 4),
+                       "examples": len(batch), "tokens": tok_all, "trained_tokens": trained_total,
+                       "tokens_per_s": round(tokens_seen / elapsed, 1), "elapsed_s": round(elapsed, 2)}
+                metrics_out.write(row)
+                tracking.log_step(acc, t.report_to, row)
         end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
         if end_of_epoch:
             ep = (step - 1) // steps_per_epoch + 1
             if t.save_from_epoch <= ep <= t.save_to_epoch or step == total_steps:
-                save_checkpoint(acc, wrapped, fmt, recipe, base.path, run / "checkpoints" / f"epoch-{ep:02d}",
+                save_checkpoint(acc, wrapped, fmt, recipe, base.path, checkpoint_path(run, ep),
                                 {"epoch": ep, "step": step, "loss": loss})
         if step < total_steps and (end_of_epoch or step % t.state_every_steps == 0):
             _save_state(acc, state_dir, step)
     bar.close()
     if main:
         metrics_out.close()
-        final = run / "checkpoints" / f"epoch-{t.epochs:02d}"
-        write_text_atomic(run / "done.json", json.dumps({"final_checkpoint": str(final), "steps": step}, indent=2))
+        write_chart(run)  # training.png: loss and learning rate over every step, resumed runs included
+        write_done(run, checkpoint_path(run, t.epochs), step)
         if state_dir.exists():
             shutil.rmtree(state_dir)  # optimizer state is large and no longer needed
+    tracking.finish(acc)
     acc.wait_for_everyone()
     acc.free_memory()
     release_freed_memory()
     return run
-
-
-def trim_heap() -> None:
-    """Give the pages glibc's heap holds free back to the system (malloc_trim).
-
-    Packed rows differ in length every step, so CPU tensors of ever-different sizes fragment the
-    heap: the quickstart's resident memory crept from 6 to 9.5 GB over 20 steps without this, and
-    4.0 GB stayed resident after training returned (0.6 GB after a trim).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-def release_freed_memory() -> None:
-    """After training: drop unreachable objects and trim the heap, since callers go on in the same
-    process (the quickstart loads the checkpoint and answers with it, ablate trains the next run)."""
-    import gc
-
-    gc.collect()
-    trim_heap()
 
 
 def _save_state(acc: Any, state_dir: Path, step: int) -> None:

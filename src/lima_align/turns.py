@@ -32,11 +32,10 @@ what training does to it; for a loaded checkpoint it reads how the checkpoint wa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .checkpoint import trained_method
 from .config import TrainConfig, TurnsConfig
 from .errors import LimaError
 from .records import Conversation, Message
@@ -45,24 +44,13 @@ IGNORE = -100
 KNOWN_EOT_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|eot|>")
 NEW_EOT = "<|eot|>"
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
-CHECKPOINT_META = "lima_align_checkpoint.json"  # written into every run checkpoint by train.save_checkpoint
 
 
 def checkpoint_method(tokenizer: Any) -> str | None:
     """'full', 'frozen' or 'lora' when the tokenizer was loaded from a lima-align run checkpoint (which records
     how it was trained), else None."""
     where = str(getattr(tokenizer, "name_or_path", "") or "")
-    meta = Path(where) / CHECKPOINT_META if where else None
-    if meta is None or not meta.is_file():
-        return None
-    try:
-        saved = json.loads(meta.read_text())
-        method = saved.get("method")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if method == "full" and saved.get("freeze_embeddings"):
-        return "frozen"
-    return method if method in ("full", "lora") else None
+    return trained_method(where) if where else None
 
 
 def training_method(t: TrainConfig) -> str:

@@ -16,11 +16,11 @@ too, so this backend runs repetition_penalty_scope "all", says so, and records i
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
 from .decoding import Decoding, banned_tokens, prompt_seed
@@ -83,17 +83,6 @@ def reply_from_output(out: Any, fmt: TurnFormat, prompt_len: int) -> Reply:
     return Reply(text.strip(), finish, prompt_len, len(ids), answer)
 
 
-def resolve_turns(path: str, turns_cfg: TurnsConfig) -> TurnsConfig:
-    """The turn format a checkpoint was trained with, as load_for_generation reads it."""
-    meta = Path(path) / "lima_align_checkpoint.json"
-    if meta.exists():
-        saved = json.loads(meta.read_text())["turns"]
-        return TurnsConfig(format=saved["format"], eot=saved["eot"], system=saved.get("system"))
-    if turns_cfg.eot == "auto":
-        return TurnsConfig(format=turns_cfg.format, eot="eos", system=turns_cfg.system)
-    return turns_cfg
-
-
 def engine_context(llm: Any) -> int:
     """The engine's context length (where it lives has moved between vLLM versions)."""
     engine = llm.llm_engine
@@ -124,7 +113,7 @@ class VllmGenerator:
         tok = load_tokenizer(path, model_cfg.revision)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        fmt = TurnFormat(tok, resolve_turns(path, turns_cfg), for_training=False)
+        fmt = TurnFormat(tok, turns_for(path, turns_cfg), for_training=False)
         dtype = "auto" if model_cfg.dtype == "auto" else model_cfg.dtype
         llm = vllm.LLM(model=path, tokenizer=path, revision=model_cfg.revision, dtype=dtype,
                        seed=decoding.seed, skip_tokenizer_init=False)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..checkpoint import final_checkpoint, is_done
 from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, _f, load_recipe, recipe_to_dict
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
@@ -341,14 +342,14 @@ def run_cell(cell: Cell, cid: str, r: AblationRecipe, base: Recipe, ref: tuple[l
     d = out / "cells" / cid
     data = d / "data.jsonl"
     run = d / "run"
-    if not (run / "done.json").exists():
+    if not is_done(run):
         cr = copy.deepcopy(base)
         cr.data.train, cr.data.format, cr.data.max_examples = [str(data)], "ours", None
         cr.train.epochs = cr.train.save_from_epoch = cr.train.save_to_epoch = cell.epochs
         cr.train.output_dir = str(run)
         train(cr, log=log)
         gc.collect()
-    final = json.loads((run / "done.json").read_text())["final_checkpoint"]
+    final = final_checkpoint(run)
     gens = _generate(final, base, base.turns, r, d / f"answers-{ekey}.jsonl", cid, log)
     judgments = d / "judgments.jsonl"
     cache = r.judge.cache or str(out / "judge_cache.sqlite")

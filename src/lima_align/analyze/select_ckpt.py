@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import epoch_of, list_checkpoints, require_meta
 from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
 from ..jsonl import write_text_atomic
 from ..records import Conversation
 from .ablate import JudgeSettings, check_judge, format_score, make_judge, read_records, score_records
 from .grid_report import Y_LABELS, score_chart
-
-CHECKPOINT_META = "lima_align_checkpoint.json"
 
 
 @dataclass
@@ -41,14 +40,6 @@ class SelectSettings:
     judge: JudgeSettings = dataclasses.field(default_factory=JudgeSettings)
     ppl_data: str = "heldout"  # examples with answers, or 'heldout': the run's data it did not train on
     ppl_limit: int = 20
-
-
-def list_checkpoints(run: Path) -> list[Path]:
-    return sorted(p for p in (run / "checkpoints").glob("epoch-*") if (p / CHECKPOINT_META).exists())
-
-
-def epoch_of(ckpt: Path) -> int:
-    return int(json.loads((ckpt / CHECKPOINT_META).read_text())["epoch"])
 
 
 def perplexity_examples(recipe: Recipe, spec: str, limit: int, fmt: Any) -> list[Conversation]:
@@ -106,13 +97,10 @@ def perplexity(lm: Any, fmt: Any, convs: list[Conversation], *, max_len: int, lo
 
 def _checkpoint_format(ckpt: Path) -> Any:
     """The turn format a checkpoint was trained with, from its own tokenizer (no weights loaded)."""
-    from ..config import TurnsConfig
     from ..models import load_tokenizer
     from ..turns import TurnFormat
 
-    t = json.loads((ckpt / CHECKPOINT_META).read_text())["turns"]
-    return TurnFormat(load_tokenizer(str(ckpt)), TurnsConfig(format=t["format"], eot=t["eot"], system=t.get("system")),
-                      for_training=False)
+    return TurnFormat(load_tokenizer(str(ckpt)), require_meta(ckpt).turns, for_training=False)
 
 
 def _data_key(convs: list[Conversation], max_len: int) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import turns_for
 from ..errors import LimaError
 from ..jsonl import JsonlAppender, read_jsonl, write_text_atomic
 from ..logprobs import batches, keep_logits, right_padded
@@ -187,13 +188,7 @@ def aligned_format(aligned_model: str, base_tok: Any) -> Any:
 
     path = Path(resolve_model_path(aligned_model))
     tok = load_tokenizer(str(path)) if (path / "tokenizer_config.json").exists() else base_tok
-    meta = path / "lima_align_checkpoint.json"
-    if meta.exists():
-        saved = json.loads(meta.read_text())["turns"]
-        turns = TurnsConfig(format=saved["format"], eot=saved["eot"], system=saved.get("system"))
-    else:  # a model we did not train knows no end-of-turn token but EOS
-        turns = TurnsConfig(eot="eos")
-    return TurnFormat(tok, turns, for_training=False)
+    return TurnFormat(tok, turns_for(path, TurnsConfig()), for_training=False)
 
 
 def analyze_shift(base: str, output: str | Path, *, generations: str | Path | None = None,
