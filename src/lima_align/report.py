@@ -13,6 +13,7 @@ from typing import Any
 
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .jsonl import write_text_atomic
+from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
 from .stats import comparisons, is_consistent, load_judgments, short_judge, summarize
 
@@ -418,7 +419,9 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
 
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     report = {"title": title, "created": created, **full, "charts": charts}
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False))
+    # indented while it is small enough to read; beyond that compact (json's fast encoder, half the size)
+    indent = 2 if len(full["pairwise"]) <= COLLAPSE_OVER else None
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=indent, ensure_ascii=False, allow_nan=False))
 
     def img(name: str, alt: str) -> str:
         return f'<img src="data:image/png;base64,{images[name]}" class=chart alt="{_e(alt)}">' if name in images else ""
