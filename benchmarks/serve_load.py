@@ -99,8 +99,8 @@ async def phase(url: str, clients: int, duration: float, huge_turns: int | None,
         async def small(c: int) -> None:
             i = 0
             while time.perf_counter() < end:
-                body = {"model": "tiny", "messages": [{"role": "user", "content": f"Question {c}.{i}: how do I boil an egg?"}],
-                        "seed": i}
+                ask = f"Question {c}.{i}: how do I boil an egg?"
+                body = {"model": "tiny", "messages": [{"role": "user", "content": ask}], "seed": i}
                 t0 = time.perf_counter()
                 r = await http.post("/v1/chat/completions", json=body)
                 if r.status_code != 200:
@@ -159,13 +159,16 @@ def run(clients: int, duration: float, rounds: int, huge_turns: int, max_tokens:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    quiet, huge = summary(lat["quiet"], wall["quiet"], errors["quiet"]), summary(lat["huge"], wall["huge"], errors["huge"])
-    huge["huge_client"] = {"requests": len(lat["huge_client"]), "body_mb": round(len(huge_body(huge_turns, 0)) / 1e6, 2),
+    quiet = summary(lat["quiet"], wall["quiet"], errors["quiet"])
+    huge = summary(lat["huge"], wall["huge"], errors["huge"])
+    huge["huge_client"] = {"requests": len(lat["huge_client"]),
+                           "body_mb": round(len(huge_body(huge_turns, 0)) / 1e6, 2),
                            "p50_ms": round(_pct(lat["huge_client"], 0.5), 1),
                            "max_ms": round(max(lat["huge_client"], default=float("nan")), 1)}
     return {"clients": clients, "duration_s": duration, "rounds": rounds, "max_tokens": max_tokens,
             "huge_turns": huge_turns, "quiet": quiet, "with_huge_client": huge,
-            "p95_ratio": round(huge["p95_ms"] / quiet["p95_ms"], 2), "p50_ratio": round(huge["p50_ms"] / quiet["p50_ms"], 2),
+            "p95_ratio": round(huge["p95_ms"] / quiet["p95_ms"], 2),
+            "p50_ratio": round(huge["p50_ms"] / quiet["p50_ms"], 2),
             "server_cpu_s": {"quiet": round(cpu["quiet"], 1), "with_huge_client": round(cpu["huge"], 1)},
             "target_p95_ratio": 2.0, "load_average_before": [round(x, 2) for x in load_before],
             "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()}}

@@ -150,6 +150,16 @@ def test_a_40000_turn_history_is_served_from_its_newest_turns(served):
     assert r.json()["usage"]["prompt_tokens"] <= gen.context
 
 
+def test_a_message_that_cannot_fit_is_refused_before_the_format_renders_it(served, monkeypatch):
+    url, gen, _ = served
+    rendered = []
+    real = gen.fmt.encode_prompt
+    monkeypatch.setattr(gen.fmt, "encode_prompt", lambda m: rendered.append(m) or real(m))
+    r = post(url, {"messages": [{"role": "user", "content": "boil an egg " * 3000}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert rendered == []  # the plain format would have kept its tokens for good
+
+
 def test_max_body_mib_reaches_the_server(tiny_llama, monkeypatch):
     from lima_align import cli, serve
 

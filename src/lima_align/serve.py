@@ -157,6 +157,12 @@ class Server:
         dec = request_decoding(req, self.gen.dec)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         kept, dropped = trim_history(self.gen, messages, reserve=min(dec.max_new_tokens, self.gen.context // 4))
+        if self.gen.fmt.kind == "plain":
+            # The plain format keeps every text it tokenises (turns.py caches them), so a prompt that
+            # cannot fit is refused before it is rendered: 4 MB messages grew the server by 150 MB each.
+            own = sum(len(x) for x in self.gen.tok([m.content for m in kept], add_special_tokens=False)["input_ids"])
+            if own >= self.gen.context:
+                raise _ContextFull(own, dropped, self.gen.context)
         ids = self.gen.prompt_ids(kept)
         if len(ids) >= self.gen.context:
             raise _ContextFull(len(ids), dropped, self.gen.context)
@@ -298,26 +304,26 @@ def create_app(generator: Generator, model_name: str, *, max_body_bytes: int = M
         message = "; ".join(lines) + ("; fix: send a JSON body like {\"model\": \"...\", \"messages\": "
                                       "[{\"role\": \"user\", \"content\": \"...\"}]}")
         return error_response(400, message, param=where(tuple(errs[0].get("loc", ()))) if errs else None,
-                      code="invalid_value")
+                              code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 413:
             return error_response(413, str(exc.detail), code="request_too_large")
         return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
-                      code="not_found" if exc.status_code == 404 else None)
+                              code="not_found" if exc.status_code == 404 else None)
 
     @app.exception_handler(_ContextFull)
     async def _too_long(request: Request, exc: _ContextFull) -> Response:
-        return error_response(400, f"the prompt is {exc.tokens} tokens (after dropping {exc.dropped} older turns) but the "
-                      f"model's context is {exc.context} tokens; fix: shorten the last user message "
-                      "(or the system message)", param="messages", code="context_length_exceeded")
+        return error_response(400, f"the prompt is {exc.tokens} tokens or more (after dropping {exc.dropped} older "
+                              f"turns) but the model's context is {exc.context} tokens; fix: shorten the last user "
+                              "message (or the system message)", param="messages", code="context_length_exceeded")
 
     @app.exception_handler(Exception)
     async def _failed(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback after sending this; OpenAI's shape lets a client show the message.
-        return error_response(500, f"the server failed on this request: {type(exc).__name__}: {exc}", kind="server_error",
-                      code="internal_error")
+        return error_response(500, f"the server failed on this request: {type(exc).__name__}: {exc}",
+                              kind="server_error", code="internal_error")
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

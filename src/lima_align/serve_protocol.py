@@ -156,7 +156,7 @@ def visible_so_far(raw: str, plain: bool, stops: list[str]) -> str:
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-           kind: str = "invalid_request_error") -> Response:
+                   kind: str = "invalid_request_error") -> Response:
     # ASCII JSON: a message may quote the request's own text, lone surrogates included.
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return Response(json.dumps(body), status, media_type="application/json")
