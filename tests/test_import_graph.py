@@ -1,0 +1,159 @@
+"""The package's import graph, read with `ast`: no import cycles between modules and no private name
+(`_x`) imported from another module. Imports inside functions count: they are what hides a cycle.
+
+Today's violations are listed below so new ones fail at once; each entry names what it waits for, and
+an entry that is no longer needed fails the test too, so the lists only shrink."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import lima_align
+
+PACKAGE = Path(lima_align.__file__).parent
+
+# (importer, imported module): the import that closes a cycle, allowed until its cycle is broken.
+ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
+    ("cli", "dialogue_cli"): "to be removed in issue 16: dialogue_cli borrows cli's judge options",
+    ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
+    ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
+    ("generate", "vllm_backend"): "to be removed in issue 16: vllm_backend takes Reply and ROLE_STOP from generate",
+    ("analyze.ablate", "analyze.grid_report"): "to be removed in issue 16: grid_report reads ablate's axes",
+    ("stats", "agreement"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
+    ("stats", "pooled"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
+}
+
+# (importer, imported module, name): a private name taken from another module.
+ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
+    **{(m, "config", "_f"): "to be removed in issue 16: config.setting under its short name"
+       for m in ("analyze.ablate", "curate.config", "curate.dedup", "curate.select")},
+    **{(m, "report", n): "to be removed in issue 16: report's page helpers, not yet a public module"
+       for m, names in (("analyze.grid_report", "_new_figure _png _style_axes _table"),
+                        ("analyze.report_sections", "_e _fmt_pct _new_figure _png _stacked_bars _style_axes _table"),
+                        ("analyze.select_ckpt", "_table"),
+                        ("curate.curate_report", "_e _new_figure _png _style_axes _table"),
+                        ("dialogue_report", "_new_figure _png _stacked_bars _style_axes _table"))
+       for n in names.split()},
+    **{("dialogue_cli", "cli", n): "to be removed in issue 16: cli's option helpers" for n in ("_judges", "_overrides")},
+    **{("dialogue_intervals", "stats", n): "to be removed in issue 16: stats' interval helpers (issue 18 in progress)"
+       for n in ("_ci", "_resample_idx", "_share")},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def read_graph() -> tuple[dict[str, set[str]], set[tuple[str, str, str]]]:
+    """Every module's imports of other package modules (anywhere in the file), and the private names imported."""
+    modules = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    private: set[tuple[str, str, str]] = set()
+    for mod, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        package = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "lima_align" and "." in a.name:
+                        edges[mod].add(a.name.split(".", 1)[1])
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - (node.level - 1)]
+                    target = ".".join(base + (node.module.split(".") if node.module else []))
+                elif (node.module or "").split(".")[0] == "lima_align":
+                    target = node.module.split(".", 1)[1] if "." in node.module else ""
+                else:
+                    continue
+                for a in node.names:
+                    sub = f"{target}.{a.name}" if target else a.name
+                    if sub in modules:  # `from . import report`: the module itself
+                        edges[mod].add(sub)
+                        continue
+                    edges[mod].add(target)
+                    if is_private(a.name) and target != mod:
+                        private.add((mod, target, a.name))
+        # `from . import report` then `report._png(...)` is the same private use by another spelling
+        aliases = {a.asname or a.name: m for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+                   for a in node.names
+                   for m in [".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else [])
+                                      + [a.name])] if m in modules}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and is_private(node.attr)):
+                private.add((mod, aliases[node.value.id], node.attr))
+    for mod in edges:
+        edges[mod].discard(mod)
+        edges[mod].discard("")  # the package's __init__ (version only) is no module's dependency
+    return edges, private
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles():
+    edges, _ = read_graph()
+    stale = [e for e in ALLOWED_CYCLE_EDGES if e[1] not in edges.get(e[0], set())]
+    assert not stale, f"allowed cycle edges no longer imported; delete them from ALLOWED_CYCLE_EDGES: {stale}"
+    cut = {m: {t for t in ts if (m, t) not in ALLOWED_CYCLE_EDGES} for m, ts in edges.items()}
+    assert cycles(cut) == [], "import cycle(s): move the shared piece into the lower module or a new small one"
+    unneeded = [e for e in ALLOWED_CYCLE_EDGES if not any(set(e) <= set(c) for c in cycles(edges))]
+    assert not unneeded, f"allowed cycle edges that close no cycle; delete them: {unneeded}"
+
+
+def test_no_private_names_imported_across_modules():
+    _, private = read_graph()
+    new = sorted(private - set(ALLOWED_PRIVATE))
+    assert not new, f"private names imported from another module (make them public under an honest name): {new}"
+    stale = sorted(set(ALLOWED_PRIVATE) - private)
+    assert not stale, f"no longer imported; delete them from ALLOWED_PRIVATE: {stale}"
+
+
+def test_the_checker_sees_cycles_hidden_in_functions_and_private_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "lima_align"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("__version__ = '0'\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import thing\n")
+    (pkg / "b.py").write_text("def f():\n    from .sub.c import _helper\n")
+    (pkg / "sub" / "c.py").write_text("from .. import a\nfrom ..a import __version__\na._secret\n")
+    monkeypatch.setattr(lima_align, "__file__", str(pkg / "__init__.py"))
+    monkeypatch.setitem(globals(), "PACKAGE", pkg)
+    edges, private = read_graph()
+    assert cycles(edges) == [["a", "b", "sub.c"]]
+    assert private == {("b", "sub.c", "_helper"), ("sub.c", "a", "_secret")}
