@@ -18,6 +18,7 @@ import yaml
 
 from .errors import LimaError, ProblemList
 from .recipe_loading import load, parse_overrides, range_of, setting
+from .tracking import check_report_to
 
 __all__ = ["load_recipe", "parse_overrides", "resolve_recipe_path", "setting"]
 
@@ -58,8 +59,9 @@ class MixEntry:
 
 @dataclass
 class DataConfig:
-    train: list[str] = _f(["seed"], "training datasets: paths (JSONL/JSON, any supported format) or 'seed', "
-                          "'seed:dialogues', 'seed:all'")
+    train: list[str] = _f(["seed"], "training datasets: paths (JSONL/JSON, any supported format), 'seed', "
+                          "'seed:dialogues', 'seed:all', 'hf:ORG/NAME[:SPLIT]' (needs `datasets`) or a "
+                          "datasets.save_to_disk folder")
     format: Literal["auto", "ours", "lima", "alpaca", "sharegpt"] = _f("auto", "input format of the files")
     max_seq_len: int = _f(2048, above=0, help="examples longer than this many tokens are trimmed (LIMA: 2048)")
     loss_on: Literal["assistant", "last_assistant", "all"] = _f(
@@ -144,6 +146,11 @@ class TrainConfig:
         default_factory=LoraConfig, metadata={"help": "LoRA settings (used when method is 'lora')"})
     output_dir: str = _f("runs/lima", "run folder: resolved config, metrics.jsonl, checkpoints, state")
     log_every_steps: int = _f(1, "write a metrics line every N optimizer steps", above=0)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = _f(
+        [], "experiment trackers that get each metrics line and the recipe, through accelerate (none by default; "
+        "each needs its own package); TensorBoard writes into the run folder's tensorboard/")
+    neftune_alpha: float = _f(0.0, "NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden size) on the input "
+                              "embeddings, in training only (the paper: 5); 0 turns it off", at_least=0)
 
 
 @dataclass
@@ -202,6 +209,7 @@ class Recipe:
             problems.add("turns.eot", f"is {self.turns.eot!r} but train.freeze_embeddings keeps every embedding row "
                          "as pretrained, so a dedicated end-of-turn token could never be learned",
                          "set turns.eot=eos, or train.freeze_embeddings=false")
+        check_report_to(t.report_to, problems)
         if not d.train and not d.mix:
             problems.add("data.train", "no training datasets", "give at least one path or 'seed'")
         d.check_mix(problems)

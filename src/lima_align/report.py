@@ -483,10 +483,12 @@ def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lim
     (self-contained) and out_dir/charts/*.png. Returns the path of report.html."""
     # analysis: `analyze shift` / `analyze retention` summaries ({"kind": ...} JSON) add their own sections
     from .analyze.report_sections import add_sections, split_section_files
+    from .training_report import add_training_sections, split_run_folders  # run folders: the training chart
 
+    judgment_paths, runs = split_run_folders(judgment_paths)
     judgment_paths, sections = split_section_files(judgment_paths)
     records = load_judgments(judgment_paths)
     summary = {"files": [str(p) for p in judgment_paths],
                **summarize(records, n_boot=n_boot, seed=seed, groups=groups)}
-    page = render_report(summary, records, Path(out_dir), title=title)
+    page = add_training_sections(render_report(summary, records, Path(out_dir), title=title), runs)
     return add_sections(page, sections) if sections else page
