@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutation"
+MODEL_CACHE = SCRATCH / "model-cache"  # see mutation_model_cache.py
 
 # module name -> (source file, the fast test files that exercise it). Slow-marked tests are
 # deselected; test files that start servers, browsers or worker processes are left out on
@@ -95,7 +96,7 @@ def prepare(module: str, fresh: bool) -> Path:
         'source_paths = ["src"]',
         f"only_mutate = {toml_list([source])}",
         f"pytest_add_cli_args_test_selection = {toml_list(test_files(module))}",
-        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q", "-x"]',
+        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-p", "mutation_model_cache", "-q", "-x"]',
         # torch is not fork-safe once it has run work in the parent: fork every mutant from a
         # clean server that only imported and collected the tests.
         'process_isolation = "forkserver"',
@@ -109,7 +110,8 @@ def prepare(module: str, fresh: bool) -> Path:
 
 def mutmut(work: Path, *args: str, timeout: float | None = None, log: Path | None = None) -> str:
     """Run `python -m mutmut ARGS` in `work`; its output (also streamed to `log`, to follow a long run)."""
-    env = {**os.environ, **QUIET_ENV}
+    env = {**os.environ, **QUIET_ENV, "LIMA_MUTATION_MODEL_CACHE": str(MODEL_CACHE),
+           "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")] if p)}
     log = log or work / "last-command.log"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, stdout=f,
@@ -186,6 +188,9 @@ def main() -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    # built afresh by each invocation, so a change to tests/conftest.py's models is never missed
+    shutil.rmtree(MODEL_CACHE, ignore_errors=True)
+    MODEL_CACHE.mkdir(parents=True)
     for module in args.modules or list(MODULES):
         r = run_module(module, args.max_minutes, fresh=not args.resume)
         rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"

@@ -1,0 +1,39 @@
+"""pytest plugin for benchmarks/mutation.py: the tests' tiny random models are built once, not once per mutant.
+
+mutmut runs every mutant in a fresh forked pytest session, so each session-scoped model fixture
+(`tiny_gemma`, `tiny_llama` in tests/conftest.py) would be rebuilt for every mutant: tokenizer
+training and model creation cost about as much as the tests themselves. `build_model` is seeded and
+deterministic, so this plugin wraps it: the first call for a (kind, seed) builds into
+$LIMA_MUTATION_MODEL_CACHE, later calls copy that folder to where the fixture asked for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def _cached(build):
+    cache = Path(os.environ["LIMA_MUTATION_MODEL_CACHE"])
+
+    def build_model(out: Path, kind: str = "gemma3", seed: int = 0) -> Path:
+        built = cache / f"{kind}-{seed}"
+        if not built.exists():
+            tmp = cache / f".{kind}-{seed}-{os.getpid()}"
+            build(tmp, kind, seed)
+            tmp.rename(built)
+        shutil.copytree(built, out, dirs_exist_ok=True)
+        return out
+
+    build_model.__wrapped__ = build
+    return build_model
+
+
+def pytest_collection_finish(session) -> None:
+    for mod in list(sys.modules.values()):
+        path = getattr(mod, "__file__", None) or ""
+        fn = getattr(mod, "build_model", None)
+        if path.endswith(os.path.join("tests", "conftest.py")) and fn is not None and not hasattr(fn, "__wrapped__"):
+            mod.build_model = _cached(fn)
