@@ -138,3 +138,23 @@ def test_alpaca_eval_repeats_and_bad_preferences(tmp_path):
                                                ("1", False), (False, False)])
 def test_preference_verdict(pref, verdict):
     assert preference_verdict(pref) is verdict or preference_verdict(pref) == verdict
+
+
+def test_cli_import_then_stats_prints_pooled_agreement_per_turn(tmp_path, capsys):
+    from lima_align.cli import main
+
+    votes = [vote(j, "m1", "m2", w, qid=q, turn=t) for t in (1, 2) for q in (81, 82)
+             for j, w in (("expert_1", "model_a"), ("expert_2", "model_a"), ("author_1", "tie"))]
+    votes += [vote("gpt4_pair", "m2", "m1", "model_b", qid=q, turn=t) for t in (1, 2) for q in (81, 82)]
+    f = write_lines(tmp_path / "votes.jsonl", votes)
+    out = tmp_path / "j.jsonl"
+    assert main(["import", "mt_bench_judgments", str(f), "--output", str(out)]) == 0
+    assert "imported 16 judgments by 3 people and 1 other judges" in capsys.readouterr().out
+    assert main(["stats", str(out), "--n-boot", "50", "--group", "human:expert_=experts"]) == 0
+    text = capsys.readouterr().out
+    # per turn: experts agree with GPT-4 on both items (2 votes each), 4/4; among themselves 2/2; the author's
+    # ties are its own default group "people"
+    assert "experts (2) ~ gpt4_pair (1)" in text and "4/4 100.0%" in text and "2/2 100.0%" in text
+    assert [line.split()[0] for line in text.splitlines() if "experts (2) ~ gpt4_pair" in line] == ["1", "2"]
+    assert main(["import", "fastchat", str(f), str(f), "--output", str(out)]) == 2
+    assert "takes one outputs file" in capsys.readouterr().err

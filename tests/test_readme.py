@@ -162,6 +162,16 @@ def write_stand_ins(work: Path) -> None:
     (shared / "mt_bench" / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in (
         {"question_id": 81, "category": "writing", "turns": ["Write a poem about the sea.", "Now make it shorter."]},
         {"question_id": 82, "category": "reasoning", "turns": ["What is 2 + 2?", "And times 3?"]})))
+    votes = shared / "mt_bench" / "judgments"  # MT-Bench's published votes, label-only as in ../shared
+    votes.mkdir()
+    for name, judges in (("human.jsonl", ("expert_0", "expert_1", "author_0")), ("gpt4_pair.jsonl", ("gpt4_pair",))):
+        (votes / name).write_text("".join(
+            json.dumps({"judge": j, "model_a": "gpt-4", "model_b": "llama-13b", "question_id": q, "turn": t,
+                        "winner": "model_a" if j != "author_0" else "tie"}) + "\n"
+            for j in judges for q in (81, 82) for t in (1, 2)))
+    (work / "annotations.json").write_text(json.dumps(  # AlpacaEval's annotations.json
+        [{"instruction": "Name a colour.", "output_1": "Blue.", "output_2": "Red.", "generator_1": "gpt4_turbo",
+          "generator_2": "mine", "annotator": "weighted_alpaca_eval_gpt4_turbo", "preference": 1.2}]))
 
 
 def git_show_or_stand_in(cmd: Command, work: Path) -> None:
