@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise LimaError(f"must be a TCP port from 0 to 65535, got {args.port}", where="--port",
                         fix="use e.g. 8000 (default), or 0 for any free port")
     r = _recipe(args, _model_overrides(args))
-    serve(r.model, r.turns, r.generate, host=args.host, port=args.port)
+    serve(r.model, r.turns, r.generate, host=args.host, port=args.port, max_body_mib=args.max_body_mib)
     return 0
 
 
@@ -368,6 +368,8 @@ def make_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", help="'embedded', a model folder, or a run checkpoint (sets model.name)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (no authentication: keep it local)")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-body-mib", type=float, default=8, metavar="MIB",
+                    help="largest request body accepted, in MiB; larger ones get a 413 (default 8)")
     sv.add_argument("--backend", choices=["transformers", "vllm"], help="generation engine (sets generate.backend)")
     _overrides(sv)
     sv.set_defaults(func=cmd_serve)
