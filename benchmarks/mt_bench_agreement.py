@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,10 +28,13 @@ PAPER = {(1, ("experts", "gpt4_pair")): ((1343, 66), (859, 85)), (1, ("experts",
 GROUPS = ["--group", "human:expert_=experts", "--group", "human:author_=authors"]
 
 
-def run(args: list[str]) -> tuple[str, float]:
-    t = time.perf_counter()
+def run(args: list[str]) -> tuple[str, float, float]:
+    """(stdout, wall seconds, CPU seconds) of one lima-align command in its own process."""
+    t, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([sys.executable, "-m", "lima_align", *args], capture_output=True, text=True, check=True)
-    return out.stdout, time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return out.stdout, time.perf_counter() - t, cpu
 
 
 def main() -> None:
@@ -41,13 +45,13 @@ def main() -> None:
     votes = Path(a.votes)
     with tempfile.TemporaryDirectory() as tmp:
         judgments = Path(tmp, "mt_bench.jsonl")
-        out, t_import = run(["import", "mt_bench_judgments", str(votes / "human.jsonl"), str(votes / "gpt4_pair.jsonl"),
+        out, t_import, c_import = run(["import", "mt_bench_judgments", str(votes / "human.jsonl"), str(votes / "gpt4_pair.jsonl"),
                              "--output", str(judgments)])
         print(out.strip())
-        text, t_stats = run(["stats", str(judgments), "--n-boot", a.n_boot, *GROUPS])
-        full, t_full = run(["stats", str(judgments), "--n-boot", a.n_boot, "--full", "--by-pair", *GROUPS])
-        raw, t_json = run(["stats", str(judgments), "--n-boot", a.n_boot, "--json", *GROUPS])
-        _, t_report = run(["report", str(judgments), "--n-boot", a.n_boot, "--output", str(Path(tmp, "report")),
+        text, t_stats, c_stats = run(["stats", str(judgments), "--n-boot", a.n_boot, *GROUPS])
+        full, t_full, c_full = run(["stats", str(judgments), "--n-boot", a.n_boot, "--full", "--by-pair", *GROUPS])
+        raw, _, _ = run(["stats", str(judgments), "--n-boot", a.n_boot, "--json", *GROUPS])
+        _, t_report, c_report = run(["report", str(judgments), "--n-boot", a.n_boot, "--output", str(Path(tmp, "report")),
                            *GROUPS])
         html_size = os.path.getsize(Path(tmp, "report", "report.html"))
         json_size = os.path.getsize(Path(tmp, "report", "report.json"))
@@ -63,10 +67,11 @@ def main() -> None:
             ok &= same
             print(f"  turn {turn} {groups[0]} ~ {groups[1]:9s} {key:12s} ours {s['agreed']}/{s['n']} "
                   f"({100 * s['agreed'] / s['n']:.1f}%)  paper {pct}% ({n})  {'equal' if same else 'DIFFERENT'}")
-    print(f"\nstats (compact): {t_stats:.2f} s, {len(text.splitlines())} lines; --full --by-pair: {t_full:.2f} s, "
-          f"{len(full.splitlines())} lines")
-    print(f"report: {t_report:.2f} s, report.html {html_size / 1e6:.2f} MB, report.json {json_size / 1e6:.2f} MB; "
-          f"import {t_import:.2f} s (each time includes starting Python, about 1 s)")
+    print(f"\nstats (compact): {t_stats:.2f} s wall, {c_stats:.2f} s CPU, {len(text.splitlines())} lines; "
+          f"--full --by-pair: {t_full:.2f} s wall, {c_full:.2f} s CPU, {len(full.splitlines())} lines")
+    print(f"report: {t_report:.2f} s wall, {c_report:.2f} s CPU, report.html {html_size / 1e6:.2f} MB, report.json "
+          f"{json_size / 1e6:.2f} MB; import {t_import:.2f} s wall, {c_import:.2f} s CPU (each includes starting "
+          "Python and imports)")
     sys.exit(0 if ok else 1)
 
 
