@@ -193,7 +193,8 @@ def sampler_distribution(sampler, scores):
 
 
 def test_temperature_comes_before_the_nucleus():
-    from lima_align.decoding import Decoding, LimaSampler
+    from lima_align.decoding import Decoding
+    from lima_align.sampler import LimaSampler
 
     torch.manual_seed(0)
     for scale in (0.5, 3.0, 12.0):  # flat to peaked distributions; flat ones take the full-sort fallback
@@ -210,7 +211,8 @@ def test_temperature_comes_before_the_nucleus():
 
 
 def test_draws_follow_the_distribution_and_only_the_drawn_token_survives():
-    from lima_align.decoding import Decoding, LimaSampler
+    from lima_align.decoding import Decoding
+    from lima_align.sampler import LimaSampler
 
     scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     want = reference_distribution(scores, 0.7, 0.9)[0]
@@ -225,7 +227,8 @@ def test_draws_follow_the_distribution_and_only_the_drawn_token_survives():
 
 
 def test_repetition_penalty_hits_generated_tokens_not_the_prompt():
-    from lima_align.decoding import Decoding, LimaSampler
+    from lima_align.decoding import Decoding
+    from lima_align.sampler import LimaSampler
 
     eot, word = 3, 5
     prompt = [1, 7, eot]  # every user turn ends with the end-of-turn token
@@ -268,7 +271,8 @@ def test_progress_callback_counts_finished_answers(tiny_llama):
     g.generate(PROMPT * 2, on_step=seen.append)
     handle.remove()
     assert seen == [0, 0, 0, 0]  # one call per step: three tokens, then the end of turn
-    from lima_align.decoding import Decoding, LimaSampler
+    from lima_align.decoding import Decoding
+    from lima_align.sampler import LimaSampler
 
     sampler = LimaSampler(Decoding(), [[1], [1]], 1, [], stop_ids=[9])
     assert sampler.finished_rows(torch.tensor([[1, 4, 9, 0], [1, 4, 5, 6]])) == 1

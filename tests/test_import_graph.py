@@ -7,6 +7,8 @@ an entry that is no longer needed fails the test too, so the lists only shrink."
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import lima_align
@@ -18,7 +20,6 @@ ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
     ("cli", "dialogue_cli"): "to be removed in issue 16: dialogue_cli borrows cli's judge options",
     ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
     ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
-    ("generate", "vllm_backend"): "to be removed in issue 16: vllm_backend takes Reply and ROLE_STOP from generate",
     ("analyze.ablate", "analyze.grid_report"): "to be removed in issue 16: grid_report reads ablate's axes",
     ("stats", "agreement"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
     ("stats", "pooled"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
@@ -157,3 +158,10 @@ def test_the_checker_sees_cycles_hidden_in_functions_and_private_imports(tmp_pat
     edges, private = read_graph()
     assert cycles(edges) == [["a", "b", "sub.c"]]
     assert private == {("b", "sub.c", "_helper"), ("sub.c", "a", "_secret")}
+
+
+def test_decoding_settings_import_without_torch():
+    # The API client, the server's request checks and vLLM read Decoding and Reply; torch is the sampler's.
+    code = "import sys, lima_align.decoding; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

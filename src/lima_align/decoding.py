@@ -1,19 +1,12 @@
-"""LIMA's decoding, the one place that decides which token comes next.
+"""LIMA's decoding settings and what every backend shares about an answer, without torch.
 
-Every backend (transformers here, vLLM in vllm_backend.py, the API client) reads its settings
-from `Decoding`, and the transformers backend samples with `LimaSampler`, one logits processor
-that does the whole step in LIMA's order:
-
-    repetition penalty -> never-sampled special tokens -> temperature -> nucleus (top-p) -> draw
-
-Why our own processor rather than transformers' warpers: transformers runs custom processors
-*before* its temperature warper, so a custom top-p cut the nucleus at temperature 1 instead of
-0.7; and its sampler draws from one random stream for the whole batch, so a prompt's answer
-depended on which other prompts shared its batch. Here each prompt draws from its own generator,
-seeded from the decoding seed and the prompt's token ids (`prompt_seed`, the same seed vLLM gets),
-so a prompt's sampled answer is the same alone, in any batch, and after a resume. The processor
-returns scores where only the drawn token is finite, and transformers runs in greedy mode, which
-then picks exactly that token.
+`Decoding` holds the settings (LIMA's defaults), `Reply` is one answer as every backend returns
+it, `ROLE_STOP` ends a plain-format answer whose model began the user's next turn, `banned_tokens`
+are the special tokens never sampled, and `prompt_seed` gives each prompt its own seed (the
+transformers sampler in sampler.py and vLLM both use it), so a prompt's sampled answer does not
+depend on its batch or on a resume. The API client, the server's request checks and the vLLM
+backend read these without importing torch; the transformers backend samples with
+`sampler.LimaSampler`.
 """
 
 from __future__ import annotations
@@ -21,13 +14,12 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
-
-import torch
+from typing import Any, Literal
 
 from .config import GenerateConfig
 
 Scope = Literal["generated", "all"]
+ROLE_STOP = "\nUser:"  # plain format: a base model that starts the user's next turn is done
 
 
 @dataclass
@@ -46,6 +38,15 @@ class Decoding:
     def from_config(cls, g: GenerateConfig) -> Decoding:
         return cls(g.max_new_tokens, g.temperature, g.top_p, g.repetition_penalty, g.seed,
                    g.repetition_penalty_scope)
+
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    output_tokens: int
+    output_ids: list[int] | None = None  # the answer's own tokens (see generate.py's docstring)
 
 
 def banned_tokens(tok: Any, allowed: list[int]) -> list[int]:
@@ -67,107 +68,16 @@ def prompt_seed(seed: int, prompt_ids: list[int]) -> int:
     return (seed * 1_000_003 + zlib.crc32(json.dumps(prompt_ids).encode())) % (2 ** 31)
 
 
-def nucleus(probs: torch.Tensor, top_p: float, k: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """The nucleus of each row: (probabilities, token ids), most likely first; padded with zeros.
-
-    A token is kept while the mass before it is below p (the most likely token always is).
-    Sorting 262k probabilities per row per step took a third of Gemma's decoding time on CPU;
-    the nucleus nearly always lies within the k most likely tokens, and when their mass reaches
-    p the cut found among them is the exact one, so the full sort is only the fallback.
-    """
-    k = min(k, probs.shape[-1])
-    top, idx = probs.topk(k, dim=-1)
-    cum = top.cumsum(-1)
-    if bool((cum[:, -1] < top_p).any()):
-        top, idx = probs.sort(-1, descending=True)
-        cum = top.cumsum(-1)
-    keep = (cum - top) < top_p
-    return top * keep, idx
 
 
-class LimaSampler:
-    """One decoding step for a batch: adjusted logits, then one draw per row from its own stream.
-
-    prompt_ids: each row's prompt (without padding); rows are left-padded to `width`, so
-    input_ids[:, width:] are the generated tokens. on_step(finished_rows) is called every step.
-    """
-
-    def __init__(self, dec: Decoding, prompts: list[list[int]], width: int, banned: list[int], *,
-                 stop_ids: list[int] = (), on_step: Callable[[int], None] | None = None):
-        self.dec, self.width, self.banned = dec, width, banned
-        self.stop_ids = list(stop_ids)
-        self.on_step = on_step
-        self.gens = [torch.Generator().manual_seed(prompt_seed(dec.seed, p)) for p in prompts]
-        # Prompt tokens to penalise under scope "all", as a rectangular index: padding positions
-        # repeat the row's first token (a repeated index changes nothing), so the pad token is
-        # never penalised by accident (it is often EOS, an end marker).
-        self.prompt_index: torch.Tensor | None = None
-        if dec.repetition_penalty_scope == "all":
-            self.prompt_index = torch.tensor([p[:1] * (width - len(p)) + p for p in prompts], dtype=torch.long)
-        self.mask: torch.Tensor | None = None
-
-    def adjust(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """Logits after the repetition penalty and the ban, before temperature (float32)."""
-        scores = scores.float()
-        p = self.dec.repetition_penalty
-        if p != 1.0:
-            parts = [input_ids[:, self.width:]]
-            if self.prompt_index is not None:
-                parts.insert(0, self.prompt_index.to(input_ids.device))
-            seen = torch.cat(parts, dim=1)
-            if seen.shape[1]:
-                s = scores.gather(1, seen)
-                scores = scores.scatter(1, seen, torch.where(s > 0, s / p, s * p))
-        if self.banned:
-            if self.mask is None or self.mask.shape[-1] != scores.shape[-1] or self.mask.device != scores.device:
-                self.mask = torch.zeros(scores.shape[-1], device=scores.device)
-                self.mask[[i for i in self.banned if i < scores.shape[-1]]] = float("-inf")
-            scores = scores + self.mask
-        return scores
-
-    def distribution(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(probabilities, token ids) to draw from: softmax(logits / T), then the nucleus."""
-        probs = (scores / self.dec.temperature).softmax(-1)
-        if self.dec.top_p >= 1.0:
-            return probs, torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
-        return nucleus(probs, self.dec.top_p)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.on_step is not None:
-            self.on_step(self.finished_rows(input_ids))
-        adjusted = self.adjust(input_ids, scores)
-        if self.dec.temperature <= 0:
-            chosen = adjusted.argmax(-1)
+def ids_covering(tok: Any, ids: list[int], n_chars: int) -> list[int]:
+    """The shortest prefix of ids whose text reaches n_chars characters: the answer's tokens when the
+    model went on to begin a "User:" turn (a token that straddles the cut stays, so no answer text is lost)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(tok.decode(ids[:mid], skip_special_tokens=True)) >= n_chars:
+            hi = mid
         else:
-            probs, idx = self.distribution(adjusted)
-            probs, idx = probs.cpu(), idx.cpu()
-            cum = probs.cumsum(-1)
-            picks = []
-            for row in range(probs.shape[0]):
-                # inverse CDF with one uniform from the row's own stream per step
-                u = torch.rand(1, generator=self.gens[row], dtype=torch.float64).item() * cum[row, -1].item()
-                j = min(int(torch.searchsorted(cum[row], torch.tensor([u], dtype=cum.dtype)).item()),
-                        probs.shape[-1] - 1)
-                while probs[row, j] == 0 and j > 0:  # never land on a token cut from the nucleus
-                    j -= 1
-                picks.append(int(idx[row, j]))
-            chosen = torch.tensor(picks, device=scores.device)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter(1, chosen[:, None], 0.0)
-
-    def finished_rows(self, input_ids: torch.Tensor) -> int:
-        gen = input_ids[:, self.width:]
-        if not gen.shape[1] or not self.stop_ids:
-            return 0
-        stops = torch.tensor(self.stop_ids, device=gen.device)
-        return int(torch.isin(gen, stops).any(-1).sum())
-
-
-def generation_kwargs(sampler: LimaSampler) -> dict[str, Any]:
-    """transformers.generate settings that leave every decision to the sampler: greedy over its
-    one-hot scores, and none of the model's own warpers or penalties (a model's
-    generation_config may set top_k, top_p or a penalty of its own)."""
-    from transformers import LogitsProcessorList
-
-    return dict(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                logits_processor=LogitsProcessorList([sampler]))
+            lo = mid + 1
+    return ids[:lo]

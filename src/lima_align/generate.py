@@ -18,7 +18,7 @@ tokenising the text again can split it differently. "tokens.output" counts every
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,24 +26,13 @@ import torch
 
 from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
-from .decoding import Decoding, LimaSampler, banned_tokens, generation_kwargs
+from .decoding import ROLE_STOP, Decoding, Reply, banned_tokens, ids_covering
 from .jsonl import JsonlAppender, read_jsonl
 from .models import LoadedModel, bf16_is_fast, load_model
 from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)
+from .sampler import LimaSampler, generation_kwargs
 from .seed import load_dataset
 from .turns import TurnFormat
-
-ROLE_STOP = "\nUser:"  # plain format: a base model that starts the user's next turn is done
-
-
-@dataclass
-class Reply:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    output_tokens: int
-    output_ids: list[int] | None = None  # the answer's own tokens (see the module docstring)
-
 
 def resolve_dtype(dtype: str) -> str:
     if dtype != "auto":
@@ -122,19 +111,6 @@ class Generator:
                 finish = "stop" if finish != "eot" else finish
             replies.append(Reply(text.strip(), finish, len(p), len(new), answer))
         return replies
-
-
-def ids_covering(tok: Any, ids: list[int], n_chars: int) -> list[int]:
-    """The shortest prefix of ids whose text reaches n_chars characters: the answer's tokens when the
-    model went on to begin a "User:" turn (a token that straddles the cut stays, so no answer text is lost)."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if len(tok.decode(ids[:mid], skip_special_tokens=True)) >= n_chars:
-            hi = mid
-        else:
-            lo = mid + 1
-    return ids[:lo]
 
 
 def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *,

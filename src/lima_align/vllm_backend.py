@@ -23,8 +23,7 @@ from typing import Any
 from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .errors import LimaError
-from .decoding import Decoding, banned_tokens, prompt_seed
-from .generate import ROLE_STOP, Reply, ids_covering
+from .decoding import ROLE_STOP, Decoding, Reply, banned_tokens, ids_covering, prompt_seed
 from .records import Message
 from .turns import TurnFormat
 
