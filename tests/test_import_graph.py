@@ -21,8 +21,6 @@ ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
     ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
     ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
     ("analyze.ablate", "analyze.grid_report"): "to be removed in issue 16: grid_report reads ablate's axes",
-    ("stats", "agreement"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
-    ("stats", "pooled"): "to be removed in issue 16: agreement and pooled build on stats (issue 18 in progress)",
 }
 
 # (importer, imported module, name): a private name taken from another module.
@@ -37,8 +35,6 @@ ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
                         ("dialogue_report", "_new_figure _png _stacked_bars _style_axes _table"))
        for n in names.split()},
     **{("dialogue_cli", "cli", n): "to be removed in issue 16: cli's option helpers" for n in ("_judges", "_overrides")},
-    **{("dialogue_intervals", "stats", n): "to be removed in issue 16: stats' interval helpers (issue 18 in progress)"
-       for n in ("_ci", "_resample_idx", "_share")},
 }
 
 

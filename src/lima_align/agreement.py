@@ -29,7 +29,8 @@ import numpy as np
 
 from .errors import LimaError, Problem
 from .pooled import PEOPLE, cluster_sums, is_person, share
-from .stats import cohen_kappa, short_judge, wilson
+from .intervals import wilson
+from .verdicts import cohen_kappa, short_judge
 from .text_tables import pct, text_table
 
 MIN_ITEMS = 20

@@ -13,38 +13,34 @@ from typing import Any
 
 import numpy as np
 
+from .intervals import nan_ratio, newcombe, percentile_ci, resample_idx, wilson
+
 N_BOOT, CONFIDENCE = 2000, 0.95
 
 
 def _boot_shares(counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    from .stats import _share
-
     boot = counts[idx].sum(axis=1)  # (N_BOOT, k + 1)
-    return _share(boot[:, :-1], boot[:, -1:])
+    return nan_ratio(boot[:, :-1], boot[:, -1:])
 
 
 def share_cis(counts: np.ndarray) -> list[list[float | None]]:
     """A 95% interval for each outcome's share of all turns."""
-    from .stats import _ci, _resample_idx, wilson
-
     total = counts.sum(axis=0)
-    boot = _boot_shares(counts, _resample_idx(len(counts), N_BOOT, seed=0))
+    boot = _boot_shares(counts, resample_idx(len(counts), N_BOOT, seed=0))
     out = []
     for i in range(counts.shape[1] - 1):
         share = total[i] / total[-1] if total[-1] else None
         if share in (0.0, 1.0):
             out.append(wilson(round(share * len(counts)), len(counts))["ci"])
         else:
-            out.append(_ci(boot[:, i], CONFIDENCE) if share is not None else [None, None])
+            out.append(percentile_ci(boot[:, i], CONFIDENCE) if share is not None else [None, None])
     return out
 
 
 def paired_differences(ca: np.ndarray, cb: np.ndarray) -> list[dict[str, Any]]:
     """B's share minus A's for each outcome, rows of ca and cb being the same conversations: a paired
     bootstrap (both models' turns of a drawn conversation come along, so a script's difficulty cancels)."""
-    from .stats import _ci, _resample_idx, newcombe
-
-    idx = _resample_idx(len(ca), N_BOOT, seed=0)  # the same draws for both models: paired
+    idx = resample_idx(len(ca), N_BOOT, seed=0)  # the same draws for both models: paired
     diff = _boot_shares(cb, idx) - _boot_shares(ca, idx)
     ta, tb = ca.sum(axis=0), cb.sum(axis=0)
     out = []
@@ -57,5 +53,5 @@ def paired_differences(ca: np.ndarray, cb: np.ndarray) -> list[dict[str, Any]]:
             n = len(ca)
             out.append(newcombe(round(pa * n), n, round(pb * n), n))
         else:
-            out.append({"value": pb - pa, "ci": _ci(diff[:, i], CONFIDENCE)})
+            out.append({"value": pb - pa, "ci": percentile_ci(diff[:, i], CONFIDENCE)})
     return out

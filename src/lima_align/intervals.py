@@ -1,5 +1,5 @@
-"""Score intervals for shares: Wilson's for one share, Newcombe's for a difference of two, and the rule for when
-they replace a percentile bootstrap.
+"""Intervals: the percentile bootstrap's pieces (resampling indices, ratios, percentiles), Wilson's score interval
+for one share, Newcombe's for a difference of two, and the rule for when the score intervals replace the bootstrap.
 
 A bootstrap that resamples prompts cannot move when every prompt gave the same outcome (two records that both say
 "a": 100% [100, 100]), and it is ragged with few decisive prompts. There the intervals are Wilson's, which stay
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 MIN_DECISIVE = 20
 SMALL_SAMPLE = (f"Wilson score intervals over prompts: the bootstrap collapses here (every parsed verdict alike, or "
@@ -63,3 +65,24 @@ def wilson_rates(counts: dict[str, int], n: int | None = None) -> dict[str, dict
         return {"value": value, "ci": wilson(value * m, m)["ci"]}
 
     return {"a": est(w), "tie": est(t), "b": est(b), "a_or_tie": est(w + t), "score": est(w + t / 2)}
+
+
+def percentile_ci(samples: np.ndarray, confidence: float) -> list[float | None]:
+    """Percentile interval of bootstrap samples (NaN samples, from resamples with nothing to measure, ignored)."""
+    samples = samples[~np.isnan(samples)]
+    if samples.size == 0:
+        return [None, None]
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(samples, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+def resample_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) indices drawn with replacement: each row is one bootstrap replicate of the prompts."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
+
+
+def nan_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise, NaN where den is 0 (a resample with nothing to measure; percentile_ci skips it)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)

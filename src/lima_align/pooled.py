@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .intervals import MIN_DECISIVE, SMALL_SAMPLE, wilson, wilson_rates
-from .stats import SCALES, VERDICTS, cohen_kappa, sign_test
+from .intervals import MIN_DECISIVE, SMALL_SAMPLE, resample_idx, wilson, wilson_rates
 from .text_tables import pct, pct_ci, text_table
+from .verdicts import SCALES, VERDICTS, cohen_kappa, sign_test
 
 PEOPLE = "people"
 UNIT = "prompt (cluster bootstrap: all votes on a prompt are resampled together)"
@@ -43,9 +43,7 @@ def is_person(judge: str) -> bool:
 def cluster_sums(per_prompt: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, k) column sums of per_prompt (prompts x k counts) over bootstrap replicates that draw whole rows
     (prompts) with replacement; the same draws as stats' per-prompt bootstrap for the same seed and prompt count."""
-    n = per_prompt.shape[0]
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
-    return per_prompt[idx].sum(axis=1)
+    return per_prompt[resample_idx(per_prompt.shape[0], n_boot, seed)].sum(axis=1)
 
 
 def share(num: float, den: float, boot_num: np.ndarray, boot_den: np.ndarray,

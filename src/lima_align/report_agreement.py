@@ -16,7 +16,7 @@ from typing import Any
 
 from .agreement import WILSON
 from .pooled import compact_pairwise
-from .stats import short_judge
+from .verdicts import short_judge
 
 MAX_PAIR_ROWS = 100
 

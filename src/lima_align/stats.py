@@ -30,12 +30,11 @@ import numpy as np
 from .errors import LimaError, Problem, ProblemList
 from .jsonl import read_jsonl
 from .intervals import (  # noqa: F401  (Z95, wilson and newcombe re-exported: other modules import them here)
-    BOOTSTRAP_RATES, SMALL_SAMPLE, Z95, newcombe, small_sample, wilson, wilson_rates)
+    BOOTSTRAP_RATES, SMALL_SAMPLE, Z95, nan_ratio, newcombe, percentile_ci, resample_idx, small_sample, wilson,
+    wilson_rates)
+from .verdicts import FPE, SCALES, VERDICTS, cohen_kappa, short_judge, sign_test  # noqa: F401  (re-exported)
 
-VERDICTS = ("a", "tie", "b")
 ORDERS = ("ab", "ba")
-FPE = ("fail", "pass", "excellent")
-SCALES = {"fail_pass_excellent": FPE, "helpfulness_6": (1, 2, 3, 4, 5, 6)}
 POWER_TARGETS = (0.55, 0.60, 0.65)
 MAX_LISTED_PROBLEMS = 30  # a wholly wrong file would otherwise print one problem per line
 
@@ -212,11 +211,6 @@ def comparisons(records: Sequence[Record]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def short_judge(judge: str) -> str:
-    """A judge name for labels: "api:gpt-4o@https://host/v1" -> "api:gpt-4o" (the endpoint stays in the JSON)."""
-    return judge.split("@", 1)[0]
-
-
 def comparison_label(model_a: str, model_b: str, judge: str) -> str:
     return f"{model_a} vs {model_b} ({short_judge(judge)})"
 
@@ -224,42 +218,8 @@ def comparison_label(model_a: str, model_b: str, judge: str) -> str:
 # ----------------------------------------------------------------- bootstrap and tests
 
 
-def _ci(samples: np.ndarray, confidence: float) -> list[float | None]:
-    """Percentile interval of bootstrap samples (NaN samples, from resamples with nothing to measure, ignored)."""
-    samples = samples[~np.isnan(samples)]
-    if samples.size == 0:
-        return [None, None]
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(samples, [tail, 100 - tail])
-    return [float(lo), float(hi)]
-
-
-def _resample_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) indices drawn with replacement: each row is one bootstrap replicate of the prompts."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
-
-
-def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
-
-
 def _estimate(value: float | None, ci: list[float | None]) -> dict[str, Any]:
     return {"value": value, "ci": ci}
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test (binomial test with p = 1/2) on the decisive outcomes; ties are left out.
-
-    Paired by construction: each prompt gives both models one chance, and we ask whether "a beats b" is more
-    or less frequent than "b beats a". p = min(1, 2 * P(X <= min(wins, losses))) with X ~ Binomial(wins+losses, 1/2).
-    Example: 8 wins vs 2 losses -> 2 * (1 + 10 + 45) / 1024 = 0.109375.
-    """
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    k = min(wins, losses)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)  # exact big-int sum, one rounding
 
 
 def verdict_counts(verdicts: Sequence[str | None]) -> dict[str, int]:
@@ -281,14 +241,14 @@ def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int =
     counts = verdict_counts(verdicts)
     n_parsed = counts["a"] + counts["tie"] + counts["b"]
     codes = np.array([{"a": 0, "tie": 1, "b": 2, None: 3}[v] for v in verdicts], dtype=np.int64)
-    idx = _resample_idx(len(codes), n_boot, seed)
+    idx = resample_idx(len(codes), n_boot, seed)
     boot = codes[idx]
     bw, bt, bl = ((boot == c).sum(axis=1) for c in range(3))
     bn = bw + bt + bl
     point = {"a": counts["a"], "tie": counts["tie"], "b": counts["b"]}
 
     def est(num: float, boot_num: np.ndarray) -> dict[str, Any]:
-        return _estimate(num / n_parsed if n_parsed else None, _ci(_share(boot_num, bn), confidence))
+        return _estimate(num / n_parsed if n_parsed else None, percentile_ci(nan_ratio(boot_num, bn), confidence))
 
     rates = {"a": est(point["a"], bw), "tie": est(point["tie"], bt), "b": est(point["b"], bl),
              "a_or_tie": est(point["a"] + point["tie"], bw + bt),
@@ -306,20 +266,6 @@ def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int =
 
 
 # ----------------------------------------------------------------- agreement
-
-
-def cohen_kappa(x: Sequence[str], y: Sequence[str], labels: Sequence[str] = VERDICTS) -> float | None:
-    """Cohen's kappa over the given classes: (p_o - p_e) / (1 - p_e). None when p_e = 1 (one class only)."""
-    n = len(x)
-    if n == 0:
-        return None
-    pos = {lab: i for i, lab in enumerate(labels)}
-    m = np.zeros((len(labels), len(labels)))
-    for u, v in zip(x, y, strict=True):
-        m[pos[u], pos[v]] += 1
-    p_o = np.trace(m) / n
-    p_e = float((m.sum(axis=1) / n) @ (m.sum(axis=0) / n))
-    return None if math.isclose(p_e, 1.0) else float((p_o - p_e) / (1 - p_e))
 
 
 def agreement(x: Sequence[str | None], y: Sequence[str | None]) -> dict[str, Any]:
@@ -485,15 +431,15 @@ def length_bias(records: Sequence[Record], *, n_boot: int = 2000, seed: int = 0,
         return out
     x = np.log(ratio)
     b0, b1 = fit_logistic(x, y)
-    idx = _resample_idx(len(dec), n_boot, seed)
+    idx = resample_idx(len(dec), n_boot, seed)
     boot = fit_logistic(x[idx], y[idx])
     out["length_controlled"] = {
         "method": "logistic regression of a-wins on log length ratio over decisive prompts, ridge 1.0; "
                   "value at equal length",
         "raw_win_share": float(y.mean()),
-        "win_share_at_equal_length": _estimate(float(_sigmoid(b0)), _ci(_sigmoid(boot[:, 0]), confidence)),
+        "win_share_at_equal_length": _estimate(float(_sigmoid(b0)), percentile_ci(_sigmoid(boot[:, 0]), confidence)),
         "odds_ratio_per_doubling": _estimate(float(np.exp(b1 * math.log(2))),
-                                             _ci(np.exp(boot[:, 1] * math.log(2)), confidence)),
+                                             percentile_ci(np.exp(boot[:, 1] * math.log(2)), confidence)),
         "intercept": float(b0), "slope": float(b1)}
     return out
 
@@ -510,7 +456,7 @@ def rating_shares(scores: Sequence[Any], scale: str, *, n_boot: int = 2000, seed
     """
     values = SCALES[scale]
     codes = np.array([len(values) if s is None else values.index(s) for s in scores], dtype=np.int64)
-    idx = _resample_idx(len(codes), n_boot, seed)
+    idx = resample_idx(len(codes), n_boot, seed)
     boot = codes[idx]
     bcounts = np.stack([(boot == i).sum(axis=1) for i in range(len(values))], axis=1)  # (B, k)
     bn = bcounts.sum(axis=1)
@@ -520,14 +466,14 @@ def rating_shares(scores: Sequence[Any], scale: str, *, n_boot: int = 2000, seed
                            "counts": {str(v): int(c) for v, c in zip(values, counts, strict=True)}, "shares": {}}
     for i, v in enumerate(values):
         out["shares"][str(v)] = _estimate(counts[i] / n_parsed if n_parsed else None,
-                                          _ci(_share(bcounts[:, i], bn), confidence))
+                                          percentile_ci(nan_ratio(bcounts[:, i], bn), confidence))
     if scale == "fail_pass_excellent":
         out["pass_or_better"] = _estimate((counts[1] + counts[2]) / n_parsed if n_parsed else None,
-                                          _ci(_share(bcounts[:, 1] + bcounts[:, 2], bn), confidence))
+                                          percentile_ci(nan_ratio(bcounts[:, 1] + bcounts[:, 2], bn), confidence))
     else:
         weights = np.array(values, dtype=float)
         out["mean"] = _estimate(float(counts @ weights / n_parsed) if n_parsed else None,
-                                _ci(_share(bcounts @ weights, bn), confidence))
+                                percentile_ci(nan_ratio(bcounts @ weights, bn), confidence))
     return out
 
 
