@@ -150,7 +150,7 @@ class TrainConfig:
         [], "experiment trackers that get each metrics line and the recipe, through accelerate (none by default; "
         "each needs its own package); TensorBoard writes into the run folder's tensorboard/")
     neftune_alpha: float = _f(0.0, "NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden size) on the input "
-                              "embeddings, in training only (the paper: 5); 0 turns it off", at_least=0)
+                              "embeddings, in training only (the paper: 5 to 15); 0 turns it off", at_least=0)
 
 
 @dataclass
