@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import NotRequired, TypedDict
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
-from .decoding import Decoding
+from .decoding import ROLE_STOP, Decoding
 from .errors import ProblemList
-from .generate import ROLE_STOP
 from .records import Message, check_messages
 
 FINISH = {"eot": "stop", "stop": "stop", "length": "length"}  # ours -> OpenAI's
