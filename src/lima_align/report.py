@@ -275,9 +275,11 @@ def _bias_table(pairwise: list[dict[str, Any]]) -> str:
                     "odds ratio per doubling"], rows)
             + "<p class=note>Position: each pair is judged in both orders; a judge without position bias gives the "
             "same verdict either way and lets the first-shown answer win 50% of decisive votes. Length: among decisive "
-            "verdicts, how often the longer answer wins; the length-controlled share comes from a logistic regression "
+            "verdicts, how often the longer answer wins; the share at equal length comes from a logistic regression "
             "of a-wins on log(chars a / chars b), read at equal length (weak ridge prior, bootstrap CI). An odds ratio "
-            "above 1 means the judge favours the relatively longer answer.</p>")
+            "above 1 means the judge favours the relatively longer answer. This is our per-comparison fit, not "
+            "AlpacaEval 2's length-controlled win rate, whose instruction-difficulty term needs dozens of models on "
+            "the same prompts. Records imported without their answers are left out.</p>")
 
 
 def _power_block(pairwise: list[dict[str, Any]]) -> str:
