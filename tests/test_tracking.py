@@ -109,7 +109,7 @@ def test_hyperparameters_are_flat_and_of_types_trackers_keep():
 
 
 def test_report_of_a_run_folder_shows_its_training_chart(tmp_path):
-    from lima_align.report import build_report
+    from lima_align.cli import main
 
     run = tmp_path / "myrun"
     run.mkdir()
@@ -118,8 +118,8 @@ def test_report_of_a_run_folder_shows_its_training_chart(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "run.json").write_text(json.dumps({"total_steps": 4, "data": {"examples": 8, "trained_tokens": 99},
                                               "identity": {"train": {"method": "lora"}}}))
-    page = build_report([run], tmp_path / "report", n_boot=0)
-    html = page.read_text()
+    assert main(["report", str(run), "--output", str(tmp_path / "report"), "--n-boot", "0"]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
     assert "<h2>Training: myrun</h2>" in html and 'alt="loss and learning rate by step"' in html
     assert "2.5 &rarr; 1.0" in html  # first and last loss
     report = json.loads((tmp_path / "report" / "report.json").read_text())

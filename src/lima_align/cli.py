@@ -399,7 +399,8 @@ def make_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("stats", cmd_stats, "win/tie/loss with CIs, agreement, biases, power"),
                                  ("report", cmd_report, "one HTML page and a JSON file with every number")):
         x = sub.add_parser(name, help=helptext, description=helptext + ", from judgments files.")
-        x.add_argument("files", nargs="+", help="judgments JSONL files")
+        also = "; also `analyze` summaries, and run folders (their loss and learning-rate chart)"
+        x.add_argument("files", nargs="+", help="judgments JSONL files" + (also if name == "report" else ""))
         x.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
         x.add_argument("--seed", type=int, default=0)
         add_summary_options(x, text=name == "stats")
