@@ -94,3 +94,26 @@ def test_summary_prints_pooled_agreement_and_judge_pairs_only_on_request():
     assert "pooled judge agreement" in text and "people (3) ~ gpt4 (1)" in text
     assert "judge agreement, per judge pair" not in text and "--by-pair prints them" in text
     assert "judge agreement, per judge pair" in format_summary(s, by_pair=True)
+
+
+def test_report_on_many_judges_collapses_people_but_report_json_keeps_every_row(tmp_path):
+    from lima_align.jsonl import write_jsonl_atomic
+    from lima_align.report import build_report
+
+    models = [f"m{i}" for i in range(7)]
+    pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]][:16]
+    recs = [pw(f"p{k}", v, j, a=a, b=b) for a, b in pairs for k in range(3)
+            for j, v in ((H1, "a"), (H2, "a" if k else "b"), (G, "tie"))]
+    f = tmp_path / "j.jsonl"
+    write_jsonl_atomic(f, recs)
+    page = build_report([f], tmp_path / "report", n_boot=50)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(report["pairwise"]) == 48 and report["pooled_agreement"]["rows"]  # 16 pairs x 3 judges, all kept
+    text = page.read_text()
+    assert "32 comparisons by single people are not shown one by one" in text
+    table = text[text.index("<h2>Win rates"):].split("</section>", 1)[0]
+    assert "human:h1" not in table and ">gpt4</td>" in table  # the summary table: model judge rows only
+    assert "people (2)" in text and "Per judge pair" in text
+    s = summarize(recs, n_boot=20)
+    assert "32 rows of single people left out" in format_summary(s)
+    assert "rows of single people left out" not in format_summary(s, full=True)

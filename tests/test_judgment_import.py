@@ -50,6 +50,10 @@ def test_mt_bench_votes_keep_judge_turn_order_and_ties(tmp_path):
     out = tmp_path / "j.jsonl"
     write_jsonl_atomic(out, recs)
     assert len(load_judgments([out])) == 5  # stats reads them as they are
+    from lima_align.report import build_report
+
+    page = build_report([out], tmp_path / "report", n_boot=20).read_text()
+    assert page.count("answer not in the imported file") == 3 * 2  # items 81, 81-turn2, 82: no answer either side
 
 
 def test_mt_bench_conversations_become_outputs_of_the_judged_turn(tmp_path):

@@ -386,14 +386,17 @@ def _items_section(records: list[dict[str, Any]], index: int) -> str:
                 if vote.get("raw"):
                     raws.append(f"<div class=pid>{_e(short_judge(r['judge']))}, order {_e(vote.get('order'))}, verdict "
                                 f"{_e(vote.get('verdict'))}</div><pre>{_e(vote['raw'])}</pre>")
+        texts = [r for r in rs if (r.get("meta") or {}).get("outputs") != "absent"]  # label-only imports have none
+        first = texts[0] if texts else first
         last, earlier = _prompt_text(first.get("prompt"))
         history = f"<details><summary>earlier turns</summary><pre>{_e(earlier)}</pre></details>" if earlier else ""
         judge_text = f"<details><summary>judge output</summary>{''.join(raws)}</details>" if raws else ""
         rows.append(
             f'<tr data-o="{" ".join(sorted(outcomes))}"><td class=p><pre>{_e(last)}</pre>{history}'
             f"<div class=pid>{_e(pid)}</div>{''.join(badges)}{judge_text}</td>"
-            f"<td><div class=len>{len(first['output_a'])} chars</div><pre>{_e(first['output_a'])}</pre></td>"
-            f"<td><div class=len>{len(first['output_b'])} chars</div><pre>{_e(first['output_b'])}</pre></td></tr>")
+            + "".join(f"<td><div class=len>{len(first[k])} chars</div><pre>{_e(first[k])}</pre></td>" if texts else
+                      "<td><div class=len>answer not in the imported file</div></td>" for k in ("output_a", "output_b"))
+            + "</tr>")
     buttons = "".join(f'<button data-f="{f}"{" class=on" if f == "all" else ""}>{_e(label)}</button>'
                       for f, label in (("all", "all"), ("a", f"{a} wins"), ("b", f"{b} wins"), ("tie", "tie"),
                                        ("inconsistent", "inconsistent")))
