@@ -20,13 +20,12 @@ ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
     ("cli", "dialogue_cli"): "to be removed in issue 16: dialogue_cli borrows cli's judge options",
     ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
     ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
-    ("analyze.ablate", "analyze.grid_report"): "to be removed in issue 16: grid_report reads ablate's axes",
 }
 
 # (importer, imported module, name): a private name taken from another module.
 ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
     **{(m, "config", "_f"): "to be removed in issue 16: config.setting under its short name"
-       for m in ("analyze.ablate", "curate.config", "curate.dedup", "curate.select")},
+       for m in ("curate.config", "curate.dedup", "curate.select")},
     **{(m, "report", n): "to be removed in issue 16: report's page helpers, not yet a public module"
        for m, names in (("analyze.grid_report", "_new_figure _png _style_axes _table"),
                         ("analyze.report_sections", "_e _fmt_pct _new_figure _png _stacked_bars _style_axes _table"),

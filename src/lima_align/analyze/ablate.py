@@ -28,62 +28,62 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..checkpoint import final_checkpoint, is_done
-from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, _f, load_recipe, recipe_to_dict
+from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, load_recipe, recipe_to_dict, setting
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
 from ..train import train
+from .grid_report import AXES, format_score, write_grid_page
 
 Strategy = Literal["random", "lima", "longest", "kcenter", "facility_location", "quality"]
 Axis = Literal["auto", "source", "strategy", "examples", "epochs", "dialogues"]
-AXES = ("source", "strategy", "examples", "epochs", "dialogues")
 FPE_POINTS = {"fail": 1, "pass": 2, "excellent": 3}  # Fail / Pass / Excellent as numbers for a mean
 
 
 @dataclass
 class GridAxes:
-    source: list[str] = _f(["seed"], "datasets to draw examples from: a path or seed split each; join several "
+    source: list[str] = setting(["seed"], "datasets to draw examples from: a path or seed split each; join several "
                            "with '+' to pool them (LIMA Fig. 5: filtered vs unfiltered Stack Exchange, wikiHow)")
-    strategy: list[Strategy] = _f(["random"], "how examples are chosen: 'random' (seeded; smaller draws are "
+    strategy: list[Strategy] = setting(["random"], "how examples are chosen: 'random' (seeded; smaller draws are "
                                   "subsets of larger ones) or a curate.select strategy")
-    examples: list[int] = _f([0], "examples per cell, counted after dropping what the base recipe would drop "
+    examples: list[int] = setting([0], "examples per cell, counted after dropping what the base recipe would drop "
                              "(data.max_example_tokens); 0 means all (LIMA Fig. 6: 2K..32K)")
-    epochs: list[int] = _f([2], "training epochs per cell")
-    dialogues: list[bool] = _f([False], "also train on `dialogues_data`, appended after selection")
+    epochs: list[int] = setting([2], "training epochs per cell")
+    dialogues: list[bool] = setting([False], "also train on `dialogues_data`, appended after selection")
 
 
 @dataclass
 class EvalSettings:
-    prompts: str = _f("seed:dev", "prompts every cell answers (a file or a seed split)")
-    limit: int | None = _f(12, "answer only the first N prompts; None answers all", above=0)
-    max_new_tokens: int = _f(160, "answer length cap; the rest of the decoding comes from the base recipe")
+    prompts: str = setting("seed:dev", "prompts every cell answers (a file or a seed split)")
+    limit: int | None = setting(12, "answer only the first N prompts; None answers all", above=0)
+    max_new_tokens: int = setting(160, "answer length cap; the rest of the decoding comes from the base recipe")
 
 
 @dataclass
 class JudgeSettings:
-    kind: Literal["longest", "api"] = _f("longest", "'longest' (offline length baseline, pairwise only) or "
+    kind: Literal["longest", "api"] = setting("longest", "'longest' (offline length baseline, pairwise only) or "
                                          "'api' (an OpenAI-compatible judge model)")
-    mode: Literal["pairwise", "absolute"] = _f("pairwise", "pairwise against `reference`, or an absolute rating")
-    scale: Literal["fail_pass_excellent", "helpfulness_6"] = _f(
+    mode: Literal["pairwise", "absolute"] = setting("pairwise", "pairwise against `reference`, or an absolute rating")
+    scale: Literal["fail_pass_excellent", "helpfulness_6"] = setting(
         "helpfulness_6", "absolute scale; Fail/Pass/Excellent count 1/2/3 in the mean")
-    reference: str = _f("base", "pairwise reference: 'base' (the untrained base model's answers) or a "
+    reference: str = setting("base", "pairwise reference: 'base' (the untrained base model's answers) or a "
                         "generations file answering the same prompts")
-    api_base: str | None = _f(None, "judge endpoint, e.g. http://127.0.0.1:8000/v1")
-    api_model: str | None = _f(None, "judge model name")
-    api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key")
-    max_tokens: int = _f(1024, "cap on each judge reply", above=0)
-    concurrency: int = _f(8, "judge requests in flight", above=0)
-    cache: str | None = _f(None, "judgment cache (default: <output_dir>/judge_cache.sqlite)")
-    n_boot: int = _f(2000, "bootstrap resamples for the 95% intervals")
+    api_base: str | None = setting(None, "judge endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_model: str | None = setting(None, "judge model name")
+    api_key_env: str = setting("OPENAI_API_KEY", "environment variable holding the API key")
+    max_tokens: int = setting(1024, "cap on each judge reply", above=0)
+    concurrency: int = setting(8, "judge requests in flight", above=0)
+    cache: str | None = setting(None, "judgment cache (default: <output_dir>/judge_cache.sqlite)")
+    n_boot: int = setting(2000, "bootstrap resamples for the 95% intervals")
 
 
 @dataclass
 class AblationRecipe:
-    base: str = _f("quickstart", "training recipe every cell starts from (a file or a shipped name)")
-    overrides: list[str] = _f([], "key=value overrides applied to the base recipe, e.g. ['train.lr=2e-5']")
-    output_dir: str = _f("runs/ablate", "grid folder: cells/, grid.json, grid.html, charts/")
-    seed: int = _f(0, "seed for drawing examples", at_least=0)
-    dialogues_data: str = _f("seed:dialogues", "dialogues appended when a cell has dialogues: true")
-    plot_axis: Axis = _f("auto", "axis on the chart's x ('auto': the first axis with several values)")
+    base: str = setting("quickstart", "training recipe every cell starts from (a file or a shipped name)")
+    overrides: list[str] = setting([], "key=value overrides applied to the base recipe, e.g. ['train.lr=2e-5']")
+    output_dir: str = setting("runs/ablate", "grid folder: cells/, grid.json, grid.html, charts/")
+    seed: int = setting(0, "seed for drawing examples", at_least=0)
+    dialogues_data: str = setting("seed:dialogues", "dialogues appended when a cell has dialogues: true")
+    plot_axis: Axis = setting("auto", "axis on the chart's x ('auto': the first axis with several values)")
     grid: GridAxes = field(default_factory=GridAxes, metadata={"help": "the axes; every combination is a cell"})
     eval: EvalSettings = field(default_factory=EvalSettings, metadata={"help": "what each cell answers"})
     judge: JudgeSettings = field(default_factory=JudgeSettings, metadata={"help": "how answers are scored"})
@@ -377,8 +377,6 @@ def run_grid(r: AblationRecipe, *, log: Any = print) -> Path:
     """Run (or resume) every cell of the grid; returns the grid folder."""
     from tqdm.auto import tqdm
 
-    from .grid_report import write_grid_page  # here, not at the top: grid_report imports this module
-
     base = base_recipe(r)
     out = Path(r.output_dir)
     cells = plan_cells(r)
@@ -421,13 +419,6 @@ def pick_axis(r: AblationRecipe) -> str:
     if r.plot_axis != "auto":
         return r.plot_axis
     return next((a for a in AXES if len(getattr(r.grid, a)) > 1), "examples")
-
-
-def format_score(s: dict[str, Any]) -> str:
-    v, (lo, hi) = s["value"], s["ci"]
-    if v is None:
-        return "-"
-    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v:.3f}"
 
 
 def print_summary(summaries: list[dict[str, Any]], log: Any) -> None:

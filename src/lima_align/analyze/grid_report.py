@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import write_text_atomic
-from .ablate import AXES, format_score
+
+AXES = ("source", "strategy", "examples", "epochs", "dialogues")  # what an ablation grid varies (grid.*)
 
 # ----------------------------------------------------------------- chart and page (LIMA Figures 5 and 6)
 
@@ -62,6 +63,14 @@ def score_chart(series: dict[str, list[tuple[Any, dict[str, Any]]]], x_label: st
     if any(series):
         ax.legend(frameon=False, fontsize=8.5)
     return _png(fig, path)
+
+
+def format_score(s: dict[str, Any]) -> str:
+    """A cell's score with its 95% interval, as the tables print it."""
+    v, (lo, hi) = s["value"], s["ci"]
+    if v is None:
+        return "-"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{v:.3f}"
 
 
 def grid_series(cells: list[dict[str, Any]], axis: str) -> dict[str, list[tuple[Any, dict[str, Any]]]]:

@@ -26,8 +26,8 @@ from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
 from ..jsonl import write_text_atomic
 from ..records import Conversation
-from .ablate import JudgeSettings, check_judge, format_score, make_judge, read_records, score_records
-from .grid_report import Y_LABELS, score_chart
+from .ablate import JudgeSettings, check_judge, make_judge, read_records, score_records
+from .grid_report import Y_LABELS, format_score, score_chart
 
 
 @dataclass
