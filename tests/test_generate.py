@@ -389,3 +389,21 @@ def test_each_prompt_draws_from_its_own_seeded_stream(tiny_llama):
     _, reseeded = generated_ids(g, [a])
     handle.remove()
     assert not torch.equal(reseeded[0], ids[0])  # another decoding seed, other draws
+
+
+def test_seeds_a_multiple_of_2_31_apart_sample_differently():
+    """Every accepted seed gets its own stream: folding seeds modulo 2**31 made 0, 2**62 and 2**64
+    (and -1, 2**63 - 1) sample the same text."""
+    from lima_align.decoding import Decoding, prompt_seed
+    from lima_align.sampler import LimaSampler
+
+    seeds = [0, 1, 2 ** 31, 2 ** 32 - 1, 2 ** 62, 2 ** 63 - 1, 2 ** 64, -1]
+    assert len({prompt_seed(s, [5, 6]) for s in seeds}) == len(seeds)
+    assert all(0 <= prompt_seed(s, [5, 6]) < 2 ** 63 for s in seeds)  # a signed 64-bit generator seed
+    assert prompt_seed(0, [5, 6]) != prompt_seed(0, [5, 7])  # the prompt is part of the key
+
+    def draws(seed):
+        sampler = LimaSampler(Decoding(temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=seed), [[5, 6]], 2, [])
+        return [int(sampler(torch.tensor([[5, 6]]), torch.zeros(1, 1000)).argmax()) for _ in range(8)]
+
+    assert len({tuple(draws(s)) for s in seeds}) == len(seeds)  # 1000**-8 to match by chance
