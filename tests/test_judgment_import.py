@@ -162,3 +162,15 @@ def test_cli_import_then_stats_prints_pooled_agreement_per_turn(tmp_path, capsys
     assert [line.split()[0] for line in text.splitlines() if "experts (2) ~ gpt4_pair" in line] == ["1", "2"]
     assert main(["import", "fastchat", str(f), str(f), "--output", str(out)]) == 2
     assert "takes one outputs file" in capsys.readouterr().err
+
+
+def test_a_file_of_another_kind_is_one_clear_error(tmp_path):
+    votes = write_lines(tmp_path / "human.jsonl", [vote("expert_1", "m1", "m2", "model_a")])
+    with pytest.raises(LimaError) as e:
+        import_alpaca_eval_annotations([votes])
+    assert len(e.value.problems) == 1 and "looks like MT-Bench votes" in str(e.value)
+    assert "import mt_bench_judgments" in e.value.problems[0].fix
+    ours = tmp_path / "j.jsonl"
+    write_jsonl_atomic(ours, import_mt_bench_judgments([votes])[0])
+    with pytest.raises(LimaError, match="looks like a lima-align judgments file"):
+        import_mt_bench_judgments([ours])

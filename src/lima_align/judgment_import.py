@@ -57,6 +57,24 @@ def _objects(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path}:{n}", obj) for n, obj in read_jsonl(path)]
 
 
+KINDS = {"mt_bench_judgments": ("question_id", "winner"), "alpaca_eval_annotations": ("output_1", "preference"),
+         "judgments": ("type", "verdict")}
+KIND_WORDS = {"mt_bench_judgments": "MT-Bench votes", "alpaca_eval_annotations": "AlpacaEval annotations",
+              "judgments": "a lima-align judgments file"}
+
+
+def _check_kind(items: list[tuple[str, Any]], expected: str) -> None:
+    """A file of another known kind is one clear error, not a problem for every field of every line."""
+    where, first = items[0] if items else ("", None)
+    if not isinstance(first, dict) or all(k in first for k in KINDS[expected]):
+        return
+    for kind, keys in KINDS.items():
+        if kind != expected and all(k in first for k in keys):
+            fix = ("it is already in our format: pass it to `lima-align stats` or `report`" if kind == "judgments"
+                   else f"use `lima-align import {kind}`")
+            raise LimaError(Problem(where, f"looks like {KIND_WORDS[kind]}, not {KIND_WORDS[expected]}", fix))
+
+
 def person_name(judge: str, people: Sequence[str]) -> str:
     """"human:NAME" for a judge whose name starts with one of the people prefixes, the name itself otherwise."""
     return f"human:{judge}" if any(judge.startswith(p) for p in people) and not judge.startswith("human:") else judge
@@ -104,7 +122,9 @@ def import_mt_bench_judgments(paths: Sequence[str | Path], *,
     dedup = _Dedup()
     out: list[Record] = []
     for path in map(Path, paths):
-        for where, v in _objects(path):
+        items = _objects(path)
+        _check_kind(items, "mt_bench_judgments")
+        for where, v in items:
             if len(problems.problems) >= MAX_PROBLEMS:
                 break
             if not isinstance(v, dict):
@@ -174,7 +194,9 @@ def import_alpaca_eval_annotations(paths: Sequence[str | Path], *, people: Seque
     dedup = _Dedup()
     out: list[Record] = []
     for path in map(Path, paths):
-        for where, v in _objects(path):
+        items = _objects(path)
+        _check_kind(items, "alpaca_eval_annotations")
+        for where, v in items:
             if len(problems.problems) >= MAX_PROBLEMS:
                 break
             if not isinstance(v, dict):
