@@ -17,7 +17,6 @@ PACKAGE = Path(lima_align.__file__).parent
 
 # (importer, imported module): the import that closes a cycle, allowed until its cycle is broken.
 ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("cli", "dialogue_cli"): "to be removed in issue 16: dialogue_cli borrows cli's judge options",
     ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
     ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
 }
@@ -33,7 +32,6 @@ ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
                         ("curate.curate_report", "_e _new_figure _png _style_axes _table"),
                         ("dialogue_report", "_new_figure _png _stacked_bars _style_axes _table"))
        for n in names.split()},
-    **{("dialogue_cli", "cli", n): "to be removed in issue 16: cli's option helpers" for n in ("_judges", "_overrides")},
 }
 
 

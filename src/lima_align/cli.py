@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import crash
+from .cli_options import add_overrides, at_least, judge_options, judges_from_args
 from .errors import LimaError
 from .jsonl import check_output, check_output_folder
 
@@ -17,17 +18,6 @@ def _recipe(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
     from .config import load_recipe
 
     return load_recipe(getattr(args, "recipe", None), list(extra or []) + list(getattr(args, "overrides", []) or []))
-
-
-def _at_least(value: float, minimum: float, flag: str, fix: str) -> None:
-    """A numeric flag in range (NaN fails too); argparse only checks the type."""
-    if not value >= minimum:
-        raise LimaError(f"must be at least {minimum}, got {value}", where=flag, fix=fix)
-
-
-def _overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="recipe overrides, e.g. train.epochs=3 train.lr=2e-5 data.train=[my.jsonl]")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -75,7 +65,7 @@ def _generate_from_api(args: argparse.Namespace) -> int:
     if not (args.api_base and args.api_model):
         raise LimaError("--api-base and --api-model go together", fix="give both, e.g. --api-base "
                         "http://127.0.0.1:8000/v1 --api-model my-model")
-    _at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
+    at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
     g = _recipe(args, _model_overrides(args)).generate
     check_output(g.output)
     prompts = load_dataset(g.prompts, purpose="prompt")[: g.limit]
@@ -122,69 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judges(args: argparse.Namespace) -> list[Any]:
-    from .api import ChatClient
-    from .judge import ApiJudge, LongestJudge, Price
-
-    kinds = args.judge or ["api"]
-    _at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
-    _at_least(args.max_tokens, 1, "--max-tokens", "use a positive cap, e.g. 1024 (default)")
-    for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
-        if price is not None:
-            _at_least(price, 0, flag, "give USD per 1M tokens as a number, e.g. 2.5")
-    if getattr(args, "output", None):
-        check_output(args.output)  # before any request is paid for
-    if getattr(args, "cache", None):
-        check_output(args.cache)
-    judges: list[Any] = []
-    for kind in kinds:
-        if kind == "longest":
-            judges.append(LongestJudge())
-            continue
-        if not (args.api_base and args.api_model):
-            raise LimaError("an API judge needs --api-base and --api-model",
-                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`)"
-                            + (", or use --judge longest for the length baseline"
-                               if getattr(args, "judge_compares", True) else ""))
-        price = Price(args.price_in, args.price_out) if args.price_in is not None else None
-        for model in args.api_model:
-            client = ChatClient(args.api_base, model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
-            judges.append(ApiJudge(client, price=price, max_tokens=args.max_tokens))
-    return judges
-
-
-def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True, compares: bool = True) -> None:
-    """The judge flags `_judges` reads; shared by `judge pairwise/absolute/turns/conversations` and `dialogue eval`.
-    `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks.
-    `compares` False (a task that rates single answers) leaves out 'longest', which can only compare two."""
-    if compares:
-        x.add_argument("--judge", action="append", choices=["api", "longest"],
-                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer "
-                       "wins'")
-    else:
-        x.add_argument("--judge", action="append", choices=["api"],
-                       help="judge kind (default: api): an OpenAI-compatible model; the 'longest' baseline only "
-                       "compares two answers, so it cannot rate one")
-    x.set_defaults(judge_compares=compares)
-    x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
-    x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
-    x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
-    x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
-    x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply (a small local "
-                   "judge on CPU wants a low cap)")
-    x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
-    x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
-    if one_task:
-        x.add_argument("--instructions", help="judge instructions file (default: the shipped one for this task)")
-        x.add_argument("--output", required=True, help="judgments JSONL to append to (a rerun resumes)")
-
-
 def cmd_judge_pairwise(args: argparse.Namespace) -> int:
     from .judge import judge_pairwise
     from .records import read_generations
 
-    summary = judge_pairwise(read_generations(args.a), read_generations(args.b), _judges(args), args.output,
+    summary = judge_pairwise(read_generations(args.a), read_generations(args.b), judges_from_args(args), args.output,
                              instructions_path=args.instructions, cache_path=args.cache,
                              max_concurrency=args.concurrency, allow_partial=args.partial, sources=(args.a, args.b))
     print(json.dumps(summary, indent=2))
@@ -196,7 +128,7 @@ def cmd_judge_absolute(args: argparse.Namespace) -> int:
     from .judge import judge_absolute
     from .records import read_generations
 
-    summary = judge_absolute(read_generations(args.generations), _judges(args), args.output, scale=args.scale,
+    summary = judge_absolute(read_generations(args.generations), judges_from_args(args), args.output, scale=args.scale,
                              instructions_path=args.instructions, cache_path=args.cache,
                              max_concurrency=args.concurrency)
     print(json.dumps(summary, indent=2))
@@ -209,7 +141,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from .stats import summarize_files
     from .stats_text import format_summary
 
-    _at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
+    at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
     s = summarize_files(args.files, n_boot=args.n_boot, seed=args.seed, groups=parse_groups(args.group))
     print(json.dumps(s, indent=2) if args.json else format_summary(s, full=args.full, by_pair=args.by_pair))
     return 0
@@ -219,7 +151,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .agreement import parse_groups
     from .report import build_report
 
-    _at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
+    at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
     check_output_folder(args.output)
     page = build_report([Path(p) for p in args.files], Path(args.output), title=args.title, n_boot=args.n_boot,
                         seed=args.seed, groups=parse_groups(args.group))
@@ -336,7 +268,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--restart", action="store_true", help="discard an existing run in the output folder")
     t.add_argument("--data", action="append", metavar="SPEC",
                    help="training data (repeatable): a file or seed, seed:dialogues, seed:all (sets data.train)")
-    _overrides(t)
+    add_overrides(t)
     t.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("generate", cmd_generate, "answer a prompts file (resumable)"),
@@ -358,7 +290,7 @@ def make_parser() -> argparse.ArgumentParser:
                            help="'icl': the (base) model answers with a system text and example exchanges in its "
                            "prompt, no training; labelled '<model>+icl'")
             g.add_argument("--icl-examples", help="examples JSON for --method icl (default: the shipped set)")
-        _overrides(g)
+        add_overrides(g)
         g.set_defaults(func=func)
 
     sv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API",
@@ -371,7 +303,7 @@ def make_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body-mib", type=float, default=8, metavar="MIB",
                     help="largest request body accepted, in MiB; larger ones get a 413 (default 8)")
     sv.add_argument("--backend", choices=["transformers", "vllm"], help="generation engine (sets generate.backend)")
-    _overrides(sv)
+    add_overrides(sv)
     sv.set_defaults(func=cmd_serve)
 
     jd = sub.add_parser("judge", help="pairwise or absolute judging by LLM judges or the length baseline") \
@@ -427,14 +359,14 @@ def make_parser() -> argparse.ArgumentParser:
                        description="The whole loop on this machine: prepare the embedded Gemma 3 270M base, "
                        "fine-tune it on the seed examples, answer held-out prompts with both, write a page.")
     q.add_argument("--recipe", help="defaults to the shipped 'quickstart' recipe")
-    _overrides(q)
+    add_overrides(q)
     q.set_defaults(func=cmd_quickstart)
 
     c = sub.add_parser("config", help="show recipes and their fields").add_subparsers(dest="sub", required=True)
     cs = c.add_parser("show", help="print the resolved recipe (validated), or every field with --fields")
     cs.add_argument("recipe", nargs="?", help="recipe file or shipped name (default: built-in defaults)")
     cs.add_argument("--fields", action="store_true", help="list every field with its default and meaning")
-    _overrides(cs)
+    add_overrides(cs)
     cs.set_defaults(func=cmd_config_show)
     from .distributed import add_config_commands
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import final_checkpoint
+from .cli_options import add_overrides, judge_options, judges_from_args
 from .errors import LimaError
 from .jsonl import check_output_folder
 
@@ -99,12 +100,11 @@ def cmd_converse(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_turns(args: argparse.Namespace) -> int:
-    from .cli import _judges
     from .dialogue import read_conversations_file
     from .dialogue_judge import judge_turns
 
     convs = [c for p in args.conversations for c in read_conversations_file(p)]
-    summary = judge_turns(convs, _judges(args), args.output, instructions_path=args.instructions,
+    summary = judge_turns(convs, judges_from_args(args), args.output, instructions_path=args.instructions,
                           cache_path=args.cache, max_concurrency=args.concurrency)
     print(json.dumps(summary, indent=2))
     print(f"turn ratings: {args.output}")
@@ -112,12 +112,11 @@ def cmd_judge_turns(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_conversations(args: argparse.Namespace) -> int:
-    from .cli import _judges
     from .dialogue import read_conversations_file
     from .dialogue_judge import judge_conversations
 
-    summary = judge_conversations(read_conversations_file(args.a), read_conversations_file(args.b), _judges(args),
-                                  args.output, instructions_path=args.instructions, cache_path=args.cache,
+    summary = judge_conversations(read_conversations_file(args.a), read_conversations_file(args.b),
+                                  judges_from_args(args), args.output, instructions_path=args.instructions, cache_path=args.cache,
                                   max_concurrency=args.concurrency, allow_partial=args.partial,
                                   sources=(args.a, args.b))
     print(json.dumps(summary, indent=2))
@@ -127,7 +126,6 @@ def cmd_judge_conversations(args: argparse.Namespace) -> int:
 
 def add_judge_commands(jd: Any) -> None:
     """`judge turns` and `judge conversations`, beside `judge pairwise` / `judge absolute`."""
-    from .cli import judge_options
     jt = jd.add_parser("turns", help="rate every assistant turn of conversations Fail / Pass / Excellent in context",
                        description="LIMA section 6: every assistant turn rated in context (the conversation before "
                        "it). Records are absolute judgments plus conversation_id and turn.")
@@ -185,7 +183,8 @@ def _final_checkpoint(variant: str, runs: str | None) -> str:
     from .config import load_recipe
 
     run = Path(runs) / variant if runs else Path(load_recipe(variant).train.output_dir)
-    return final_checkpoint(run, what=variant, fix="train both first: `lima-align dialogue train`, or pass --models A B")
+    return final_checkpoint(run, what=variant,
+                            fix="train both first: `lima-align dialogue train`, or pass --models A B")
 
 
 def cmd_dialogue_eval(args: argparse.Namespace) -> int:
@@ -199,10 +198,9 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
     if len(models) != 2 or len(labels) != 2 or labels[0] == labels[1]:
         raise LimaError("dialogue eval compares exactly two models with distinct labels",
                         fix="--models A B --labels NAME_A NAME_B")
-    from .cli import _judges
 
     args.judge = args.judge or ["longest"]
-    judges = _judges(args)
+    judges = judges_from_args(args)
     out = check_output_folder(args.output)
     recipe = load_recipe(args.recipe or VARIANTS[0], list(args.overrides or []))
     plans = load_scripts(args.script)
@@ -246,7 +244,6 @@ def cmd_dialogue_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from .cli import _overrides, judge_options
 
     c = sub.add_parser("converse", help="hold scripted or simulated multi-turn conversations with a model",
                        description="Hold whole conversations: scripted (user turns fixed: a JSONL file, "
@@ -270,7 +267,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--limit", type=int, help="hold only the first N conversations")
     c.add_argument("--label", help="model name written into each record (default: the model path)")
     c.add_argument("--output", required=True, help="conversations JSONL to append to (a rerun resumes)")
-    _overrides(c)
+    add_overrides(c)
     c.set_defaults(func=cmd_converse)
 
     d = sub.add_parser("dialogue", help="train and compare single-turn vs +30-dialogue models (LIMA section 6)") \
@@ -279,7 +276,7 @@ def add_commands(sub: Any) -> None:
                      description="Fine-tune the two variants (resumable; a finished one is skipped).")
     t.add_argument("--runs", help="folder for both runs (default: each recipe's train.output_dir)")
     t.add_argument("--restart", action="store_true", help="discard existing runs and train again")
-    _overrides(t)
+    add_overrides(t)
     t.set_defaults(func=cmd_dialogue_train)
     e = d.add_parser("eval", help="hold scripted conversations with both variants, judge them, write the report",
                      description="Converse (scripted), judge every turn (API judges), judge whole conversations "
@@ -293,7 +290,7 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--limit", type=int, help="only the first N conversations")
     e.add_argument("--output", default="runs/dialogue/eval", help="folder for conversations, judgments, report")
     judge_options(e, one_task=False)
-    _overrides(e)
+    add_overrides(e)
     e.set_defaults(func=cmd_dialogue_eval)
     r = d.add_parser("report", help="the Figure 7 page from turn ratings and conversation verdicts")
     r.add_argument("files", nargs="*", help="judgments JSONL (turn ratings, conversation verdicts); none: only the "

@@ -1,0 +1,84 @@
+"""Command-line pieces several command modules share: recipe overrides, range checks on numeric
+flags, and the judge flags with the judges they build (cli.py's `judge` commands, dialogue_cli.py's
+`judge turns|conversations` and `dialogue eval`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .errors import LimaError
+from .jsonl import check_output
+
+
+def add_overrides(p: argparse.ArgumentParser) -> None:
+    """The trailing key=value recipe overrides every recipe-reading command takes."""
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="recipe overrides, e.g. train.epochs=3 train.lr=2e-5 data.train=[my.jsonl]")
+
+
+def at_least(value: float, minimum: float, flag: str, fix: str) -> None:
+    """A numeric flag in range (NaN fails too); argparse only checks the type."""
+    if not value >= minimum:
+        raise LimaError(f"must be at least {minimum}, got {value}", where=flag, fix=fix)
+
+
+def judges_from_args(args: argparse.Namespace) -> list[Any]:
+    """The judges the judge flags ask for, every flag checked before any request is made."""
+    # imported when a judging command runs, so the rest of the CLI starts without httpx
+    from .api import ChatClient
+    from .judge import ApiJudge, LongestJudge, Price
+
+    kinds = args.judge or ["api"]
+    at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
+    at_least(args.max_tokens, 1, "--max-tokens", "use a positive cap, e.g. 1024 (default)")
+    for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
+        if price is not None:
+            at_least(price, 0, flag, "give USD per 1M tokens as a number, e.g. 2.5")
+    if getattr(args, "output", None):
+        check_output(args.output)  # before any request is paid for
+    if getattr(args, "cache", None):
+        check_output(args.cache)
+    judges: list[Any] = []
+    for kind in kinds:
+        if kind == "longest":
+            judges.append(LongestJudge())
+            continue
+        if not (args.api_base and args.api_model):
+            raise LimaError("an API judge needs --api-base and --api-model",
+                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`)"
+                            + (", or use --judge longest for the length baseline"
+                               if getattr(args, "judge_compares", True) else ""))
+        price = Price(args.price_in, args.price_out) if args.price_in is not None else None
+        for model in args.api_model:
+            client = ChatClient(args.api_base, model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
+            judges.append(ApiJudge(client, price=price, max_tokens=args.max_tokens))
+    return judges
+
+
+def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True, compares: bool = True) -> None:
+    """The judge flags `judges_from_args` reads; shared by `judge pairwise/absolute/turns/conversations` and
+    `dialogue eval`.
+    `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks.
+    `compares` False (a task that rates single answers) leaves out 'longest', which can only compare two."""
+    if compares:
+        x.add_argument("--judge", action="append", choices=["api", "longest"],
+                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer "
+                       "wins'")
+    else:
+        x.add_argument("--judge", action="append", choices=["api"],
+                       help="judge kind (default: api): an OpenAI-compatible model; the 'longest' baseline only "
+                       "compares two answers, so it cannot rate one")
+    x.set_defaults(judge_compares=compares)
+    x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
+    x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")
+    x.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    x.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    x.add_argument("--cache", help="SQLite judgment cache (default: $LIMA_ALIGN_CACHE/judge_cache.sqlite)")
+    x.add_argument("--max-tokens", type=int, default=1024, help="cap on each judge reply (a small local "
+                   "judge on CPU wants a low cap)")
+    x.add_argument("--price-in", type=float, help="USD per 1M prompt tokens, for cost accounting")
+    x.add_argument("--price-out", type=float, help="USD per 1M completion tokens")
+    if one_task:
+        x.add_argument("--instructions", help="judge instructions file (default: the shipped one for this task)")
+        x.add_argument("--output", required=True, help="judgments JSONL to append to (a rerun resumes)")
