@@ -117,3 +117,9 @@ def test_report_on_many_judges_collapses_people_but_report_json_keeps_every_row(
     s = summarize(recs, n_boot=20)
     assert "32 rows of single people left out" in format_summary(s)
     assert "rows of single people left out" not in format_summary(s, full=True)
+
+
+def test_each_model_judge_is_its_own_group_even_with_one_model_name():
+    recs = [pw("p1", "a", "api:m@https://one/v1"), pw("p1", "b", "api:m@https://two/v1")]
+    (row,) = pooled_agreement(recs, n_boot=0)["rows"]
+    assert (row["group_1"], row["group_2"], row["within"]) == ("api:m@https://one/v1", "api:m@https://two/v1", False)

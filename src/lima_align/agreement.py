@@ -30,7 +30,7 @@ import numpy as np
 from .errors import LimaError, Problem
 from .pooled import PEOPLE, cluster_sums, is_person, share
 from .intervals import wilson
-from .verdicts import cohen_kappa, short_judge
+from .verdicts import cohen_kappa
 from .text_tables import pct, text_table
 
 MIN_ITEMS = 20
@@ -58,7 +58,7 @@ def group_of(judge: str, groups: Sequence[tuple[str, str]]) -> str:
     for prefix, name in groups:
         if judge.startswith(prefix):
             return name
-    return PEOPLE if is_person(judge) else short_judge(judge)
+    return PEOPLE if is_person(judge) else judge  # the whole name: two endpoints of one model are two judges
 
 
 def _items(records: Sequence[Record], groups: Sequence[tuple[str, str]]) -> dict[Any, dict[tuple, list]]:
