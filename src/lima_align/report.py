@@ -278,8 +278,9 @@ def _bias_table(pairwise: list[dict[str, Any]]) -> str:
             "verdicts, how often the longer answer wins; the share at equal length comes from a logistic regression "
             "of a-wins on log(chars a / chars b), read at equal length (weak ridge prior, bootstrap CI). An odds ratio "
             "above 1 means the judge favours the relatively longer answer. This is our per-comparison fit, not "
-            "AlpacaEval 2's length-controlled win rate, whose instruction-difficulty term needs dozens of models on "
-            "the same prompts. Records imported without their answers are left out.</p>")
+            "AlpacaEval 2's length-controlled win rate, whose fit needs instruction difficulties and length-gamed "
+            "baseline annotations that AlpacaEval precomputes for its own prompts, annotator and baseline. Records "
+            "imported without their answers are left out.</p>")
 
 
 def _power_block(pairwise: list[dict[str, Any]]) -> str:
