@@ -41,6 +41,7 @@ MODEL_CACHE = SCRATCH / "model-cache"  # see mutation_model_cache.py
 # purpose (their code runs outside mutmut's forked test process, so they cannot kill mutants).
 MODULES: dict[str, tuple[str, list[str]]] = {
     "decoding": ("src/lima_align/decoding.py", ["tests/test_generate.py"]),
+    "sampler": ("src/lima_align/sampler.py", ["tests/test_generate.py"]),
     "packing": ("src/lima_align/packing.py", ["tests/test_packing.py"]),
     "jsonl": ("src/lima_align/jsonl.py", ["tests/test_jsonl.py"]),
     "turns": ("src/lima_align/turns.py", ["tests/test_turns.py", "tests/test_packing.py"]),

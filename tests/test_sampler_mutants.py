@@ -1,0 +1,62 @@
+"""Sampler behaviour that mutation testing (benchmarks/mutation.py) found unchecked: the nucleus's
+full-sort fallback (no existing test reached it), the nucleus boundary, counting finished answers."""
+
+from __future__ import annotations
+
+import torch
+
+from lima_align.decoding import Decoding
+from lima_align.sampler import LimaSampler, nucleus
+
+
+def exact_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus written out plainly, as a dense (rows, vocab) tensor of kept probabilities."""
+    top, idx = probs.sort(-1, descending=True)
+    keep = (top.cumsum(-1) - top) < top_p
+    return torch.zeros_like(probs).scatter(1, idx, top * keep)
+
+
+def dense(kept: torch.Tensor, idx: torch.Tensor, vocab: int) -> torch.Tensor:
+    return torch.zeros(kept.shape[0], vocab, dtype=kept.dtype).scatter(1, idx, kept)
+
+
+def two_rows(vocab: int) -> torch.Tensor:
+    # differently ordered rows, so a sort or sum across the batch shows
+    logits = torch.stack([torch.linspace(0.0, 3.0, vocab), torch.linspace(3.0, 0.0, vocab) ** 1.5])
+    return logits.softmax(-1)
+
+
+def test_the_full_sort_fallback_gives_the_exact_nucleus():
+    probs = two_rows(50)
+    top2 = probs.sort(-1, descending=True).values[:, :2].sum(-1)
+    assert bool((top2 < 0.9).all())  # two candidates cannot hold the nucleus: the fallback must run
+    kept, idx = nucleus(probs, 0.9, k=2)
+    assert torch.allclose(dense(kept, idx, 50), exact_nucleus(probs, 0.9))
+    kept, idx = nucleus(probs, 0.9)
+    assert torch.allclose(dense(kept, idx, 50), exact_nucleus(probs, 0.9))
+
+
+def test_a_flat_distribution_over_a_large_vocabulary_is_sampled_from_its_exact_nucleus():
+    # 5000 nearly equal logits: the 4096 most likely tokens hold about 0.8 of the mass, less than top_p
+    scores = torch.stack([torch.linspace(0.0, 0.3, 5000), torch.linspace(0.3, 0.0, 5000)])
+    sampler = LimaSampler(Decoding(temperature=0.7, top_p=0.9, repetition_penalty=1.0), [[1], [2]], 1, [])
+    kept, idx = sampler.distribution(scores)
+    want = exact_nucleus((scores / 0.7).softmax(-1), 0.9)
+    got = dense(kept, idx, 5000)
+    assert ((got > 0).sum(-1) > 4096).all()
+    assert torch.allclose(got, want, atol=1e-7)
+
+
+def test_the_nucleus_stops_once_its_mass_reaches_top_p():
+    # Exactly representable: after 0.5 and 0.25 the mass is 0.75 = top_p, so the last 0.25 is left out.
+    kept, idx = nucleus(torch.tensor([[0.25, 0.5, 0.25]]), 0.75)
+    assert kept.tolist() == [[0.5, 0.25, 0.0]]
+    assert idx[0, 0].item() == 1
+
+
+def test_finished_rows_counts_answers_not_stop_tokens():
+    sampler = LimaSampler(Decoding(), [[1], [1]], 1, [], stop_ids=[9])
+    assert sampler.finished_rows(torch.tensor([[1, 4, 9, 9], [1, 4, 5, 6]])) == 1  # one answer, two stops
+    assert sampler.finished_rows(torch.tensor([[1, 9, 5, 0], [1, 4, 9, 0]])) == 2
+    assert sampler.finished_rows(torch.tensor([[1, 9], [1, 5]])) == 1  # the first generated token counts
+    assert sampler.finished_rows(torch.tensor([[1], [1]])) == 0  # nothing generated yet
