@@ -21,6 +21,10 @@ Two formats:
   prefixes of the conversation, and we refuse templates where a prefix does not render as a
   prefix (the mask would be wrong).
 
+In both, a message's text is only text: special-token text typed in it ("hi <eos> there") is
+tokenised as its characters, never as the token, so no message can end a turn early or forge
+another role's turn. Only the format itself writes special tokens.
+
 Which EOT? A token's embedding row only learns if it is trained. With full fine-tuning we use
 the model's own end-of-turn token if it has one (Gemma's `<end_of_turn>`), else a new one;
 LoRA freezes embeddings, so `auto` falls back to EOS there (the pretrained EOS row, unchanged:
@@ -32,6 +36,8 @@ what training does to it; for a loaded checkpoint it reads how the checkpoint wa
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +102,10 @@ class TurnFormat:
                 "; LoRA leaves its embedding row as pretrained" if method == "lora" else "")
         self.stop_ids = sorted({self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
         self._seg_cache: dict[str, list[int]] = {}
+        # The texts the tokenizer would read as special tokens, longest first (one may contain another).
+        special = set(tokenizer.all_special_tokens) | {a.content for a in (getattr(tokenizer, "added_tokens_decoder", None)
+                                                                           or {}).values() if getattr(a, "special", False)}
+        self._special_re = re.compile("|".join(re.escape(t) for t in sorted(special, key=len, reverse=True) if t))
 
     # ------------------------------------------------------------ EOT choice
 
@@ -158,8 +168,44 @@ class TurnFormat:
 
     def _seg(self, text: str) -> list[int]:
         if text not in self._seg_cache:
-            self._seg_cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
+            self._seg_cache[text] = self._text_ids(text)
         return self._seg_cache[text]
+
+    def _text_ids(self, text: str) -> list[int]:
+        """Ids of text with any special-token text in it spelled out as characters."""
+        return self.tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def _template_ids(self, dicts: list[dict], add_generation_prompt: bool = False) -> list[int]:
+        """The chat template's ids, with special-token text inside a message's content tokenised as text.
+
+        Each such occurrence is swapped for a marker before rendering, and the rendered text is tokenised
+        between markers as the template would tokenise it (its own tokens stay special), each marked piece
+        as text. Without special-token text in any message this is exactly the template's tokenisation.
+        """
+        found: list[str] = []
+        nonce = uuid.uuid4().hex
+
+        def mark(m: re.Match) -> str:
+            found.append(m.group(0))
+            return f"\x00{nonce}:{len(found) - 1}\x00"
+
+        marked = [{**d, "content": self._special_re.sub(mark, d["content"])} if isinstance(d.get("content"), str)
+                  and self._special_re.pattern else d for d in dicts]
+        if not found:
+            return _as_ids(self.tok.apply_chat_template(dicts, tokenize=True, add_generation_prompt=add_generation_prompt))
+        text = self.tok.apply_chat_template(marked, tokenize=False, add_generation_prompt=add_generation_prompt)
+        parts = re.split(f"\x00{nonce}:(\\d+)\x00", text)
+        if {int(k) for k in parts[1::2]} != set(range(len(found))):
+            raise LimaError("this chat template changes the text of a message that contains special-token text, so "
+                            "that text cannot be kept apart from the template's own tokens", where="turns.format",
+                            fix="use turns.format=plain, or remove the special-token text from the message")
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                ids += self._text_ids(found[int(part)])
+            elif part:
+                ids += self.tok(part, add_special_tokens=False)["input_ids"]
+        return ids
 
     def _header(self, role: str, first: bool) -> list[int]:
         return self._seg(("" if first else "\n") + LABELS[role] + ":\n")
@@ -197,8 +243,7 @@ class TurnFormat:
         """Ids of a conversation that ends in a user turn, followed by the assistant header."""
         messages = self._with_system(messages)
         if self.kind == "template":
-            return _as_ids(self.tok.apply_chat_template([m.to_dict() for m in messages], tokenize=True,
-                                                        add_generation_prompt=True))
+            return self._template_ids([m.to_dict() for m in messages], add_generation_prompt=True)
         ids = self._bos()
         for i, m in enumerate(messages):
             ids += self._header(m.role, i == 0) + self._seg(m.content) + [self.eot_id]
@@ -206,14 +251,14 @@ class TurnFormat:
 
     def _encode_template(self, messages: list[Message], loss_on: str) -> Encoded:
         dicts = [m.to_dict() for m in messages]
-        full = _as_ids(self.tok.apply_chat_template(dicts, tokenize=True))
+        full = self._template_ids(dicts)
         labels = list(full) if loss_on == "all" else [IGNORE] * len(full)
         last_asst = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         for i, m in enumerate(messages):
             if m.role != "assistant" or loss_on == "all" or (loss_on == "last_assistant" and i != last_asst):
                 continue
-            start = _as_ids(self.tok.apply_chat_template(dicts[:i], tokenize=True, add_generation_prompt=True))
-            end = _as_ids(self.tok.apply_chat_template(dicts[:i + 1], tokenize=True))
+            start = self._template_ids(dicts[:i], add_generation_prompt=True)
+            end = self._template_ids(dicts[:i + 1])
             if full[:len(start)] != start or full[:len(end)] != end:
                 raise LimaError("this chat template does not render a conversation's prefix as a prefix, so the "
                                 "assistant tokens cannot be found reliably", where="turns.format",
