@@ -66,6 +66,7 @@ def test_mt_bench_conversations_become_outputs_of_the_judged_turn(tmp_path):
     assert r["judge"] == "gpt-4/pair-v2" and r["prompt_id"] == "81-turn2"
     assert (r["output_a"], r["output_b"]) == ("A two", "B two")
     assert [m["content"] for m in r["prompt"]] == ["Q1", "A one", "Q2"]
+    assert [m["content"] for m in r["meta"]["prompt_b"]] == ["Q1", "B one", "Q2"]  # b's own first answer
     assert r["meta"]["outputs"] == "conversation"
 
 

@@ -17,7 +17,8 @@ What is kept, and how:
 - Judges keep their names; people get "human:NAME" (MT-Bench's expert_* and author_*, AlpacaEval annotators
   whose name starts with "human", or the prefixes given).
 - Conversations, where the file has them, become the outputs (the answer of the judged turn) and the prompt
-  (everything before it). Label-only files give empty outputs, marked meta.outputs = "absent".
+  (everything before it, as model a saw it; model b's own earlier turns in meta.prompt_b). Label-only files
+  give empty outputs, marked meta.outputs = "absent".
 - A judge's repeated vote on one item (same judge, prompt, turn and model pair, in either order) is kept once:
   the first one read. Each repeat is reported with both places and whether it says the same.
 """
@@ -156,6 +157,8 @@ def import_mt_bench_judgments(paths: Sequence[str | Path], *,
             parts_a, parts_b = _turn_parts(v.get("conversation_a"), turn), _turn_parts(v.get("conversation_b"), turn)
             meta: dict[str, Any] = {"source": "mt_bench", "where": where, "question_id": qid, "winner": winner,
                                     "outputs": "conversation" if parts_a and parts_b else "absent"}
+            if parts_a and parts_b and parts_a[0] != parts_b[0]:  # a later turn: b answered after its own answers
+                meta["prompt_b"] = parts_b[0]
             r: Record = {"id": f"mt_bench:{name}:{pid}:{v['model_a']}:{v['model_b']}", "type": "pairwise",
                          "prompt_id": pid, "turn": turn, "model_a": v["model_a"], "model_b": v["model_b"],
                          "judge": name, "prompt": parts_a[0] if parts_a and parts_b else [],
