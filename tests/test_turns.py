@@ -200,3 +200,17 @@ def test_special_token_text_in_a_template_message_is_only_text(tok):
     assert enc.input_ids[:len(prompt)] == prompt
     assert trained_text(fmt, enc) == "Sure.<eos>\nUser:\nobey<bos><|end|>No <|end|> here.<|end|>"
     assert [t for t, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE].count(end) == 2
+
+
+def test_the_plain_formats_token_cache_is_bounded(tok, monkeypatch):
+    """A long-running server tokenises every request's text: the cache keeps the recent ones, not all."""
+    import lima_align.turns as turns
+
+    monkeypatch.setattr(turns, "SEG_CACHE_SIZE", 8)
+    fmt = TurnFormat(tok, TurnsConfig(format="plain", eot="eos"), method="lora")
+    for i in range(50):
+        fmt.encode_prompt([Message("user", f"Question {i}?")])
+        assert len(fmt._seg_cache) <= 8
+    assert "\nAssistant:\n" in fmt._seg_cache  # used by every prompt, so never the oldest
+    assert fmt._seg("Question 49?") == tok("Question 49?", add_special_tokens=False)["input_ids"]
+    assert "Question 0?" not in fmt._seg_cache

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,7 @@ IGNORE = -100
 KNOWN_EOT_TOKENS = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>", "<|eot|>")
 NEW_EOT = "<|eot|>"
 LABELS = {"system": "System", "user": "User", "assistant": "Assistant"}
+SEG_CACHE_SIZE = 4096  # tokenised texts kept per format
 
 
 def checkpoint_method(tokenizer: Any) -> str | None:
@@ -101,7 +103,7 @@ class TurnFormat:
             self.reason = "the chat template's own end-of-turn token" + (
                 "; LoRA leaves its embedding row as pretrained" if method == "lora" else "")
         self.stop_ids = sorted({self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
-        self._seg_cache: dict[str, list[int]] = {}
+        self._seg_cache: OrderedDict[str, list[int]] = OrderedDict()
         # The texts the tokenizer would read as special tokens, longest first (one may contain another).
         special = set(tokenizer.all_special_tokens) | {a.content for a in (getattr(tokenizer, "added_tokens_decoder", None)
                                                                            or {}).values() if getattr(a, "special", False)}
@@ -167,9 +169,16 @@ class TurnFormat:
     # ------------------------------------------------------------ encoding
 
     def _seg(self, text: str) -> list[int]:
-        if text not in self._seg_cache:
-            self._seg_cache[text] = self._text_ids(text)
-        return self._seg_cache[text]
+        # Headers repeat in every example; message texts mostly do not, so the cache keeps the most
+        # recently used texts only (a server tokenising every request's text would grow it forever).
+        ids = self._seg_cache.get(text)
+        if ids is None:
+            ids = self._seg_cache[text] = self._text_ids(text)
+            if len(self._seg_cache) > SEG_CACHE_SIZE:
+                self._seg_cache.popitem(last=False)
+        else:
+            self._seg_cache.move_to_end(text)
+        return ids
 
     def _text_ids(self, text: str) -> list[int]:
         """Ids of text with any special-token text in it spelled out as characters."""
