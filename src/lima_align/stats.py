@@ -243,23 +243,26 @@ def win_rates(verdicts: Sequence[str | None], *, n_boot: int = 2000, seed: int =
     """
     counts = verdict_counts(verdicts)
     n_parsed = counts["a"] + counts["tie"] + counts["b"]
-    codes = np.array([{"a": 0, "tie": 1, "b": 2, None: 3}[v] for v in verdicts], dtype=np.int64)
-    idx = resample_idx(len(codes), n_boot, seed)
-    boot = codes[idx]
-    bw, bt, bl = ((boot == c).sum(axis=1) for c in range(3))
-    bn = bw + bt + bl
-    point = {"a": counts["a"], "tie": counts["tie"], "b": counts["b"]}
-
-    def est(num: float, boot_num: np.ndarray) -> dict[str, Any]:
-        return _estimate(num / n_parsed if n_parsed else None, percentile_ci(nan_ratio(boot_num, bn), confidence))
-
-    rates = {"a": est(point["a"], bw), "tie": est(point["tie"], bt), "b": est(point["b"], bl),
-             "a_or_tie": est(point["a"] + point["tie"], bw + bt),
-             "score": est(point["a"] + point["tie"] / 2, bw + bt / 2)}
     small = small_sample(counts)
-    if n_parsed:  # where the bootstrap collapses (all alike, a share of 0 or 1) or is too ragged: Wilson
-        ws = wilson_rates(counts)
-        rates = ws if small else {k: ws[k] if e["value"] in (0.0, 1.0) else e for k, e in rates.items()}
+    if small:  # the bootstrap collapses (all alike) or is too ragged (few decisive prompts): Wilson, no resampling
+        rates = wilson_rates(counts)
+    else:
+        codes = np.array([{"a": 0, "tie": 1, "b": 2, None: 3}[v] for v in verdicts], dtype=np.int64)
+        boot = codes[resample_idx(len(codes), n_boot, seed)]
+        bw, bt, bl = ((boot == c).sum(axis=1) for c in range(3))
+        bn = bw + bt + bl
+        point = {"a": counts["a"], "tie": counts["tie"], "b": counts["b"]}
+
+        def est(num: float, boot_num: np.ndarray) -> dict[str, Any]:
+            return _estimate(num / n_parsed if n_parsed else None,
+                             percentile_ci(nan_ratio(boot_num, bn), confidence))
+
+        rates = {"a": est(point["a"], bw), "tie": est(point["tie"], bt), "b": est(point["b"], bl),
+                 "a_or_tie": est(point["a"] + point["tie"], bw + bt),
+                 "score": est(point["a"] + point["tie"] / 2, bw + bt / 2)}
+        if n_parsed:  # a share of 0 or 1 cannot move in the bootstrap either: Wilson for that share
+            ws = wilson_rates(counts)
+            rates = {k: ws[k] if e["value"] in (0.0, 1.0) else e for k, e in rates.items()}
     return {"n": len(verdicts), "n_parsed": n_parsed, "counts": counts,
             "interval": SMALL_SAMPLE if small else BOOTSTRAP_RATES,
             "null_share": counts["null"] / len(verdicts) if verdicts else None, "rates": rates,
