@@ -17,21 +17,12 @@ PACKAGE = Path(lima_align.__file__).parent
 
 # (importer, imported module): the import that closes a cycle, allowed until its cycle is broken.
 ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("report", "dialogue_report"): "to be removed in issue 16: dialogue_report uses report's chart helpers",
-    ("report", "analyze.report_sections"): "to be removed in issue 16: report_sections uses report's helpers",
 }
 
 # (importer, imported module, name): a private name taken from another module.
 ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
     **{(m, "config", "_f"): "to be removed in issue 16: config.setting under its short name"
        for m in ("curate.config", "curate.dedup", "curate.select")},
-    **{(m, "report", n): "to be removed in issue 16: report's page helpers, not yet a public module"
-       for m, names in (("analyze.grid_report", "_new_figure _png _style_axes _table"),
-                        ("analyze.report_sections", "_e _fmt_pct _new_figure _png _stacked_bars _style_axes _table"),
-                        ("analyze.select_ckpt", "_table"),
-                        ("curate.curate_report", "_e _new_figure _png _style_axes _table"),
-                        ("dialogue_report", "_new_figure _png _stacked_bars _style_axes _table"))
-       for n in names.split()},
 }
 
 

@@ -116,7 +116,8 @@ def cmd_judge_conversations(args: argparse.Namespace) -> int:
     from .dialogue_judge import judge_conversations
 
     summary = judge_conversations(read_conversations_file(args.a), read_conversations_file(args.b),
-                                  judges_from_args(args), args.output, instructions_path=args.instructions, cache_path=args.cache,
+                                  judges_from_args(args), args.output, instructions_path=args.instructions,
+                                  cache_path=args.cache,
                                   max_concurrency=args.concurrency, allow_partial=args.partial,
                                   sources=(args.a, args.b))
     print(json.dumps(summary, indent=2))

@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
 from .dialogue_intervals import paired_differences, share_cis
 from .dialogue_judge import turn_of
+from .html_parts import REPORT_CSS, html_table
 from .jsonl import write_text_atomic
 
 LEVELS = ("fail", "pass", "excellent")
@@ -228,23 +230,21 @@ def format_summary(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _format_table(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
-    from .report import _table
-
     if not rows:
         return ""
     turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
     cell = lambda t: f"{_pct(t['ended_turn'])} ended &middot; {_pct(t['spoke_for_user'])} spoke for user (n={t['n']})"
     html_ = ("<h3>Turn format by turn number (no judge needed)</h3>"
-             + _table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
-                      [[_e(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT] for r in rows])
-             + _table(["model"] + [f"turn {t}" for t in turns],
-                      [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
-                                           for t in turns] for r in rows]))
+             + html_table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
+                          [[_e(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT] for r in rows])
+             + html_table(["model"] + [f"turn {t}" for t in turns],
+                          [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                                               for t in turns] for r in rows]))
     if diffs:
-        html_ += _table(["model A", "model B", "conversations", "ended its turn: B - A", "hit length cap: B - A",
-                         "spoke for the user: B - A"],
-                        [[_e(x["model_a"]), _e(x["model_b"]), x["conversations"]]
-                         + [_diff(x["difference"][k]) for k in FORMAT] for x in diffs], text_cols=2)
+        html_ += html_table(["model A", "model B", "conversations", "ended its turn: B - A", "hit length cap: B - A",
+                             "spoke for the user: B - A"],
+                            [[_e(x["model_a"]), _e(x["model_b"]), x["conversations"]]
+                             + [_diff(x["difference"][k]) for k in FORMAT] for x in diffs], text_cols=2)
     return html_
 
 
@@ -252,21 +252,17 @@ def _format_table(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) 
 
 
 def shares_chart(rows: list[dict[str, Any]], path: Path) -> str:
-    from .report import C_EXC, C_FAIL, C_PASS, _png, _stacked_bars
-
     segments = [(name, color, [r["shares"][name.lower()] or 0.0 for r in rows])
                 for name, color in (("Fail", C_FAIL), ("Pass", C_PASS), ("Excellent", C_EXC))]
     notes = [f"n={r['n']} turns" + (f", {r['null']} unparsed" if r["null"] else "") for r in rows]
-    fig = _stacked_bars([r["label"] for r in rows], segments, notes, "Share of assistant turns rated "
-                        "Fail / Pass / Excellent", midline=False)
-    return _png(fig, path)
+    fig = stacked_bars([r["label"] for r in rows], segments, notes, "Share of assistant turns rated "
+                       "Fail / Pass / Excellent", midline=False)
+    return save_png(fig, path)
 
 
 def by_turn_chart(rows: list[dict[str, Any]], path: Path) -> str:
     """Excellent share (solid) and Fail share (dashed) by turn number, one colour per model x judge."""
-    from .report import _new_figure, _png, _style_axes
-
-    fig = _new_figure(8.0, 3.8)
+    fig = new_figure(8.0, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
     for i, r in enumerate(rows):
@@ -279,10 +275,10 @@ def by_turn_chart(rows: list[dict[str, Any]], path: Path) -> str:
     ax.set_xlabel("assistant turn")
     ax.set_ylim(-0.03, 1.03)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
-    _style_axes(ax)
+    style_axes(ax)
     ax.set_title("Excellent (solid) and Fail (dashed) share by turn", loc="left", fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 # ----------------------------------------------------------------- html
@@ -373,32 +369,31 @@ def _early_cell(r: dict[str, Any]) -> str:
 
 
 def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
-    from .report import _table
-
     parts = []
     if rows:
-        parts.append(_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
-                             "failed within 3 turns"],
-                            [[_e(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
-                              _with_ci(r, "fail"), r["null"], r["conversations"],
-                              _early_cell(r)] for r in rows]))
+        parts.append(html_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
+                                 "failed within 3 turns"],
+                                [[_e(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
+                                  _with_ci(r, "fail"), r["null"], r["conversations"],
+                                  _early_cell(r)] for r in rows]))
         turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
         cell = lambda t: (f"E {_pct(t['shares']['excellent'])} &middot; F {_pct(t['shares']['fail'])} "
                           f"(n={t['n']})")
-        parts.append(_table(["model (judge)"] + [f"turn {t}" for t in turns],
-                            [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
-                                                 for t in turns] for r in rows]))
+        parts.append(html_table(["model (judge)"] + [f"turn {t}" for t in turns],
+                                [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                                                     for t in turns] for r in rows]))
     if diffs:
         parts.append("<h3>B minus A over the same conversations (percentage points, 95% interval)</h3>"
-                     + _table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
-                              [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
-                                x["conversations"]] + [_diff(x["difference"][k]) for k in ("excellent", "pass", "fail")]
-                               for x in diffs], text_cols=3))
+                     + html_table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
+                                  [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
+                                    x["conversations"]]
+                                   + [_diff(x["difference"][k]) for k in ("excellent", "pass", "fail")]
+                                   for x in diffs], text_cols=3))
     if wins:
-        parts.append(_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
-                            [[_e(w["model_a"]), _e(w["model_b"]), _e(w["judge"].split("@", 1)[0]),
-                              w["counts"]["a"], w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]]
-                             for w in wins], text_cols=3))
+        parts.append(html_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
+                                [[_e(w["model_a"]), _e(w["model_b"]), _e(w["judge"].split("@", 1)[0]),
+                                  w["counts"]["a"], w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]]
+                                 for w in wins], text_cols=3))
     return "".join(parts)
 
 
@@ -445,7 +440,6 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
           title: str = "lima-align dialogue evaluation") -> Path:
     """Write out_dir/dialogue.html (self-contained), dialogue.json and charts/; returns the page's path."""
     from .dialogue import read_conversations_file
-    from .report import REPORT_CSS
     from .stats import load_judgments
 
     records = load_judgments(judgment_paths)

@@ -4,7 +4,6 @@ lives in compare_page.py and is re-exported here)."""
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from collections.abc import Sequence
@@ -12,79 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
+from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
+from .html_parts import REPORT_CSS, escape, format_pct, html_table
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
 from .stats import comparisons, is_consistent, load_judgments, short_judge, summarize
 
 # ----------------------------------------------------------------- evaluation report
-
-# Colours: a wins / tie / b wins (LIMA Figure 1 style), and fail / pass / excellent (LIMA Figure 3 style).
-C_A, C_TIE, C_B = "#3b6fb6", "#c7ccd4", "#e0823d"
-C_FAIL, C_PASS, C_EXC = "#d1495b", "#edae49", "#3c9d74"
-
-
-def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=150)
-    FigureCanvasAgg(fig)  # render with Agg directly: no pyplot state, no display needed
-    return fig
-
-
-def _png(fig: Any, path: Path) -> str:
-    """Save the figure to `path` and return it base64-encoded for an <img src="data:...">."""
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", facecolor="white")
-    data = buf.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-    return base64.b64encode(data).decode("ascii")
-
-
-def _style_axes(ax: Any) -> None:
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
-    ax.spines["bottom"].set_color("#999")
-    ax.tick_params(axis="y", length=0, labelsize=10)
-    ax.tick_params(axis="x", colors="#555", labelsize=8)
-
-
-def _stacked_bars(labels: list[str], segments: list[tuple[str, str, list[float]]], notes: list[str],
-                  title: str, *, midline: bool) -> Any:
-    """Horizontal 100% stacked bars, top to bottom in the order given, percentages written in the segments."""
-    n = len(labels)
-    fig = _new_figure(9.5, 0.9 + 0.55 * n)
-    ax = fig.add_subplot(1, 1, 1)
-    ys = list(range(n))[::-1]
-    left = [0.0] * n
-    for name, color, values in segments:
-        ax.barh(ys, values, left=left, color=color, height=0.62, label=name, edgecolor="white", linewidth=1)
-        for y, x0, v in zip(ys, left, values, strict=True):
-            if v >= 0.06:  # narrower segments cannot hold a label without overlapping
-                dark = color in (C_TIE, C_PASS)
-                ax.text(x0 + v / 2, y, f"{100 * v:.0f}%", ha="center", va="center", fontsize=9,
-                        color="#222" if dark else "white", fontweight="bold")
-        left = [a + b for a, b in zip(left, values, strict=True)]
-    for y, note in zip(ys, notes, strict=True):
-        ax.text(1.01, y, note, ha="left", va="center", fontsize=8, color="#666", transform=ax.get_yaxis_transform())
-    ax.set_yticks(ys, labels)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.6, n - 0.4)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0%", "25%", "50%", "75%", "100%"])
-    if midline:  # where "no preference" lies
-        ax.axvline(0.5, color="#888", lw=0.6, ls=":", zorder=0)
-    _style_axes(ax)
-    ax.set_title(title, loc="left", fontsize=11, color="#222", pad=24)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(segments), frameon=False, fontsize=9,
-              handlelength=1.2, columnspacing=1.4, borderaxespad=0.2)
-    return fig
 
 
 def win_rate_chart(pairwise: list[dict[str, Any]], path: Path) -> str:
@@ -99,9 +33,9 @@ def win_rate_chart(pairwise: list[dict[str, Any]], path: Path) -> str:
              for p in pairwise]
     segments = [(name, color, [share(p, k) for p in pairwise])
                 for name, color, k in ((name_a, C_A, "a"), ("tie", C_TIE, "tie"), (name_b, C_B, "b"))]
-    fig = _stacked_bars([p["label"] for p in pairwise], segments, notes,
-                        "Share of prompts where each answer was preferred", midline=True)
-    return _png(fig, path)
+    fig = stacked_bars([p["label"] for p in pairwise], segments, notes,
+                       "Share of prompts where each answer was preferred", midline=True)
+    return save_png(fig, path)
 
 
 def rating_chart(absolute: list[dict[str, Any]], path: Path) -> str:
@@ -111,15 +45,15 @@ def rating_chart(absolute: list[dict[str, Any]], path: Path) -> str:
     notes = [f"n={a['n_parsed']}" + (f", {a['null']} unparsed" if a["null"] else "") for a in rows]
     segments = [(name, color, [share(a, name.lower()) for a in rows])
                 for name, color in (("Fail", C_FAIL), ("Pass", C_PASS), ("Excellent", C_EXC))]
-    fig = _stacked_bars([a["label"] for a in rows], segments, notes,
-                        "Share of answers rated Fail / Pass / Excellent", midline=False)
-    return _png(fig, path)
+    fig = stacked_bars([a["label"] for a in rows], segments, notes,
+                       "Share of answers rated Fail / Pass / Excellent", midline=False)
+    return save_png(fig, path)
 
 
 def mean_score_chart(absolute: list[dict[str, Any]], path: Path) -> str:
     """Mean 1-6 helpfulness score per model (x judge) with its 95% CI."""
     rows = [a for a in absolute if a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None]
-    fig = _new_figure(9.5, 0.9 + 0.5 * len(rows))
+    fig = new_figure(9.5, 0.9 + 0.5 * len(rows))
     ax = fig.add_subplot(1, 1, 1)
     ys = list(range(len(rows)))[::-1]
     for y, a in zip(ys, rows, strict=True):
@@ -133,48 +67,10 @@ def mean_score_chart(absolute: list[dict[str, Any]], path: Path) -> str:
     ax.set_ylim(-0.6, len(rows) - 0.3)
     ax.set_xticks([1, 2, 3, 4, 5, 6])
     ax.grid(axis="x", color="#eee")
-    _style_axes(ax)
+    style_axes(ax)
     ax.set_title("Mean helpfulness (1-6) with 95% CI", loc="left", fontsize=11, color="#222")
-    return _png(fig, path)
+    return save_png(fig, path)
 
-
-REPORT_CSS = """
-:root{--a:#3b6fb6;--b:#e0823d;--tie:#8a93a0;--ink:#1f2430;--mute:#6b7280;--line:#e4e7ec;--bg:#f6f7f9}
-*{box-sizing:border-box} body{margin:0;background:var(--bg);color:var(--ink);
-font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
-main{max-width:1280px;margin:0 auto;padding:28px 24px 60px}
-header h1{margin:0 0 4px;font-size:24px} header .sub{color:var(--mute);font-size:13px}
-section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:18px 20px;margin-top:18px}
-section h2{margin:0 0 12px;font-size:16px} .note{color:var(--mute);font-size:12.5px;margin:8px 0 0}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin-top:18px}
-.card{flex:1 1 240px;background:#fff;border:1px solid var(--line);border-radius:10px;padding:14px 16px}
-.card .k{font-size:12px;color:var(--mute)} .card .v{font-size:22px;font-weight:650;margin:2px 0}
-.card .bar{display:flex;height:8px;border-radius:4px;overflow:hidden;margin:8px 0 6px;background:var(--line)}
-.card .bar span{display:block;height:100%}
-img.chart{max-width:100%;height:auto;display:block}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:7px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-th{font-weight:600;color:#374151;background:#fafbfc;vertical-align:bottom}
-.scroll{overflow-x:auto} table:not(.items) td:first-child{white-space:nowrap}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} th.n{text-align:right}
-.ci{color:var(--mute);font-size:11.5px} .sig{font-weight:650;color:#0f7b4f}
-.filters{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0 12px}
-.filters button{border:1px solid var(--line);background:#fff;border-radius:16px;padding:4px 12px;cursor:pointer;
-font:inherit;font-size:12.5px;color:var(--ink)}
-.filters button.on{background:var(--ink);color:#fff;border-color:var(--ink)}
-.filters .count{color:var(--mute);font-size:12px;align-self:center;margin-left:6px}
-table.items td{width:36%} table.items td.p{width:28%;background:#fbfbfc}
-pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;
-font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.pid{color:var(--mute);font-size:11.5px;margin-top:6px}
-.badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:11.5px;margin:6px 4px 0 0;color:#fff}
-.badge.a{background:var(--a)} .badge.b{background:var(--b)} .badge.tie{background:var(--tie)}
-.badge.null{background:#fff;color:#b42318;border:1px solid #f3b8b2}
-.badge.inconsistent{outline:2px dashed #b42318;outline-offset:1px}
-details{margin-top:6px} summary{cursor:pointer;color:var(--mute);font-size:12px}
-details pre{background:#f6f7f9;padding:6px 8px;border-radius:6px;margin-top:4px}
-.len{color:var(--mute);font-size:11.5px;margin-bottom:4px}
-"""
 
 REPORT_JS = """
 document.querySelectorAll('.filters button').forEach(function (btn) {
@@ -191,19 +87,11 @@ document.querySelectorAll('.filters button').forEach(function (btn) {
 """
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _fmt_pct(x: float | None, digits: int = 1) -> str:
-    return "&ndash;" if x is None else f"{100 * x:.{digits}f}%"
-
-
 def _fmt_est(e: dict[str, Any] | None, pct: bool = True) -> str:
     """A value with its CI on a second, muted line."""
     if not e or e["value"] is None:
         return "&ndash;"
-    f = (lambda v: _fmt_pct(v)) if pct else (lambda v: f"{v:.2f}")
+    f = (lambda v: format_pct(v)) if pct else (lambda v: f"{v:.2f}")
     lo, hi = e["ci"]
     ci = f'<br><span class=ci>[{f(lo)}, {f(hi)}]</span>' if lo is not None else ""
     return f"{f(e['value'])}{ci}"
@@ -223,22 +111,13 @@ def _cards(pairwise: list[dict[str, Any]]) -> str:
         seg = "".join(f'<span style="width:{100 * (r[k]["value"] or 0):.2f}%;background:{c}"></span>'
                       for k, c in (("a", C_A), ("tie", C_TIE), ("b", C_B)))
         score = r["score"]["value"]
-        out.append(f'<div class=card><div class=k>{_e(p["label"])}</div>'
-                   f'<div class=v>{_fmt_pct(score, 0)} <span class=ci>preference for {_e(p["model_a"])}</span></div>'
-                   f'<div class=bar>{seg}</div><div class=k>{_fmt_pct(r["a"]["value"], 0)} wins &middot; '
-                   f'{_fmt_pct(r["tie"]["value"], 0)} ties &middot; {_fmt_pct(r["b"]["value"], 0)} losses &middot; '
+        out.append(f'<div class=card><div class=k>{escape(p["label"])}</div>'
+                   f'<div class=v>{format_pct(score, 0)} <span class=ci>preference for '
+                   f'{escape(p["model_a"])}</span></div>'
+                   f'<div class=bar>{seg}</div><div class=k>{format_pct(r["a"]["value"], 0)} wins &middot; '
+                   f'{format_pct(r["tie"]["value"], 0)} ties &middot; {format_pct(r["b"]["value"], 0)} losses &middot; '
                    f'sign test p = {_fmt_p(p["sign_test"]["p_value"])}</div></div>')
     return f"<div class=cards>{''.join(out)}</div>" if out else ""
-
-
-def _table(head: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
-    """An HTML table in a horizontal scroller. Cells are HTML already; the first `text_cols` columns hold
-    text and the rest numbers, which are right-aligned with tabular digits so columns line up."""
-    def cells(tag: str, values: list[Any]) -> str:
-        return "".join(f"<{tag}{'' if i < text_cols else ' class=n'}>{v}</{tag}>" for i, v in enumerate(values))
-
-    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
-    return f"<div class=scroll><table><tr>{cells('th', head)}</tr>{body}</table></div>"
 
 
 def _muted(text: str) -> str:
@@ -250,11 +129,12 @@ def _summary_table(pairwise: list[dict[str, Any]]) -> str:
     for p in pairwise:
         r, st = p["rates"], p["sign_test"]
         small = _muted("Wilson CIs: few decisive prompts") if p.get("interval", "").startswith("Wilson") else ""
-        rows.append([f"{_e(p['model_a'])} vs {_e(p['model_b'])}", _e(short_judge(p["judge"])), f"{p['n']}{small}",
+        rows.append([f"{escape(p['model_a'])} vs {escape(p['model_b'])}", escape(short_judge(p["judge"])),
+                     f"{p['n']}{small}",
                      *(_fmt_est(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
                      f"{st['wins']}&ndash;{st['losses']}", _fmt_p(st["p_value"])])
-    return _table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",
-                   "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
+    return html_table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",
+                       "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
 
 
 def _bias_table(pairwise: list[dict[str, Any]]) -> str:
@@ -264,15 +144,15 @@ def _bias_table(pairwise: list[dict[str, Any]]) -> str:
         lc = ln["length_controlled"] or {}
         first, longer = pos["first_position_share"], ln["longer_wins_share"]
         rows.append([
-            _e(p["label"]), f"{_fmt_pct(pos['consistency'])} <span class=ci>n={pos['n_pairs']}</span>",
-            "&ndash;" if first is None else _fmt_pct(first) + _muted(f"p={_fmt_p(pos['first_position_p_value'])}"),
+            escape(p["label"]), f"{format_pct(pos['consistency'])} <span class=ci>n={pos['n_pairs']}</span>",
+            "&ndash;" if first is None else format_pct(first) + _muted(f"p={_fmt_p(pos['first_position_p_value'])}"),
             "&ndash;" if ln["mean_chars_a"] is None else f"{ln['mean_chars_a']:.0f} / {ln['mean_chars_b']:.0f}",
-            "&ndash;" if longer is None else _fmt_pct(longer) + _muted(f"p={_fmt_p(ln['longer_wins_p_value'])}"),
-            _fmt_pct(lc.get("raw_win_share")), _fmt_est(lc.get("win_share_at_equal_length")),
+            "&ndash;" if longer is None else format_pct(longer) + _muted(f"p={_fmt_p(ln['longer_wins_p_value'])}"),
+            format_pct(lc.get("raw_win_share")), _fmt_est(lc.get("win_share_at_equal_length")),
             _fmt_est(lc.get("odds_ratio_per_doubling"), pct=False)])
-    return (_table(["comparison", "same verdict in both orders", "first position wins", "mean chars a / b",
-                    "longer answer wins", "a win share (decisive)", "a win share at equal length",
-                    "odds ratio per doubling"], rows)
+    return (html_table(["comparison", "same verdict in both orders", "first position wins", "mean chars a / b",
+                        "longer answer wins", "a win share (decisive)", "a win share at equal length",
+                        "odds ratio per doubling"], rows)
             + "<p class=note>Position: each pair is judged in both orders; a judge without position bias gives the "
             "same verdict either way and lets the first-shown answer win 50% of decisive votes. Length: among decisive "
             "verdicts, how often the longer answer wins; the share at equal length comes from a logistic regression "
@@ -290,9 +170,10 @@ def _power_block(pairwise: list[dict[str, Any]]) -> str:
         mds = pa["minimum_detectable_share"]
         needs = [f"{t['decisive_prompts']}" + (_muted(f"&asymp;{t['prompts']} prompts") if t["prompts"] else "")
                  for t in pa["needed"]]
-        rows.append([_e(p["label"]), pa["n_decisive"], "&ndash;" if mds is None else "&ge; " + _fmt_pct(mds), *needs])
-    head = [f"to detect {_fmt_pct(t['win_share'], 0)}" for t in pairwise[0]["power"]["needed"]]
-    return (_table(["comparison", "decisive prompts now", "detectable win share", *head], rows)
+        rows.append([escape(p["label"]), pa["n_decisive"], "&ndash;" if mds is None else "&ge; " + format_pct(mds),
+                     *needs])
+    head = [f"to detect {format_pct(t['win_share'], 0)}" for t in pairwise[0]["power"]["needed"]]
+    return (html_table(["comparison", "decisive prompts now", "detectable win share", *head], rows)
             + "<p class=note>Two-sided sign test at &alpha; = 0.05 with power 0.8, normal approximation: "
             "n = ((z<sub>0.975</sub>&middot;0.5 + z<sub>0.8</sub>&middot;&radic;(p(1&minus;p))) / "
             "(p &minus; 0.5))&sup2; "
@@ -303,44 +184,45 @@ def _power_block(pairwise: list[dict[str, Any]]) -> str:
 def _ratings_table(absolute: list[dict[str, Any]]) -> str:
     rows = []
     for a in absolute:
-        dist = " &middot; ".join(f"{_e(k)}: {_fmt_pct(v['value'], 0)}" for k, v in a["shares"].items())
+        dist = " &middot; ".join(f"{escape(k)}: {format_pct(v['value'], 0)}" for k, v in a["shares"].items())
         key = _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False)
-        rows.append([_e(a["model"]), _e(short_judge(a["judge"])), _e(a["scale"]), dist, a["n"], a["null"], key])
-    return _table(["model", "judge", "scale", "distribution", "prompts", "unparsed", "pass or better / mean score"],
-                  rows, text_cols=4)
+        rows.append([escape(a["model"]), escape(short_judge(a["judge"])), escape(a["scale"]), dist, a["n"], a["null"],
+                     key])
+    return html_table(["model", "judge", "scale", "distribution", "prompts", "unparsed", "pass or better / mean score"],
+                      rows, text_cols=4)
 
 
 def _pooled_section(pooled: dict[str, Any]) -> str:
     """The "people" rows (pooled.py): every person's votes pooled, prompt-cluster bootstrap intervals."""
     def kappa(g: dict[str, Any]) -> str:
-        return f"n/a ({_e(g['kappa_note'])})" if g["kappa"] is None else format(g["kappa"], ".3f")
+        return f"n/a ({escape(g['kappa_note'])})" if g["kappa"] is None else format(g["kappa"], ".3f")
 
     def agree(g: dict[str, Any]) -> str:
-        return _fmt_pct(g["share"]["value"]) + _muted(f"{g['identical']} of {g['n']} prompts")
+        return format_pct(g["share"]["value"]) + _muted(f"{g['identical']} of {g['n']} prompts")
 
     parts = []
     if pooled.get("pairwise"):
-        rows = [[f"{_e(p['model_a'])} vs {_e(p['model_b'])}", p["n_prompts"], p["n_votes"],
+        rows = [[f"{escape(p['model_a'])} vs {escape(p['model_b'])}", p["n_prompts"], p["n_votes"],
                  *(_fmt_est(p["rates"][k]) for k in ("a", "tie", "b", "score")),
                  _fmt_est(p["decisive"]) + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes"),
                  _fmt_p(p["sign_test"]["p_value"]) + _muted(f"{p['sign_test']['wins']}&ndash;{p['sign_test']['losses']}"
                                                             " prompts"), agree(p["agreement"]), kappa(p["agreement"])]
                 for p in pooled["pairwise"]]
-        parts.append(_table(["comparison (a vs b)", "prompts", "votes", "a wins", "tie", "b wins", "score",
-                             "a preferred (decisive votes)", "sign test p (prompt majorities)",
-                             "first two ratings identical", "Cohen's &kappa;"], rows))
+        parts.append(html_table(["comparison (a vs b)", "prompts", "votes", "a wins", "tie", "b wins", "score",
+                                 "a preferred (decisive votes)", "sign test p (prompt majorities)",
+                                 "first two ratings identical", "Cohen's &kappa;"], rows))
     if pooled.get("absolute"):
         rows = []
         for a in pooled["absolute"]:
-            dist = " &middot; ".join(f"{_e(k)}: {_fmt_est(v)}" for k, v in a["shares"].items())
+            dist = " &middot; ".join(f"{escape(k)}: {_fmt_est(v)}" for k, v in a["shares"].items())
             m = a.get("majority_pass_or_better")
-            rows.append([_e(a["model"]), _e(a["scale"]), dist, a["n_prompts"], a["n"],
+            rows.append([escape(a["model"]), escape(a["scale"]), dist, a["n_prompts"], a["n"],
                          _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False),
                          _fmt_est(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;",
                          agree(a["agreement"]), kappa(a["agreement"])])
-        parts.append(_table(["model", "scale", "distribution", "prompts", "ratings", "pass or better / mean",
-                             "majority pass or better", "first two ratings identical", "Cohen's &kappa;"], rows,
-                            text_cols=3))
+        parts.append(html_table(["model", "scale", "distribution", "prompts", "ratings", "pass or better / mean",
+                                 "majority pass or better", "first two ratings identical", "Cohen's &kappa;"], rows,
+                                text_cols=3))
     return ("<section><h2>People, pooled</h2>" + "".join(parts)
             + "<p class=note>Every vote of every person counts once (a prompt judged by two people gives two votes). "
             "Votes on one prompt are correlated, so the 95% intervals come from a cluster bootstrap that resamples "
@@ -381,29 +263,32 @@ def _items_section(records: list[dict[str, Any]], index: int) -> str:
             word = VERDICT_WORDS[v].format(a=a, b=b)
             klass = ("null" if v is None else v) + (" inconsistent" if cons is False else "")
             title = "the two presentation orders disagreed" if cons is False else ""
-            badges.append(f'<span class="badge {klass}" title="{title}">{_e(short_judge(r["judge"]))}: {_e(word)}'
+            badges.append(f'<span class="badge {klass}" title="{title}">{escape(short_judge(r["judge"]))}: '
+                          f'{escape(word)}'
                           + (" (orders disagree)" if cons is False else "") + "</span>")
             for vote in r.get("votes", []):
                 if vote.get("raw"):
-                    raws.append(f"<div class=pid>{_e(short_judge(r['judge']))}, order {_e(vote.get('order'))}, verdict "
-                                f"{_e(vote.get('verdict'))}</div><pre>{_e(vote['raw'])}</pre>")
+                    raws.append(f"<div class=pid>{escape(short_judge(r['judge']))}, order {escape(vote.get('order'))}, "
+                                f"verdict "
+                                f"{escape(vote.get('verdict'))}</div><pre>{escape(vote['raw'])}</pre>")
         texts = [r for r in rs if (r.get("meta") or {}).get("outputs") != "absent"]  # label-only imports have none
         first = texts[0] if texts else first
         last, earlier = _prompt_text(first.get("prompt"))
-        history = f"<details><summary>earlier turns</summary><pre>{_e(earlier)}</pre></details>" if earlier else ""
+        history = f"<details><summary>earlier turns</summary><pre>{escape(earlier)}</pre></details>" if earlier else ""
         judge_text = f"<details><summary>judge output</summary>{''.join(raws)}</details>" if raws else ""
         rows.append(
-            f'<tr data-o="{" ".join(sorted(outcomes))}"><td class=p><pre>{_e(last)}</pre>{history}'
-            f"<div class=pid>{_e(pid)}</div>{''.join(badges)}{judge_text}</td>"
-            + "".join(f"<td><div class=len>{len(first[k])} chars</div><pre>{_e(first[k])}</pre></td>" if texts else
+            f'<tr data-o="{" ".join(sorted(outcomes))}"><td class=p><pre>{escape(last)}</pre>{history}'
+            f"<div class=pid>{escape(pid)}</div>{''.join(badges)}{judge_text}</td>"
+            + "".join(f"<td><div class=len>{len(first[k])} chars</div><pre>{escape(first[k])}</pre></td>" if texts else
                       "<td><div class=len>answer not in the imported file</div></td>" for k in ("output_a", "output_b"))
             + "</tr>")
-    buttons = "".join(f'<button data-f="{f}"{" class=on" if f == "all" else ""}>{_e(label)}</button>'
+    buttons = "".join(f'<button data-f="{f}"{" class=on" if f == "all" else ""}>{escape(label)}</button>'
                       for f, label in (("all", "all"), ("a", f"{a} wins"), ("b", f"{b} wins"), ("tie", "tie"),
                                        ("inconsistent", "inconsistent")))
-    return (f'<section id="prompts-{index}"><h2>Prompts: {_e(a)} vs {_e(b)}</h2>'
+    return (f'<section id="prompts-{index}"><h2>Prompts: {escape(a)} vs {escape(b)}</h2>'
             f'<div class=filters>{buttons}<span class=count>{len(rows)} shown</span></div>'
-            f"<div class=scroll><table class=items><tr><th>prompt</th><th>{_e(a)} (a)</th><th>{_e(b)} (b)</th></tr>"
+            f"<div class=scroll><table class=items><tr><th>prompt</th><th>{escape(a)} (a)</th>"
+            f"<th>{escape(b)} (b)</th></tr>"
             f"{''.join(rows)}</table></div>"
             "<p class=note>A row matches a filter when any judge gave that outcome; &ldquo;inconsistent&rdquo; means a "
             "judge's verdict changed when the answers were shown in the other order.</p></section>")
@@ -430,12 +315,14 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=indent, ensure_ascii=False, allow_nan=False))
 
     def img(name: str, alt: str) -> str:
-        return f'<img src="data:image/png;base64,{images[name]}" class=chart alt="{_e(alt)}">' if name in images else ""
+        if name not in images:
+            return ""
+        return f'<img src="data:image/png;base64,{images[name]}" class=chart alt="{escape(alt)}">'
 
     pw, ab = summary["pairwise"], summary["absolute"]
-    files = ", ".join(_e(Path(f).name) for f in summary.get("files", []))
+    files = ", ".join(escape(Path(f).name) for f in summary.get("files", []))
     boot = pw[0]["bootstrap"] if pw else {"n_boot": "&ndash;", "seed": "&ndash;"}
-    parts = [f"<header><h1>{_e(title)}</h1><div class=sub>{summary['n_records']} judgment records"
+    parts = [f"<header><h1>{escape(title)}</h1><div class=sub>{summary['n_records']} judgment records"
              + (f" from {files}" if files else "") + f" &middot; generated {created}</div></header>"]
     if pw:
         parts.append(_cards(pw))
@@ -465,7 +352,7 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
 
     parts.append(report_section(records, charts_dir))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{_e(title)}</title><style>{REPORT_CSS}</style>'
+            f'content="width=device-width, initial-scale=1"><title>{escape(title)}</title><style>{REPORT_CSS}</style>'
             f"</head><body><main>{''.join(parts)}</main><script>{REPORT_JS}</script></body></html>")
     return write_text_atomic(out_dir / "report.html", page)
 
@@ -474,11 +361,11 @@ def _power_sentence(pairwise: list[dict[str, Any]]) -> str:
     p = max(pairwise, key=lambda q: q["power"]["n_decisive"])
     pa = p["power"]
     needed = " / ".join(str(t["decisive_prompts"]) for t in pa["needed"])
-    shares = " / ".join(_fmt_pct(t["win_share"], 0) for t in pa["needed"])
+    shares = " / ".join(format_pct(t["win_share"], 0) for t in pa["needed"])
     mds = pa["minimum_detectable_share"]
-    which = f"{_e(p['model_a'])} vs {_e(p['model_b'])} judged by {_e(short_judge(p['judge']))}"
+    which = f"{escape(p['model_a'])} vs {escape(p['model_b'])} judged by {escape(short_judge(p['judge']))}"
     now = (f"With {pa['n_decisive']} decisive prompts (the most here: {which}), the sign test reliably detects only a "
-           f"true win share of {_fmt_pct(mds)} or more" if mds is not None else
+           f"true win share of {format_pct(mds)} or more" if mds is not None else
            f"With {pa['n_decisive']} decisive prompts (the most here: {which}), no win share can be reliably detected")
     return f"<p>{now}; detecting {shares} needs about {needed} decisive prompts.</p>"
 

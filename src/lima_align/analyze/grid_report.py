@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..charts import C_A, C_B, new_figure, save_png, style_axes
+from ..html_parts import REPORT_CSS, html_table
 from ..jsonl import write_text_atomic
 
 AXES = ("source", "strategy", "examples", "epochs", "dialogues")  # what an ablation grid varies (grid.*)
@@ -20,15 +22,13 @@ def score_chart(series: dict[str, list[tuple[Any, dict[str, Any]]]], x_label: st
                 title: str, midline: float | None = None) -> str:
     """Mean score with its 95% interval at each x, one line per series; numbers on a log2 axis when they
     span a factor of 4 or more (LIMA Figure 6), categories evenly spaced (Figure 5)."""
-    from ..report import C_A, C_B, _new_figure, _png, _style_axes
-
     xs = [x for pts in series.values() for x, _ in pts]
     numeric = all(isinstance(x, int) and not isinstance(x, bool) for x in xs)
     cats = [] if numeric else list(dict.fromkeys(str(x) for x in xs))
     vals = sorted(set(xs)) if numeric else []
     log2 = bool(vals) and vals[0] > 0 and vals[-1] / vals[0] >= 4
     span = (vals[-1] - vals[0]) if len(vals) > 1 else 1
-    fig = _new_figure(7.5, 4.2)
+    fig = new_figure(7.5, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     colors = [C_A, C_B, "#3c9d74", "#8e6bbf", "#d1495b", "#6b7280"]
     for k, (name, pts) in enumerate(series.items()):
@@ -55,14 +55,14 @@ def score_chart(series: dict[str, list[tuple[Any, dict[str, Any]]]], x_label: st
         ax.set_xticks(range(len(cats)), cats)
         ax.set_xlim(-0.5, len(cats) - 0.5)
     ax.grid(axis="y", color="#eee")
-    _style_axes(ax)
+    style_axes(ax)
     ax.tick_params(axis="x", labelsize=9)
     ax.set_xlabel(x_label, fontsize=10)
     ax.set_ylabel(y_label, fontsize=10)
     ax.set_title(title, loc="left", fontsize=11, color="#222")
     if any(series):
         ax.legend(frameon=False, fontsize=8.5)
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 def format_score(s: dict[str, Any]) -> str:
@@ -89,8 +89,6 @@ def grid_series(cells: list[dict[str, Any]], axis: str) -> dict[str, list[tuple[
 def write_grid_page(grid: dict[str, Any], out: Path) -> Path:
     import html
 
-    from ..report import REPORT_CSS, _table
-
     cells, axis = grid["cells"], grid["axis"]
     j = grid["recipe"]["judge"]
     y_label = Y_LABELS["pairwise" if j["mode"] == "pairwise" else j["scale"]]
@@ -102,8 +100,8 @@ def write_grid_page(grid: dict[str, Any], out: Path) -> Path:
              "yes" if c["dialogues"] else "no", c["trained_examples"],
              "-" if c["final_loss"] is None else f"{c['final_loss']:.3f}", f"{c['ended_their_turn']}/{c['answers']}",
              e(format_score(c["score"]))] for c in cells]
-    table = _table(["cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "final loss",
-                    "ended turn", "score [95% CI]"], rows, text_cols=3)
+    table = html_table(["cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "final loss",
+                        "ended turn", "score [95% CI]"], rows, text_cols=3)
     ref = f" against <b>{e(grid['reference'])}</b>" if grid.get("reference") else ""
     judge = cells[0]["judge"] if cells else j["kind"]
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>lima-align ablation grid</title>"

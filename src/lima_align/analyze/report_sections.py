@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..jsonl import write_text_atomic
-from ..report import C_A, C_B, C_EXC, C_PASS, C_TIE, _e, _fmt_pct, _new_figure, _png, _stacked_bars, _style_axes, _table
+from ..charts import C_A, C_B, C_EXC, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
+from ..html_parts import escape, format_pct, html_table
 
 KINDS = ("shift", "retention")
 C_UNSHIFTED, C_MARGINAL, C_SHIFTED = C_EXC, C_PASS, "#d1495b"
@@ -62,13 +63,13 @@ def shift_share_chart(shifts: list[dict[str, Any]], path: Path) -> str:
                 (("unshifted (rank 1)", C_UNSHIFTED, "unshifted"), ("marginal (rank 2-3)", C_MARGINAL, "marginal"),
                  ("shifted (rank > 3)", C_SHIFTED, "shifted"))]
     notes = [f"{s['tokens']} tokens, {s['answers']} answers" for s in shifts]
-    fig = _stacked_bars([_label(s) for s in shifts], segments, notes,
-                        "Aligned answer tokens by their rank under the base model", midline=False)
-    return _png(fig, path)
+    fig = stacked_bars([_label(s) for s in shifts], segments, notes,
+                       "Aligned answer tokens by their rank under the base model", midline=False)
+    return save_png(fig, path)
 
 
 def shift_position_chart(shifts: list[dict[str, Any]], path: Path) -> str:
-    fig = _new_figure(9.5, 3.4)
+    fig = new_figure(9.5, 3.4)
     ax = fig.add_subplot(1, 1, 1)
     colors = [C_SHIFTED, C_A, C_B, C_TIE]
     for k, s in enumerate(shifts):
@@ -83,17 +84,17 @@ def shift_position_chart(shifts: list[dict[str, Any]], path: Path) -> str:
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["start", "25%", "50%", "75%", "end"])
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(axis="y", color="#eee")
-    _style_axes(ax)
+    style_axes(ax)
     ax.tick_params(axis="y", labelsize=8, colors="#555")
     ax.set_xlabel("relative position in the answer", fontsize=9, color="#555")
     ax.set_title("Where in the answer the base model disagrees", loc="left", fontsize=11, color="#222", pad=10)
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 def retention_chart(rets: list[dict[str, Any]], path: Path) -> str:
     rows = [(f"{m['role']}: {Path(str(m['model'])).name}", m) for r in rets for m in r["models"]]
-    fig = _new_figure(9.5, 1.2 + 0.45 * len(rows))
+    fig = new_figure(9.5, 1.2 + 0.45 * len(rows))
     panels = (("perplexity", "Perplexity on held-out text (lower is better)", False),
               ("accuracy", "Multiple-choice accuracy (length-normalised)", True))
     ys = list(range(len(rows)))[::-1]
@@ -116,39 +117,40 @@ def retention_chart(rets: list[dict[str, Any]], path: Path) -> str:
             ax.set_xlim(0, 1)
             ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
         ax.grid(axis="x", color="#eee")
-        _style_axes(ax)
+        style_axes(ax)
         ax.set_title(title, loc="left", fontsize=9.5, color="#222")
-    return _png(fig, path)
+    return save_png(fig, path)
 
 
 # ----------------------------------------------------------------- HTML
 
 
 def _token(t: str) -> str:
-    return f"<code>{_e(repr(t)[1:-1])}</code>"
+    return f"<code>{escape(repr(t)[1:-1])}</code>"
 
 
 def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
-    rows = [[_e(_label(s)), s["answers"], s["tokens"],
-             *(f"{_fmt_pct(s['shares'][c]['value'])}" + (f"<br><span class=ci>[{_fmt_pct(s['shares'][c]['ci'][0])}, "
-                                                          f"{_fmt_pct(s['shares'][c]['ci'][1])}]</span>"
-                                                          if s["shares"][c]["ci"][0] is not None else "")
+    rows = [[escape(_label(s)), s["answers"], s["tokens"],
+             *(f"{format_pct(s['shares'][c]['value'])}"
+               + (f"<br><span class=ci>[{format_pct(s['shares'][c]['ci'][0])}, "
+                  f"{format_pct(s['shares'][c]['ci'][1])}]</span>"
+                  if s["shares"][c]["ci"][0] is not None else "")
                for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
     parts = [f'<img src="data:image/png;base64,{images["shift_shares"]}" class=chart alt="token shift shares">',
-             _table(["aligned vs base", "answers", "tokens", "unshifted (rank 1)", "marginal (2-3)",
-                     "shifted (&gt; 3)"], rows),
+             html_table(["aligned vs base", "answers", "tokens", "unshifted (rank 1)", "marginal (2-3)",
+                         "shifted (&gt; 3)"], rows),
              f'<img src="data:image/png;base64,{images["shift_position"]}" class=chart alt="shift by position">']
     for s in shifts:
         top = []
         for t in s["top_shifted"]:
             ex = t["examples"][0] if t["examples"] else None
-            example = (f"<code>&hellip;{_e(ex['before'])}</code><b>{_token(t['token'])}</b>"
+            example = (f"<code>&hellip;{escape(ex['before'])}</code><b>{_token(t['token'])}</b>"
                        f"<br><span class=ci>base preferred {_token(ex['base_top'])} (rank {ex['rank']} for this "
-                       f"token), {_e(ex['prompt_id'])}</span>") if ex else ""
-            top.append([_token(t["token"]), t["shifted"], t["occurrences"], _fmt_pct(t["share_shifted"]), example])
+                       f"token), {escape(ex['prompt_id'])}</span>") if ex else ""
+            top.append([_token(t["token"]), t["shifted"], t["occurrences"], format_pct(t["share_shifted"]), example])
         if top:
-            parts.append(f"<h3>Tokens shifted most often: {_e(_label(s))}</h3>"
-                         + _table(["token", "shifted", "occurrences", "share shifted", "example"], top))
+            parts.append(f"<h3>Tokens shifted most often: {escape(_label(s))}</h3>"
+                         + html_table(["token", "shifted", "occurrences", "share shifted", "example"], top))
     return ("<section id=shift><h2>What alignment changed: token distribution shift</h2>" + "".join(parts)
             + "<p class=note>For each token of the aligned model's answers, the base model's rank of that token given "
             "the same context (one teacher-forced pass): rank = 1 + the number of tokens with a strictly higher "
@@ -161,7 +163,7 @@ def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
 def _est(e: dict[str, Any] | None, pct: bool) -> str:
     if not e or e.get("value") is None:
         return "&ndash;"
-    f = (lambda v: _fmt_pct(v)) if pct else (lambda v: f"{v:.2f}")
+    f = (lambda v: format_pct(v)) if pct else (lambda v: f"{v:.2f}")
     lo, hi = e["ci"]
     return f(e["value"]) + (f"<br><span class=ci>[{f(lo)}, {f(hi)}]</span>" if lo is not None else "")
 
@@ -171,21 +173,21 @@ def _retention_section(rets: list[dict[str, Any]], images: dict[str, str]) -> st
     for r in rets:
         for m in r["models"]:
             mcq = m.get("mcq") or {}
-            rows.append([_e(m["role"]), _e(Path(str(m["model"])).name), _est(m.get("perplexity"), False),
+            rows.append([escape(m["role"]), escape(Path(str(m["model"])).name), _est(m.get("perplexity"), False),
                          _est(mcq.get("accuracy"), True), _est(mcq.get("accuracy_raw"), True), mcq.get("n", 0)])
         base, aligned = r["models"][0].get("mcq") or {}, r["models"][-1].get("mcq") or {}
         for subject in sorted(set(base.get("by_subject", {})) | set(aligned.get("by_subject", {}))):
             b, a = base.get("by_subject", {}).get(subject, {}), aligned.get("by_subject", {}).get(subject, {})
-            subj_rows.append([_e(subject), b.get("n", a.get("n", 0)), _est(b.get("accuracy"), True),
+            subj_rows.append([escape(subject), b.get("n", a.get("n", 0)), _est(b.get("accuracy"), True),
                               _est(a.get("accuracy"), True)])
-    diffs = "".join(f"<p>Accuracy change, aligned minus base ({_e(Path(str(r['aligned'])).name)}): "
+    diffs = "".join(f"<p>Accuracy change, aligned minus base ({escape(Path(str(r['aligned'])).name)}): "
                     f"{_est(r['difference']['accuracy'], True)} (paired bootstrap 95% interval).</p>"
                     for r in rets if r.get("difference", {}).get("accuracy", {}).get("value") is not None)
     return ("<section id=retention><h2>What alignment changed: knowledge retention</h2>"
             f'<img src="data:image/png;base64,{images["retention"]}" class=chart alt="perplexity and accuracy">'
-            + _table(["model", "name", "perplexity", "accuracy", "accuracy (raw)", "questions"], rows, text_cols=2)
+            + html_table(["model", "name", "perplexity", "accuracy", "accuracy (raw)", "questions"], rows, text_cols=2)
             + diffs + "<h3>Accuracy by subject</h3>"
-            + _table(["subject", "questions", "base", "aligned"], subj_rows)
+            + html_table(["subject", "questions", "base", "aligned"], subj_rows)
             + "<p class=note>Perplexity: plain text with no chat format, exp(total NLL / scored tokens), 95% bootstrap "
             "over passages. Accuracy: the choice with the highest log-likelihood given &ldquo;Question: &hellip; "
             "Answer:&rdquo;; length-normalised divides by the choice's UTF-8 bytes, raw sums its token log-probs; "

@@ -24,6 +24,7 @@ from typing import Any
 from ..checkpoint import epoch_of, list_checkpoints, require_meta
 from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
+from ..html_parts import REPORT_CSS, html_table
 from ..jsonl import write_text_atomic
 from ..records import Conversation
 from .ablate import JudgeSettings, check_judge, make_judge, read_records, score_records
@@ -226,8 +227,6 @@ def format_table(result: dict[str, Any]) -> str:
 def write_select_page(result: dict[str, Any], out: Path) -> Path:
     import html
 
-    from ..report import REPORT_CSS, _table
-
     rows = result["checkpoints"]
     y_label = Y_LABELS["pairwise" if result["mode"] == "pairwise" else result["scale"]]
     quality = score_chart({"": [(r["epoch"], r["score"]) for r in rows]}, "epoch", y_label,
@@ -237,11 +236,12 @@ def write_select_page(result: dict[str, Any], out: Path) -> Path:
     ppl_chart = score_chart({"": ppl_pts}, "epoch", "dev perplexity", out / "charts" / "perplexity.png",
                             title="Dev perplexity per epoch")
     e = lambda x: html.escape(str(x))  # noqa: E731
-    table = _table(["checkpoint", "epoch", "dev loss", "dev perplexity", "judged score [95% CI]", "ended turn"],
-                   [[e(r["checkpoint"]) + (" <b>best</b>" if r["checkpoint"] == result["best"] else ""), r["epoch"],
-                     "-" if r["dev_loss"] is None else f"{r['dev_loss']:.4f}",
-                     "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}", e(format_score(r["score"])),
-                     f"{r['ended_their_turn']}/{r['answers']}"] for r in rows])
+    table = html_table(["checkpoint", "epoch", "dev loss", "dev perplexity", "judged score [95% CI]", "ended turn"],
+                       [[e(r["checkpoint"]) + (" <b>best</b>" if r["checkpoint"] == result["best"] else ""), r["epoch"],
+                         "-" if r["dev_loss"] is None else f"{r['dev_loss']:.4f}",
+                         "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}",
+                         e(format_score(r["score"])),
+                         f"{r['ended_their_turn']}/{r['answers']}"] for r in rows])
     ref = f" against {e(result['reference'])}" if result["reference"] else ""
     ppl_note = (f"perplexity on {e(result['perplexity_data'])}" if result["perplexity_data"]
                 else "perplexity skipped (no held-out examples)")

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..charts import new_figure as _new_figure, save_png as _png, style_axes as _style_axes
+from ..html_parts import REPORT_CSS, escape as _e, html_table as _table
 from ..jsonl import write_text_atomic
-from ..report import REPORT_CSS, _e, _new_figure, _png, _style_axes, _table
 
 C_CAND, C_SEL = "#c7ccd4", "#3b6fb6"
 
