@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import _f
+from ..config import setting as _f  # the short name recipe fields are written with
 from ..errors import ProblemList
 from .dedup import DedupConfig
 from .select import SelectConfig

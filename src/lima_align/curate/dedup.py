@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import _f
+from ..config import setting as _f  # the short name recipe fields are written with
 from ..errors import ProblemList
 
 SHINGLE = 3  # words per shingle: short enough that a few edited words change few shingles

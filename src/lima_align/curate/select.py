@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ..config import _f
+from ..config import setting as _f  # the short name recipe fields are written with
 from ..errors import LimaError, ProblemList
 from .dedup import prompt_of, response_of, text_hash
 from .embed import Embedder, EmbeddingCache, SentenceEmbedder, embed_records
