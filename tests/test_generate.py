@@ -407,3 +407,31 @@ def test_seeds_a_multiple_of_2_31_apart_sample_differently():
         return [int(sampler(torch.tensor([[5, 6]]), torch.zeros(1, 1000)).argmax()) for _ in range(8)]
 
     assert len({tuple(draws(s)) for s in seeds}) == len(seeds)  # 1000**-8 to match by chance
+
+
+def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_shortened(tiny_llama, tmp_path):
+    """One long prompt capped every answer of its batch to the room it left (one token when it filled
+    the context): generate refuses before generating instead, naming the prompt and the fix."""
+    from lima_align.errors import LimaError
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [("short", "Hi?"), ("long", "Tell me about eggs and the sea. " * 25)]
+    prompts.write_text("".join(json.dumps({"id": i, "messages": [{"role": "user", "content": c}]}) + "\n"
+                               for i, c in rows))
+    out = tmp_path / "gens.jsonl"
+    model = ModelConfig(name=str(tiny_llama), dtype="float32")
+    long_n = len(gen_for(tiny_llama).prompt_ids([Message("user", rows[1][1])]))
+    assert 300 < long_n < 500  # the tiny model's context is 512
+    cfg = GenerateConfig(prompts=str(prompts), output=str(out), max_new_tokens=600 - long_n, batch_size=2)
+    with pytest.raises(LimaError) as e:
+        generate_file(model, TurnsConfig(), cfg, log=lambda *_: None)
+    msg = str(e.value)
+    assert "1 of 2 prompts do not fit" in msg and "'long'" in msg and f"is {long_n} tokens" in msg
+    assert "context of 512 tokens" in msg and f"at most {512 - long_n}" in msg and msg.startswith(f"{prompts}: ")
+    assert not out.exists() or out.read_text() == ""  # nothing generated
+    # Within the context, the short prompt batched beside the long one keeps its whole budget.
+    g = gen_for(tiny_llama, max_new_tokens=512 - long_n, temperature=1.0)
+    handle = boost(g.model, [g.tok.convert_tokens_to_ids("Ġthe")])  # never the end of turn: answers run to length
+    replies = g.generate([[Message("user", c)] for _, c in rows])
+    handle.remove()
+    assert [(r.finish_reason, r.output_tokens) for r in replies] == [("length", 512 - long_n)] * 2

@@ -27,6 +27,7 @@ import torch
 from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .decoding import ROLE_STOP, Decoding, Reply, banned_tokens, ids_covering
+from .errors import LimaError
 from .jsonl import JsonlAppender, read_jsonl
 from .models import LoadedModel, bf16_is_fast, load_model
 from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)
@@ -141,7 +142,9 @@ def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateCon
         lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
         gen = Generator(lm, fmt, dec, cache=g.cache)
         label = g.model_label or (lm.adapter or lm.path)
-    todo.sort(key=lambda c: len(gen.prompt_ids(c.messages)))  # similar lengths batch with little padding
+    lengths = {c.id: len(gen.prompt_ids(c.messages)) for c in todo}
+    check_context(lengths, dec.max_new_tokens, gen.context, where=str(g.prompts))
+    todo.sort(key=lambda c: lengths[c.id])  # similar lengths batch with little padding
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {Path(label).name}",
                unit="prompt", dynamic_ncols=True)
     with JsonlAppender(out) as w:
@@ -154,6 +157,28 @@ def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateCon
             bar.refresh()
     bar.close()
     return out
+
+
+def check_context(lengths: dict[str, int], max_new_tokens: int, context: int, *, where: str,
+                  added: str = "", fix: str = "shorten or leave out those prompts") -> None:
+    """Refuse before generating when a prompt leaves less than max_new_tokens of the model's context.
+
+    The Generator caps a batch's answers at the room its longest prompt leaves, so one such prompt
+    would shorten every answer of its batch (to one token when it fills the context), and answers
+    cut short are judged as a worse model rather than refused. lengths: prompt id -> prompt tokens;
+    added: what the counted tokens include besides the prompt (" with the 3 examples").
+    """
+    over = {k: n for k, n in lengths.items() if n + max_new_tokens > context}
+    if not over:
+        return
+    longest = max(over, key=over.__getitem__)
+    n = over[longest]
+    room = (f"or lower max_new_tokens (generate.max_new_tokens) to at most {context - n}" if n < context
+            else "the prompt alone fills the context, so fewer answer tokens cannot help")
+    raise LimaError(f"{len(over)} of {len(lengths)} prompts do not fit: the longest "
+                    f"({longest!r}) is {n} tokens{added}, plus max_new_tokens {max_new_tokens} makes "
+                    f"{n + max_new_tokens}, more than the model's context of {context} tokens", where=where,
+                    fix=f"{fix}, {room}")
 
 
 def batch_progress(bar: Any, size: int) -> Callable[[int], None]:

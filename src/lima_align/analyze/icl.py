@@ -41,7 +41,7 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import json_error, read_text
-from ..generate import Generator, batch_progress
+from ..generate import Generator, batch_progress, check_context
 from ..records import Message
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "icl" / "default.json"
@@ -126,24 +126,6 @@ def load_base(model_cfg: Any) -> tuple[Any, Any]:
     return lm, TurnFormat(lm.tokenizer, TurnsConfig(format="plain", eot="eos"), for_training=False)
 
 
-def check_context(lengths: dict[str, int], max_new_tokens: int, context: int, icl: IclPrompt) -> None:
-    """Refuse before generating when a prompt with its examples leaves less than max_new_tokens of the
-    context: the Generator would shrink every answer of the batch to the room left (one token when the
-    prompt fills it), and a baseline cut short is judged as a worse model rather than refused."""
-    over = {k: n for k, n in lengths.items() if n + max_new_tokens > context}
-    if not over:
-        return
-    longest = max(over, key=over.__getitem__)
-    n = over[longest]
-    room = (f"or lower --max-new-tokens to at most {context - n}" if n < context
-            else "the prompt alone fills the context, so fewer answer tokens cannot help")
-    raise LimaError(f"{len(over)} of {len(lengths)} prompts do not fit with their in-context examples: the longest "
-                    f"({longest!r}) is {n} tokens with the {len(icl.examples)} examples, plus max_new_tokens "
-                    f"{max_new_tokens} makes {n + max_new_tokens}, more than the model's context of {context} "
-                    "tokens", where=f"--icl-examples {icl.path}",
-                    fix=f"use fewer or shorter examples (--icl-examples FILE), {room}")
-
-
 def generate_icl_file(model_cfg: Any, g: Any, *, examples: str | Path | None = None,
                       lm_fmt: tuple[Any, Any] | None = None, log: Any = print) -> Path:
     """Answer every prompt in g.prompts in context, appending to g.output (resumable, like generate_file)."""
@@ -170,7 +152,9 @@ def generate_icl_file(model_cfg: Any, g: Any, *, examples: str | Path | None = N
     label = g.model_label or f"{Path(model_cfg.name).name}+icl"
     meta = {"method": "icl", "icl": {"file": icl.path, "sha256": icl.sha256, "examples": len(icl.examples)}}
     lengths = {c.id: len(gen.prompt_ids(c.messages)) for c in todo}
-    check_context(lengths, dec.max_new_tokens, gen.context, icl)
+    check_context(lengths, dec.max_new_tokens, gen.context, where=f"--icl-examples {icl.path}",
+                  added=f" with the {len(icl.examples)} in-context examples", fix="use fewer or shorter examples "
+                  "(--icl-examples FILE)")
     todo.sort(key=lambda c: lengths[c.id])
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {label}", unit="prompt",
                dynamic_ncols=True)
