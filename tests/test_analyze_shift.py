@@ -171,6 +171,19 @@ def test_shift_cli_needs_answers(tmp_path, capsys):
     assert "nothing to analyse" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, value, rng", [("--temperature", "nan", "in [0, 2]"), ("--temperature", "3", "in [0, 2]"),
+                                              ("--repetition-penalty", "nan", "> 0"), ("--max-new-tokens", "0", "> 0")])
+def test_shift_decoding_flags_take_the_recipes_ranges(tmp_path, capsys, flag, value, rng):
+    """argparse only checks a flag's type, so NaN passed; the flags now accept what generate.* accepts."""
+    out = tmp_path / "s.json"
+    missing = str(tmp_path / "no-model")  # were the flag let through, this fails fast instead of loading a model
+    assert main(["analyze", "shift", "--base", missing, "--aligned-model", missing, "--output", str(out),
+                 flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: must be a number {rng}, got" in err and "generate." in err
+    assert not out.exists()
+
+
 def test_aligned_format_is_read_from_the_checkpoint_without_loading_weights(tiny_gemma, tmp_path):
     import shutil
 

@@ -1,13 +1,17 @@
 """Command-line pieces several command modules share: recipe overrides, range checks on numeric
-flags, and the judge flags with the judges they build (cli.py's `judge` commands, dialogue_cli.py's
-`judge turns|conversations` and `dialogue eval`)."""
+flags (`in_recipe_range` for flags that stand for recipe settings), and the judge flags with the
+judges they build (cli.py's `judge` commands, dialogue_cli.py's `judge turns|conversations` and
+`dialogue eval`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 from typing import Any
 
-from .errors import LimaError
+from .errors import LimaError, ProblemList
+from .recipe_loading import range_of
 from .jsonl import check_output
 
 
@@ -21,6 +25,23 @@ def at_least(value: float, minimum: float, flag: str, fix: str) -> None:
     """A numeric flag in range (NaN fails too); argparse only checks the type."""
     if not value >= minimum:
         raise LimaError(f"must be at least {minimum}, got {value}", where=flag, fix=fix)
+
+
+def in_recipe_range(section: str, cls: type, flags: dict[str, tuple[str, Any]]) -> None:
+    """Flags that stand for recipe settings, checked against the recipe's own ranges (NaN and infinity
+    fail too), so a flag accepts what the setting accepts. flags: flag -> (field of cls, value);
+    a value of None (flag not given) is skipped."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = ProblemList()
+    for flag, (name, value) in flags.items():
+        if value is None:
+            continue
+        rng = range_of(fields[name])
+        if not (math.isfinite(value) and (rng is None or value in rng)):
+            allowed = f"a number {rng}" if rng else "a finite number"
+            problems.add(flag, f"must be {allowed}, got {value}",
+                         f"use {allowed}, the range of the recipe's {section}.{name}")
+    problems.raise_if_any()
 
 
 def judges_from_args(args: argparse.Namespace) -> list[Any]:

@@ -7,8 +7,14 @@ import json
 
 
 def cmd_shift(args: argparse.Namespace) -> int:
+    from ..cli_options import in_recipe_range
+    from ..config import GenerateConfig
     from .shift import analyze_shift
 
+    in_recipe_range("generate", GenerateConfig, {
+        "--temperature": ("temperature", args.temperature), "--repetition-penalty": ("repetition_penalty",
+                                                                                     args.repetition_penalty),
+        "--max-new-tokens": ("max_new_tokens", args.max_new_tokens), "--limit": ("limit", args.limit)})
     out = analyze_shift(args.base, args.output, generations=args.aligned, aligned_model=args.aligned_model,
                         prompts=args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, repetition_penalty=args.repetition_penalty,
