@@ -12,6 +12,7 @@ from . import crash
 from .cli_options import add_overrides, at_least, judge_options, judges_from_args
 from .errors import LimaError
 from .jsonl import check_output, check_output_folder
+from .verdicts import SCALES
 
 
 def _recipe(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
@@ -320,7 +321,7 @@ def make_parser() -> argparse.ArgumentParser:
     jp.set_defaults(func=cmd_judge_pairwise)
     ja = jd.add_parser("absolute", help="Fail / Pass / Excellent, or a 1-6 helpfulness score, per answer")
     ja.add_argument("generations", help="generations JSONL")
-    ja.add_argument("--scale", default="fail_pass_excellent", choices=["fail_pass_excellent", "helpfulness_6"])
+    ja.add_argument("--scale", default="fail_pass_excellent", choices=list(SCALES))
     judge_options(ja, compares=False)
     ja.set_defaults(func=cmd_judge_absolute)
     from .dialogue_cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)

@@ -26,8 +26,9 @@ from .dialogue_intervals import paired_differences, share_cis
 from .dialogue_judge import turn_of
 from .html_parts import REPORT_CSS, html_table
 from .jsonl import write_text_atomic
+from .verdicts import FPE
 
-LEVELS = ("fail", "pass", "excellent")
+LEVELS = FPE  # turns are rated Fail / Pass / Excellent
 PALETTE = ("#3b6fb6", "#e0823d", "#3c9d74", "#8e5ea2", "#d1495b", "#6b7280")
 CSS = """.dlg-grid{display:grid;gap:10px} .dlg-turn{border-radius:6px;padding:6px 9px;margin:4px 0;white-space:pre-wrap}
 .dlg-user{background:#eef2f7} .dlg-asst{background:#fafafa;border:1px solid #e4e7ec}

@@ -51,10 +51,9 @@ from typing import Any, Protocol
 
 from .errors import LimaError, Problem, ProblemList
 from .jsonl import JsonlAppender, read_jsonl
+from .verdicts import ORDERS, SCALES
 
 INSTRUCTIONS_DIR = Path(__file__).parent / "data" / "judge"
-ORDERS = ("ab", "ba")
-SCALES = ("fail_pass_excellent", "helpfulness_6")
 # Instruction file and placeholders for each kind of judgment.
 DEFAULT_INSTRUCTIONS = {"pairwise": "pairwise.md", "fail_pass_excellent": "absolute_fpe.md",
                         "helpfulness_6": "absolute_helpfulness6.md"}

@@ -36,9 +36,8 @@ from .jsonl import read_jsonl
 from .length_bias import LENGTH_BUCKETS, fit_logistic, length_bias  # noqa: F401  (re-exported)
 from .power import (  # noqa: F401  (re-exported)
     POWER_TARGETS, minimum_detectable_share, power_analysis, sign_test_sample_size)
-from .verdicts import FPE, SCALES, VERDICTS, cohen_kappa, short_judge, sign_test  # noqa: F401  (re-exported)
+from .verdicts import FPE, ORDERS, SCALES, VERDICTS, cohen_kappa, short_judge, sign_test  # noqa: F401  (re-exported)
 
-ORDERS = ("ab", "ba")
 MAX_LISTED_PROBLEMS = 30  # a wholly wrong file would otherwise print one problem per line
 
 Record = dict[str, Any]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
 VERDICTS = ("a", "tie", "b")
+ORDERS = ("ab", "ba")  # which answer the judge saw first: a judgment record's "order"
 FPE = ("fail", "pass", "excellent")
-SCALES = {"fail_pass_excellent": FPE, "helpfulness_6": (1, 2, 3, 4, 5, 6)}
+SCALES = {"fail_pass_excellent": FPE, "helpfulness_6": (1, 2, 3, 4, 5, 6)}  # the absolute scales and their values
 
 
 def short_judge(judge: str) -> str:
@@ -34,6 +33,8 @@ def sign_test(wins: int, losses: int) -> float:
 
 def cohen_kappa(x: Sequence[str], y: Sequence[str], labels: Sequence[str] = VERDICTS) -> float | None:
     """Cohen's kappa over the given classes: (p_o - p_e) / (1 - p_e). None when p_e = 1 (one class only)."""
+    import numpy as np  # here, not at the top: the CLI reads the vocabularies above when it starts
+
     n = len(x)
     if n == 0:
         return None

@@ -32,11 +32,12 @@ from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, load_reci
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
 from ..train import train
+from ..verdicts import FPE
 from .grid_report import AXES, format_score, write_grid_page
 
 Strategy = Literal["random", "lima", "longest", "kcenter", "facility_location", "quality"]
 Axis = Literal["auto", "source", "strategy", "examples", "epochs", "dialogues"]
-FPE_POINTS = {"fail": 1, "pass": 2, "excellent": 3}  # Fail / Pass / Excellent as numbers for a mean
+FPE_POINTS = {v: i + 1 for i, v in enumerate(FPE)}  # Fail / Pass / Excellent as 1 / 2 / 3 for a mean
 
 
 @dataclass

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import LimaError
+from ..verdicts import SCALES
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -74,7 +75,7 @@ def add_grid_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     s.add_argument("--judge", choices=["longest", "api"], default="longest",
                    help="'longest' (offline length baseline, --mode pairwise only) or 'api' (an OpenAI-compatible judge)")
     s.add_argument("--mode", choices=["pairwise", "absolute"], default="pairwise")
-    s.add_argument("--scale", choices=["fail_pass_excellent", "helpfulness_6"], default=None,
+    s.add_argument("--scale", choices=list(SCALES), default=None,
                    help="absolute scale (default helpfulness_6)")
     s.add_argument("--api-base", help="judge endpoint, e.g. http://127.0.0.1:8000/v1")
     s.add_argument("--api-model", help="judge model name")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import LimaError
 from ..jsonl import read_text
+from ..verdicts import SCALES
 
 DEFAULT_DB = "sqlite:///annotate.db"
 
@@ -220,7 +221,7 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
                    "(A is compared with each B in one study)")
     c.add_argument("--dataset", help="candidate records in our JSONL format (review)")
     c.add_argument("--overlap", type=int, default=1, help="annotators per item (3 gives agreement numbers)")
-    c.add_argument("--scale", default="fail_pass_excellent", choices=("fail_pass_excellent", "helpfulness_6"),
+    c.add_argument("--scale", default="fail_pass_excellent", choices=tuple(SCALES),
                    help="absolute studies: the rating scale")
     c.add_argument("--chat-url", help="dialogue: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     c.add_argument("--chat-model", help="dialogue: model name at that endpoint")

@@ -29,12 +29,13 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import LimaError
 from ..records import read_conversations, read_generations
+from ..verdicts import SCALES as RATING_SCALES
 from . import db
 
 Kind = Literal["pairwise", "absolute", "review", "dialogue", "turns"]
 KINDS = ("pairwise", "absolute", "review", "dialogue", "turns")
 RATED = ("absolute", "turns")  # kinds whose vote is a rating on the study's scale
-SCALES = {"fail_pass_excellent": ("fail", "pass", "excellent"), "helpfulness_6": ("1", "2", "3", "4", "5", "6")}
+SCALES = {name: tuple(map(str, values)) for name, values in RATING_SCALES.items()}  # as a form posts them: text
 PAIRWISE_CHOICES = {"A": "A is significantly better", "B": "B is significantly better",
                     "neither": "Neither is significantly better"}
 REVIEW_DECISIONS = ("accept", "reject", "edit")
