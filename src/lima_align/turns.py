@@ -105,8 +105,8 @@ class TurnFormat:
         self.stop_ids = sorted({self.eot_id} | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()))
         self._seg_cache: OrderedDict[str, list[int]] = OrderedDict()
         # The texts the tokenizer would read as special tokens, longest first (one may contain another).
-        special = set(tokenizer.all_special_tokens) | {a.content for a in (getattr(tokenizer, "added_tokens_decoder", None)
-                                                                           or {}).values() if getattr(a, "special", False)}
+        added = (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
+        special = set(tokenizer.all_special_tokens) | {a.content for a in added if getattr(a, "special", False)}
         self._special_re = re.compile("|".join(re.escape(t) for t in sorted(special, key=len, reverse=True) if t))
 
     # ------------------------------------------------------------ EOT choice
@@ -201,7 +201,8 @@ class TurnFormat:
         marked = [{**d, "content": self._special_re.sub(mark, d["content"])} if isinstance(d.get("content"), str)
                   and self._special_re.pattern else d for d in dicts]
         if not found:
-            return _as_ids(self.tok.apply_chat_template(dicts, tokenize=True, add_generation_prompt=add_generation_prompt))
+            return _as_ids(self.tok.apply_chat_template(dicts, tokenize=True,
+                                                        add_generation_prompt=add_generation_prompt))
         text = self.tok.apply_chat_template(marked, tokenize=False, add_generation_prompt=add_generation_prompt)
         parts = re.split(f"\x00{nonce}:(\\d+)\x00", text)
         if {int(k) for k in parts[1::2]} != set(range(len(found))):
