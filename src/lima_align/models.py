@@ -110,7 +110,7 @@ def resolve_model_path(name: str, cache_dir: str | None = None, *, prepare: bool
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
-            raise LimaError(f"{p} has no config.json, so it is not a Hugging Face model folder", where=str(p),
+            raise LimaError("this folder has no config.json, so it is not a Hugging Face model folder", where=str(p),
                             fix="point model.name at a folder written by save_pretrained, or a run checkpoint")
         return str(p)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:

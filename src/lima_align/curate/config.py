@@ -6,11 +6,13 @@ name (the `se_*`, `wh_*`, `rd_*` keys in the manifest) and each is switched or t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config import setting as _f  # the short name recipe fields are written with
 from ..errors import ProblemList
+from ..recipe_loading import range_of
 from .dedup import DedupConfig
 from .select import SelectConfig
 
@@ -54,7 +56,7 @@ class StackExchangeConfig:
                           "or subfolder, e.g. cooking.stackexchange.com.7z)")
     stem_sites: list[str] = _f(DEFAULT_STEM_SITES, "sites tagged domain 'stem'; every other site is 'other'")
     top_questions_per_site: int = _f(1000, "keep the N highest-scoring self-contained questions of each site "
-                                     "(bounds memory too)")
+                                     "(bounds memory too)", above=0)
     title: TitleRules = field(default_factory=TitleRules, metadata={"help": "rule se_title_not_self_contained"})
     min_answer_score: int = _f(10, "the top answer must score at least this (LIMA: 10)")
     min_answer_chars: int = _f(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)", at_least=0)
@@ -95,7 +97,8 @@ class RedditConfig:
                                       "(prompt = title without its [tag], response = top comment)")
     eval_subreddits: list[str] = _f(["AskReddit"], "subreddits whose self-contained titles become evaluation "
                                     "prompts (eval_prompts.jsonl)")
-    top_submissions_per_subreddit: int = _f(1000, "keep the N highest-scoring submissions of each subreddit")
+    top_submissions_per_subreddit: int = _f(1000, "keep the N highest-scoring submissions of each subreddit",
+                                            above=0)
     skip_tags: list[str] = _f(["OT", "MP", "META"], "title tags of off-topic / meta posts (rule rd_meta_post)")
     min_comment_score: int = _f(10, "the top comment must score at least this")
     min_chars: int = _f(500, "shortest response kept", at_least=0)
@@ -119,7 +122,7 @@ class CurateRecipe:
     seed: int = _f(0, "seed for every random choice (prompt from title or body, selection)", at_least=0)
     on_error: Literal["skip", "fail"] = _f("skip", "bad rows: skip and record them in the manifest, or stop")
     max_bad_fraction: float = _f(0.01, "with on_error=skip, stop anyway when more than this share of a file's "
-                                 "rows is bad")
+                                 "rows is bad", at_least=0, at_most=1)
     max_bad_rows: int = _f(10, "this many bad rows per file are always tolerated (small files)", at_least=0)
     stackexchange: StackExchangeConfig = field(default_factory=StackExchangeConfig,
                                                metadata={"help": "StackExchange dumps"})
@@ -135,17 +138,24 @@ class CurateRecipe:
         if not (se.paths or wh.paths or rd.paths or self.datasets.paths or self.datasets.hub):
             problems.add("stackexchange.paths", "no input: every source's paths are empty",
                          "set stackexchange.paths, wikihow.paths, reddit.paths or datasets.paths")
-        if not 0 <= self.max_bad_fraction <= 1:
-            problems.add("max_bad_fraction", f"must be in [0, 1], got {self.max_bad_fraction}")
+        # Loading checks each number against its range; a recipe built in Python skips loading, and
+        # comparisons like `v <= 0` let NaN through, so the ranges are checked here again (NaN fails).
+        for prefix, section in (("", self), ("stackexchange.", se), ("stackexchange.title.", se.title),
+                                ("wikihow.", wh), ("reddit.", rd), ("reddit.title.", rd.title)):
+            _check_ranges(section, prefix, problems)
         for where, lo, hi in (("stackexchange.min_answer_chars", se.min_answer_chars, se.max_answer_chars),
                               ("wikihow.min_chars", wh.min_chars, wh.max_chars),
                               ("reddit.min_chars", rd.min_chars, rd.max_chars),
                               ("stackexchange.title.min_chars", se.title.min_chars, se.title.max_chars)):
             if lo > hi:
                 problems.add(where, f"({lo}) is above the maximum ({hi})", "swap the two values")
-        for where, v in (("stackexchange.top_questions_per_site", se.top_questions_per_site),
-                         ("reddit.top_submissions_per_subreddit", rd.top_submissions_per_subreddit)):
-            if v <= 0:
-                problems.add(where, f"must be > 0, got {v}")
         self.dedup.check(problems, "dedup.")
         self.select.check(problems, "select.")
+
+
+def _check_ranges(section: object, prefix: str, problems: ProblemList) -> None:
+    """The section's own numbers (not its subsections) outside their declared range, NaN included."""
+    for f in dataclasses.fields(section):
+        v, rng = getattr(section, f.name), range_of(f)
+        if rng is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v not in rng:
+            problems.add(f"{prefix}{f.name}", f"must be {rng}, got {v}", f"use a value {rng}")

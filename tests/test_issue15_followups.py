@@ -1,0 +1,55 @@
+"""Follow-ups from issue 15's hardening: error wording, NaN in curation settings, broken pipes, refused API ports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lima_align.errors import LimaError, ProblemList
+
+
+def test_a_folder_without_config_json_is_named_once(tmp_path):
+    from lima_align.models import resolve_model_path
+
+    with pytest.raises(LimaError) as e:
+        resolve_model_path(str(tmp_path))
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path}: ") and msg.count(str(tmp_path)) == 1 and "config.json" in msg
+
+
+@pytest.mark.parametrize("where, value", [("stackexchange.top_questions_per_site", math.nan),
+                                          ("reddit.top_submissions_per_subreddit", math.nan),
+                                          ("reddit.top_submissions_per_subreddit", 0),
+                                          ("max_bad_fraction", math.nan), ("wikihow.min_chars", math.nan),
+                                          ("stackexchange.title.min_chars", -1)])
+def test_curation_numbers_out_of_range_are_refused_nan_too(where, value):
+    """`v <= 0` is False for NaN, so a recipe built in Python with NaN passed its checks."""
+    import dataclasses
+
+    from lima_align.curate.config import CurateRecipe
+
+    recipe = CurateRecipe(datasets=dataclasses.replace(CurateRecipe().datasets, paths=["seed:train"]))
+    *path, name = where.split(".")
+    section = recipe
+    for part in path:
+        section = getattr(section, part)
+    setattr(section, name, value)
+    problems = ProblemList()
+    recipe.check(problems)
+    assert [p.where for p in problems.problems] == [where]
+    ok = ProblemList()
+    CurateRecipe(datasets=recipe.datasets).check(ok)
+    assert not ok  # the defaults pass
+
+
+def test_curation_ranges_are_checked_when_a_recipe_is_loaded(tmp_path):
+    from lima_align.config import load_recipe
+    from lima_align.curate.config import CurateRecipe
+
+    with pytest.raises(LimaError) as e:
+        load_recipe(None, ["datasets.paths=[seed:train]", "reddit.top_submissions_per_subreddit=0",
+                           "max_bad_fraction=2"], cls=CurateRecipe)
+    msg = str(e.value)
+    assert "override reddit.top_submissions_per_subreddit=0: must be > 0, got 0" in msg
+    assert "max_bad_fraction=2: must be in [0, 1], got 2" in msg and "2 problems" in msg  # each once
