@@ -13,9 +13,9 @@ import pytest
 
 from lima_align.errors import LimaError
 from lima_align.jsonl import read_jsonl
-from lima_align.judge import (INSTRUCTIONS_DIR, RETRY_MARK, ApiJudge, LongestJudge, Price, Rating, Vote, combine,
-                              judge_absolute, judge_pairwise, load_instructions, parse_score, parse_verdict, show,
-                              unswap)
+from lima_align.judge import ApiJudge, LongestJudge, Price, Rating, Vote, judge_absolute, judge_pairwise
+from lima_align.judge_text import (INSTRUCTIONS_DIR, RETRY_MARK, combine, load_instructions, parse_score, parse_verdict,
+                                   show, unswap)
 
 
 

@@ -9,7 +9,7 @@ from lima_align import verdicts
 from lima_align.analyze.ablate import FPE_POINTS
 from lima_align.annotate.studies import SCALES as FORM_SCALES
 from lima_align.cli import make_parser
-from lima_align.judge import parse_score
+from lima_align.judge_text import parse_score
 
 
 def scale_choices(parser: argparse.ArgumentParser, *path: str) -> list[str]:

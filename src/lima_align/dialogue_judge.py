@@ -24,7 +24,8 @@ from typing import Any
 
 from .errors import LimaError, ProblemList
 from .jsonl import read_jsonl, write_jsonl_atomic
-from .judge import INSTRUCTIONS_DIR, judge_absolute, judge_pairwise, render_conversation
+from .judge import judge_absolute, judge_pairwise
+from .judge_text import INSTRUCTIONS_DIR, render_conversation
 
 TURN_INSTRUCTIONS = INSTRUCTIONS_DIR / "turn.md"
 CONVERSATION_INSTRUCTIONS = INSTRUCTIONS_DIR / "conversation.md"
