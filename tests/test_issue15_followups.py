@@ -53,3 +53,18 @@ def test_curation_ranges_are_checked_when_a_recipe_is_loaded(tmp_path):
     msg = str(e.value)
     assert "override reddit.top_submissions_per_subreddit=0: must be > 0, got 0" in msg
     assert "max_bad_fraction=2: must be in [0, 1], got 2" in msg and "2 problems" in msg  # each once
+
+
+def test_data_stats_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
+    """`lima-align data stats F | head`: rich ended the process itself with status 1 on the broken pipe."""
+    import os
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "lima_align", "data", "stats", "seed:train"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "LIMA_ALIGN_CACHE": str(tmp_path / "cache")})
+    p.stdout.close()  # before the process has printed anything
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141 and err == ""
+    assert not (tmp_path / "cache" / "logs").exists()

@@ -219,10 +219,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = crash.console()  # a closed pipe (`| head`) ends quietly with 141, as elsewhere
     console.print(f"[bold]{args.input}[/]: {s['records']} records")
     for key in ("by_domain", "by_kind", "by_length", "by_source", "user_turns"):
         t = Table(title=key.replace("_", " "), show_header=False)

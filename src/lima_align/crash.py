@@ -8,6 +8,7 @@ traceback, not the traceback itself, and exit status 1. A reader that stops read
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import select
@@ -16,6 +17,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 SIGPIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe
 MAX_MESSAGE = 300  # characters of the exception's message shown; the log keeps all of it
@@ -73,6 +75,19 @@ def stdout_reader_gone() -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(ev & select.POLLERR for _, ev in poller.poll(0))
+
+
+def console(**kwargs: Any) -> Any:
+    """A rich Console for a command's output. Rich ends the process itself on a closed pipe, with status 1
+    and no word; this one raises BrokenPipeError instead, so the command ends like every other (141, quietly)."""
+    from rich.console import Console
+
+    class PipeAwareConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # write nothing more
+            raise BrokenPipeError(errno.EPIPE, "standard output was closed")
+
+    return PipeAwareConsole(**kwargs)
 
 
 def end_quietly() -> int:
