@@ -113,6 +113,28 @@ def test_connection_refused_is_an_api_error():
         chat(c)
 
 
+def test_a_port_nobody_listens_on_fails_after_a_few_attempts_not_a_minute():
+    """Six retries with backoff up to 32 s spent about a minute on a wrong port before failing."""
+    with FakeOpenAI() as server:
+        url = server.base_url
+    c = ChatClient(url, "m", backoff_s=0.01)  # max_retries 6, as the judge runs
+    with pytest.raises(ApiError) as e:
+        chat(c)
+    assert c.usage["requests"] == 3 and e.value.affects_all  # the other prompts would fail the same way
+    msg = str(e.value)
+    assert msg.startswith(f"{url}/chat/completions: cannot connect") and "lima-align serve" in msg and "--api-base" in msg
+
+
+def test_an_endpoint_that_answered_before_gets_every_retry():
+    """A refused connection after the server has answered is a restart, not a wrong address."""
+    with FakeOpenAI() as server:
+        c = ChatClient(server.base_url, "m", max_retries=4, backoff_s=0.01, max_backoff_s=0.05)
+        chat(c)
+    with pytest.raises(ApiError) as e:
+        chat(c)
+    assert c.usage["requests"] == 1 + 5 and not e.value.affects_all and "5 attempts" in str(e.value)
+
+
 def test_concurrency_limit_is_respected(fake_openai):
     fake_openai.latency_s = 0.2
     c = client_for(fake_openai, max_concurrency=3)

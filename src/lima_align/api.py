@@ -39,6 +39,9 @@ T = TypeVar("T")
 RETRY_STATUS = {408, 409, 429}
 # These say the endpoint, key or model is wrong, so every other request will fail the same way.
 CONFIG_STATUS = {401, 403, 404}
+# Retries of a refused connection before the endpoint ever answered: a server still starting gets a
+# few seconds, one that is not running (a wrong port) is reported then, not after a minute of backoff.
+REFUSED_RETRIES = 2
 
 
 @dataclass
@@ -130,6 +133,7 @@ class ChatClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._answered = False  # whether any request to this endpoint got an HTTP response
         self._not_before = 0.0  # monotonic time before which no request is sent (set by Retry-After)
 
     def describe(self) -> str:
@@ -167,6 +171,7 @@ class ChatClient:
             body["seed"] = seed
         http, sem = self._session()
         last = _Retryable("no attempt made")
+        refused = 0
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.usage["retries"] += 1
@@ -185,6 +190,12 @@ class ChatClient:
                 last = _Retryable(f"no complete answer within {self.timeout_s:g} s")
             except httpx.TimeoutException:
                 last = _Retryable(f"timed out ({self.timeout_s:g} s)")
+            except httpx.ConnectError as e:
+                last = _Retryable(f"connection failed ({type(e).__name__}: {e or 'no details'})")
+                refused += not self._answered
+                if refused > REFUSED_RETRIES:
+                    self.usage["errors"] += 1
+                    raise ApiError(self._unreachable(e, refused), affects_all=True) from None
             except httpx.TransportError as e:
                 last = _Retryable(f"connection failed ({type(e).__name__}: {e or 'no details'})")
             except ApiError:
@@ -206,6 +217,7 @@ class ChatClient:
 
     async def _attempt(self, http: httpx.AsyncClient, body: dict[str, Any]) -> ChatResult:
         resp = await http.post(self.url, json=body, headers={"Authorization": f"Bearer {self._key()}"})
+        self._answered = True  # the endpoint exists: later connection failures are retried in full
         if resp.status_code != 200:
             message = _server_message(resp)
             if resp.status_code in RETRY_STATUS or resp.status_code >= 500:
@@ -248,6 +260,11 @@ class ChatClient:
         else:
             fix = "the server rejected this request; its message above says which parameter"
         return Problem(where, what, fix)
+
+    def _unreachable(self, e: httpx.ConnectError, attempts: int) -> Problem:
+        return Problem(self.url, f"cannot connect ({e or type(e).__name__}), {attempts} attempts; nothing has "
+                       "answered at this address yet", "start the server (e.g. `lima-align serve`, which listens on "
+                       "http://127.0.0.1:8000/v1) or fix --api-base: its host and port")
 
     def _exhausted(self, last: _Retryable) -> Problem:
         what = f"still failing after {self.max_retries + 1} attempts; last: {last.what}"
