@@ -55,13 +55,19 @@ def test_curation_ranges_are_checked_when_a_recipe_is_loaded(tmp_path):
     assert "max_bad_fraction=2: must be in [0, 1], got 2" in msg and "2 problems" in msg  # each once
 
 
-def test_data_stats_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
+@pytest.mark.parametrize("command", ["data stats", "answers"])
+def test_a_rich_table_into_a_closed_pipe_ends_quietly_with_141(tmp_path, command):
     """`lima-align data stats F | head`: rich ended the process itself with status 1 on the broken pipe."""
+    import json
     import os
     import subprocess
     import sys
 
-    p = subprocess.Popen([sys.executable, "-m", "lima_align", "data", "stats", "seed:train"],
+    answers = tmp_path / "g.jsonl"
+    answers.write_text(json.dumps({"id": "m:p1", "prompt_id": "p1", "model": "m", "output": "Yes.",
+                                   "messages": [{"role": "user", "content": "Q?"}], "finish_reason": "eot"}) + "\n")
+    args = ["data", "stats", "seed:train"] if command == "data stats" else ["answers", str(answers)]
+    p = subprocess.Popen([sys.executable, "-m", "lima_align", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "LIMA_ALIGN_CACHE": str(tmp_path / "cache")})
     p.stdout.close()  # before the process has printed anything

@@ -210,11 +210,11 @@ def rich_table(summaries: list[dict[str, Any]], names: list[str], title: str) ->
 # ------------------------------------------------------------------ `lima-align answers`
 
 def cmd_answers(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from .crash import console
 
     rows = answers_table(args.files)
     names = [f"{r['model']}\n{Path(r['file']).name}" for r in rows]
-    Console().print(rich_table(rows, names, "judge-free figures (95% Wilson intervals; k/n)"))
+    console().print(rich_table(rows, names, "judge-free figures (95% Wilson intervals; k/n)"))
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=2))
         print(f"figures: {args.json}")
