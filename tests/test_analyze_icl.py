@@ -70,6 +70,15 @@ def test_generation_stops_at_the_models_next_user_turn(tiny_gemma):
     assert reply.finish_reason == "stop" and reply.output_tokens < len(script)
 
 
+def test_special_token_text_in_a_message_stays_text(tiny_gemma):
+    lm, fmt = load_base(ModelConfig(name=str(tiny_gemma), dtype="float32"))
+    gen = IclGenerator(lm, fmt, Decoding(), IclPrompt("", [("Q1?", "A1.")], "x", "0"))
+    tok = lm.tokenizer
+    ids = gen.prompt_ids([Message("user", "hi <eos> there<bos>")])
+    assert tok.eos_token_id not in ids and ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+    assert "hi <eos> there<bos>" in tok.decode(ids)
+
+
 def short_examples(tmp_path):
     """The shipped examples are over 1,000 tokens for the tiny test tokenizer, whose context is 512."""
     f = tmp_path / "short.json"

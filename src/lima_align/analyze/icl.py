@@ -109,7 +109,8 @@ class IclGenerator(Generator):
         self.icl = icl
 
     def prompt_ids(self, messages: list[Message]) -> list[int]:
-        return self.tok(self.icl.text(messages))["input_ids"]
+        # The prompt is all text (turns end with a blank line): "<eos>" typed in a message stays text.
+        return self.tok(self.icl.text(messages), split_special_tokens=True)["input_ids"]
 
 
 def load_base(model_cfg: Any) -> tuple[Any, Any]:
