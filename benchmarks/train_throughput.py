@@ -40,8 +40,8 @@ from lima_align.config import Recipe
 from lima_align.models import LoadedModel, load_model
 from lima_align.packing import collate, first_fit_decreasing, padding_efficiency, plan_steps, rows_for_rank
 from lima_align.records import read_conversations
-from lima_align.train import (TrainedPositionLoss, build_model, decoder, output_layer, param_groups,
-                              prepare_data, token_loss_sum)
+from lima_align.loss import TrainedPositionLoss, decoder, output_layer, token_loss_sum
+from lima_align.train import build_model, param_groups, prepare_data
 from lima_align.turns import IGNORE, Encoded, TurnFormat
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lima_align.train import token_loss_sum
+from lima_align.loss import token_loss_sum
 
 
 @pytest.mark.parametrize("softcap", [None, 30.0])

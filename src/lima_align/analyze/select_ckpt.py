@@ -65,7 +65,7 @@ def perplexity(lm: Any, fmt: Any, convs: list[Conversation], *, max_len: int, lo
     """Mean teacher-forced loss over the trained (assistant) tokens, and its exp."""
     import torch
 
-    from ..train import decoder, output_layer
+    from ..loss import decoder, output_layer
     from ..turns import IGNORE
 
     model = lm.model.eval()
