@@ -8,7 +8,8 @@ from pathlib import Path
 import lima_align
 
 PACKAGE = Path(lima_align.__file__).parent
-README = PACKAGE.parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def layout_section() -> str:
@@ -27,6 +28,6 @@ def test_readme_layout_names_every_top_level_module_and_package():
 
 def test_readme_layout_names_no_missing_module():
     named = set(re.findall(r"(?<![\w/.])([a-z_]+\.py)\b", layout_section()))
-    benchmarks = PACKAGE.parents[1] / "benchmarks"
+    benchmarks = ROOT / "benchmarks"
     present = {p.name for p in PACKAGE.rglob("*.py")} | {p.name for p in benchmarks.glob("*.py")}
     assert not named - present, f"the Layout section names modules that do not exist: {sorted(named - present)}"
