@@ -432,6 +432,13 @@ def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_shortened(ti
     # Within the context, the short prompt batched beside the long one keeps its whole budget.
     g = gen_for(tiny_llama, max_new_tokens=512 - long_n, temperature=1.0)
     handle = boost(g.model, [g.tok.convert_tokens_to_ids("Ġthe")])  # never the end of turn: answers run to length
-    replies = g.generate([[Message("user", c)] for _, c in rows])
-    handle.remove()
+    convs = [[Message("user", c)] for _, c in rows]
+    replies = g.generate(convs)
     assert [(r.finish_reason, r.output_tokens) for r in replies] == [("length", 512 - long_n)] * 2
+    # Generator.generate on its own (chat, serve, dialogue batches): a prompt with less room than
+    # max_new_tokens gets what is left, and the prompts batched with it are not cut to that.
+    g.dec = Decoding(max_new_tokens=512 - long_n + 20, temperature=1.0)
+    replies = g.generate(convs + [[Message("user", "Bye?")]])
+    assert [r.output_tokens for r in replies] == [512 - long_n + 20, 512 - long_n, 512 - long_n + 20]
+    assert replies[0] == g.generate(convs[:1])[0]  # the same answer alone
+    handle.remove()

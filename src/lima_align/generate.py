@@ -71,8 +71,23 @@ class Generator:
                  on_step: Callable[[int], None] | None = None) -> list[Reply]:
         """Answer a batch; each prompt samples from its own seeded stream (see decoding.py), so a
         prompt's answer does not depend on its batch. on_step(finished rows) is called every step."""
-        d = self.dec
         prompts = [self.prompt_ids(m) for m in conversations]
+        room = [self.context - len(p) for p in prompts]
+        if min(room) >= self.dec.max_new_tokens or len(set(room)) == 1:
+            return self._answer(prompts, streamer, on_step)
+        # A batch's answers are capped at the room its longest prompt leaves, which would shorten the
+        # others: prompts with room for max_new_tokens go together, each cramped one alone (an answer
+        # does not depend on its batch, so splitting changes none of them).
+        full = [i for i, r in enumerate(room) if r >= self.dec.max_new_tokens]
+        groups = ([full] if full else []) + [[i] for i, r in enumerate(room) if r < self.dec.max_new_tokens]
+        replies: list[Reply | None] = [None] * len(prompts)
+        for g in groups:
+            for i, r in zip(g, self._answer([prompts[i] for i in g], streamer, on_step)):
+                replies[i] = r
+        return replies  # type: ignore[return-value]
+
+    def _answer(self, prompts: list[list[int]], streamer: Any, on_step: Callable[[int], None] | None) -> list[Reply]:
+        d = self.dec
         width = max(len(p) for p in prompts)
         max_new = max(1, min(d.max_new_tokens, self.context - width))
         pad = self.tok.pad_token_id
@@ -163,9 +178,9 @@ def check_context(lengths: dict[str, int], max_new_tokens: int, context: int, *,
                   added: str = "", fix: str = "shorten or leave out those prompts") -> None:
     """Refuse before generating when a prompt leaves less than max_new_tokens of the model's context.
 
-    The Generator caps a batch's answers at the room its longest prompt leaves, so one such prompt
-    would shorten every answer of its batch (to one token when it fills the context), and answers
-    cut short are judged as a worse model rather than refused. lengths: prompt id -> prompt tokens;
+    Such a prompt's answer would be cut at the room left (one token when the prompt fills the
+    context), and answers cut short are judged as a worse model rather than refused. lengths:
+    prompt id -> prompt tokens;
     added: what the counted tokens include besides the prompt (" with the 3 examples").
     """
     over = {k: n for k, n in lengths.items() if n + max_new_tokens > context}
