@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from .checkpoint import final_checkpoint
 from .cli_options import add_overrides, judge_options, judges_from_args
+from .config import ModelConfig, TurnsConfig, load_recipe
+from .decoding import Decoding
 from .errors import LimaError
 from .jsonl import check_output_folder
 
@@ -37,9 +41,7 @@ def _user(args: argparse.Namespace) -> Any:
     if not args.simulate:
         return None
     if args.user_model:
-        from .config import ModelConfig, TurnsConfig
         from .dialogue import LocalChatClient
-        from .decoding import Decoding
         from .generate import Generator, load_for_generation
 
         if args.user_api_base or args.user_api_model:
@@ -58,9 +60,7 @@ def _user(args: argparse.Namespace) -> Any:
 def converse_local(model: str, recipe: Any, plans: list[Any], output: Path, label: str | None,
                    user: Any = None, batch_size: int | None = None) -> dict[str, int]:
     """Hold the planned conversations with a local model (a folder, a run checkpoint, or 'embedded')."""
-    from .config import ModelConfig
     from .dialogue import LocalAssistant, converse
-    from .decoding import Decoding
     from .generate import Generator, load_for_generation
 
     lm, fmt = load_for_generation(ModelConfig(name=model, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir,
@@ -71,15 +71,12 @@ def converse_local(model: str, recipe: Any, plans: list[Any], output: Path, labe
 
 
 def cmd_converse(args: argparse.Namespace) -> int:
-    from .config import load_recipe
-
     plans, user = _plans(args), _user(args)
     extra = [f"model.name={args.model}"] if args.model else []
     recipe = load_recipe(args.recipe, extra + list(args.overrides or []))
     if args.api_base or args.api_model:
         from .api import ChatClient
         from .dialogue import ApiAssistant, converse
-        from .decoding import Decoding
 
         if not (args.api_base and args.api_model) or args.model:
             raise LimaError("a model is either local (--model) or behind an API (--api-base with --api-model)",
@@ -149,17 +146,12 @@ def add_judge_commands(jd: Any) -> None:
 
 def planned_steps(recipe: Any) -> int:
     """Optimizer steps a recipe will take: epochs x batches of its training set (before length filters)."""
-    import math
-
-    from .train import load_training_conversations
+    from .train import load_training_conversations  # torch: loaded only when a dialogue run is planned
 
     return recipe.train.epochs * math.ceil(len(load_training_conversations(recipe)) / recipe.train.batch_size)
 
 
 def cmd_dialogue_train(args: argparse.Namespace) -> int:
-    import sys
-
-    from .config import load_recipe
     from .train import train
 
     if any(o.split("=", 1)[0].strip() == "train.output_dir" for o in args.overrides or []):
@@ -181,15 +173,12 @@ def cmd_dialogue_train(args: argparse.Namespace) -> int:
 
 
 def _final_checkpoint(variant: str, runs: str | None) -> str:
-    from .config import load_recipe
-
     run = Path(runs) / variant if runs else Path(load_recipe(variant).train.output_dir)
     return final_checkpoint(run, what=variant,
                             fix="train both first: `lima-align dialogue train`, or pass --models A B")
 
 
 def cmd_dialogue_eval(args: argparse.Namespace) -> int:
-    from .config import load_recipe
     from .dialogue import load_scripts, read_conversations_file
     from .dialogue_judge import judge_conversations, judge_turns
     from .dialogue_report import build
@@ -245,7 +234,6 @@ def cmd_dialogue_report(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-
     c = sub.add_parser("converse", help="hold scripted or simulated multi-turn conversations with a model",
                        description="Hold whole conversations: scripted (user turns fixed: a JSONL file, "
                        "mt_bench:PATH, or dialogue_eval) or simulated (a user model plays a scenario). "
