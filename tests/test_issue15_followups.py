@@ -74,3 +74,15 @@ def test_a_rich_table_into_a_closed_pipe_ends_quietly_with_141(tmp_path, command
     err = p.stderr.read()
     assert p.wait(timeout=60) == 141 and err == ""
     assert not (tmp_path / "cache" / "logs").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--temperature", "nan"), ("--temperature", "2.5"), ("--max-tokens", "0")])
+def test_annotate_dialogue_decoding_flags_take_the_recipes_ranges(tmp_path, capsys, flag, value):
+    from lima_align.cli import main
+
+    db = tmp_path / "a.sqlite"
+    assert main(["annotate", "create-study", "--db", f"sqlite:///{db}", "--kind", "dialogue", "--name", "d",
+                 "--chat-url", "http://127.0.0.1:9/v1", "--chat-model", "m", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag}: must be a number" in err and "generate." in err
+    assert not db.exists()  # refused before the database was opened

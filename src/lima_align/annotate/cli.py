@@ -98,8 +98,13 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_create_study(args: argparse.Namespace) -> int:
+    from ..cli_options import in_recipe_range
+    from ..config import GenerateConfig
     from . import db, studies
 
+    # the dialogue study's decoding flags take what the recipe's generate.* settings take (NaN passed argparse)
+    in_recipe_range("generate", GenerateConfig, {"--temperature": ("temperature", args.temperature),
+                                                 "--max-tokens": ("max_new_tokens", args.max_tokens)})
     guidelines = read_text(args.guidelines) if args.guidelines else None
     engine = db.connect(args.db)
     sid = studies.create_study(engine, args.name, args.kind, overlap=args.overlap,
