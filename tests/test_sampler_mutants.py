@@ -60,3 +60,38 @@ def test_finished_rows_counts_answers_not_stop_tokens():
     assert sampler.finished_rows(torch.tensor([[1, 9, 5, 0], [1, 4, 9, 0]])) == 2
     assert sampler.finished_rows(torch.tensor([[1, 9], [1, 5]])) == 1  # the first generated token counts
     assert sampler.finished_rows(torch.tensor([[1], [1]])) == 0  # nothing generated yet
+
+
+def test_every_token_of_a_full_nucleus_can_be_drawn():
+    # top_p 1: the nucleus is the whole vocabulary, its last token included
+    scores = torch.log(torch.tensor([[0.5, 0.5]]))
+    drawn = set()
+    for seed in range(40):
+        sampler = LimaSampler(Decoding(temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=seed), [[1]], 1, [])
+        drawn.add(int(sampler(torch.tensor([[1]]), scores.clone())[0].argmax()))
+    assert drawn == {0, 1}
+
+
+def test_the_models_own_repetition_penalty_never_reaches_the_sampler(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from lima_align.sampler import generation_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    favourite = 100  # made the most likely token at every step, so greedy repeats it
+    hook = model.lm_head.register_forward_hook(
+        lambda m, i, out: out + 8.0 * (torch.arange(out.shape[-1]) == favourite).float())
+    prompt = torch.tensor([[2, 50, 60]])
+
+    def greedy():
+        s = LimaSampler(Decoding(temperature=0.0, repetition_penalty=1.0), [prompt[0].tolist()], 3, [])
+        return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, pad_token_id=0,
+                              **generation_kwargs(s))[0, 3:].tolist()
+
+    try:
+        assert greedy() == [favourite] * 6
+        # a checkpoint's generation_config may carry settings of its own; the sampler alone decides
+        model.generation_config.update(repetition_penalty=50.0, do_sample=True, top_k=2, top_p=0.5, temperature=3.0)
+        assert greedy() == [favourite] * 6
+    finally:
+        hook.remove()
