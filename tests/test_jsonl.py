@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lima_align.errors import LimaError
-from lima_align.jsonl import JsonlAppender, read_jsonl, repair_tail, write_jsonl_atomic, write_text_atomic
+from lima_align.jsonl import JsonlAppender, done_keys, read_jsonl, repair_tail, write_jsonl_atomic, write_text_atomic
 
 
 def line(obj: dict) -> bytes:
@@ -225,3 +225,24 @@ def test_outputs_that_cannot_be_written_are_user_errors_and_leave_nothing(tmp_pa
     with pytest.raises(LimaError, match="record 2"):
         write_jsonl_atomic(tmp_path / "out.jsonl", failing())
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a-file", "pipe"]
+
+
+def test_done_keys_are_what_was_written_with_the_half_written_tail_cut(tmp_path):
+    out = tmp_path / "gens.jsonl"
+    assert done_keys(out, lambda r: r.get("prompt_id")) == set()  # no file yet: nothing done, nothing made
+    assert not out.exists()
+    recs = [{"prompt_id": "a", "model": "m"}, {"prompt_id": 7, "model": "m"}, {"model": "m"}]
+    out.write_bytes(b"".join(line(r) for r in recs) + b'{"prompt_id": "c", "mod')
+    assert done_keys(out, lambda r: r.get("prompt_id"), model="m") == {"a", "7"}  # a None key is not counted
+    assert out.read_bytes() == b"".join(line(r) for r in recs)  # the partial line is gone, whole ones kept
+
+
+def test_done_keys_refuse_a_file_of_another_model(tmp_path):
+    out = tmp_path / "gens.jsonl"
+    out.write_bytes(line({"prompt_id": "a", "model": "m"}) + line({"prompt_id": "b", "model": "other"}))
+    with pytest.raises(LimaError) as e:
+        done_keys(out, lambda r: r.get("prompt_id"), model="m")
+    p = e.value.problems[0]
+    assert p.where == f"{out}:2" and "'other'" in p.what and "'m'" in p.what
+    assert "--output" in p.fix and "delete" in p.fix
+    assert done_keys(out, lambda r: r.get("prompt_id")) == {"a", "b"}  # no model given: no check

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,30 @@ def read_jsonl(path: str | Path, *, allow_partial_tail: bool = False) -> Iterato
     if problems:
         raise LimaError(_listed(path, problems, n_lines=sum(1 for x in lines if x.strip()), n_good=len(records)))
     yield from records
+
+
+def done_keys(path: str | Path, key: Callable[[dict[str, Any]], Any], *, model: str | None = None,
+              what: str = "answers") -> set[str]:
+    """What a resumable job already appended to `path`: str(key(record)) of every record (a None key is not
+    counted), so a rerun skips those items. No file yet: nothing done. A half-written last line is cut off
+    (read_jsonl's allow_partial_tail), so the job appends cleanly after the last complete record.
+
+    model: the label the job writes its records under. A record of another model is refused: appending
+    would put two models' `what` in one file, and every item the other model did would be skipped as done.
+    """
+    path = Path(path)
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    for n, r in read_jsonl(path, allow_partial_tail=True):
+        if model is not None and r.get("model") != model:
+            raise LimaError(Problem(f"{path}:{n}", f"already holds {what} of model {r.get('model')!r}, not {model!r}",
+                                    f"write each model's {what} to its own --output file, or delete {path} to "
+                                    "start it over"))
+        k = key(r)
+        if k is not None:
+            done.add(str(k))
+    return done
 
 
 def _line_problem(path: Path, i: int, raw: bytes, e: ValueError, is_tail: bool) -> Problem:
