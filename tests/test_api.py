@@ -258,3 +258,15 @@ def test_output_of_another_model_is_refused(fake_openai, tmp_path):
     generate_from_api(client_for(fake_openai), prompts(1), out, decoding(), "model-a", log=lambda s: None)
     with pytest.raises(LimaError, match="model-a"):
         generate_from_api(client_for(fake_openai), prompts(1), out, decoding(), "model-b", log=lambda s: None)
+
+
+def test_another_models_file_is_refused_before_any_request(fake_openai, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    generate_from_api(client_for(fake_openai), prompts(2), out, decoding(), "model-a", log=lambda s: None)
+    before = out.read_bytes()
+    fake_openai.reset()
+    with pytest.raises(LimaError) as e:  # even with a prompt model-a never answered
+        generate_from_api(client_for(fake_openai), prompts(3), out, decoding(), "model-b", log=lambda s: None)
+    p = e.value.problems[0]
+    assert p.where == f"{out}:1" and "'model-a'" in p.what and "--output" in p.fix
+    assert fake_openai.requests == 0 and out.read_bytes() == before

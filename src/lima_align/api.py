@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from .errors import LimaError, Problem
-from .jsonl import JsonlAppender, read_jsonl
+from .jsonl import JsonlAppender, done_keys
 
 if TYPE_CHECKING:  # generate.py imports torch; the judge uses this module without it
     from .decoding import Decoding
@@ -330,14 +330,7 @@ def generate_from_api(client: ChatClient, prompts: list[Conversation], output: P
     tries it again); when any failed, LimaError is raised at the end with the count and first error.
     """
     output = Path(output)
-    done: set[str] = set()
-    if output.exists():
-        for n, r in read_jsonl(output, allow_partial_tail=True):
-            if r.get("model") != model_label:
-                raise LimaError(
-                    f"already holds answers from model {r.get('model')!r}, not {model_label!r}",
-                    where=f"{output}:{n}", fix="write each model's answers to its own --output file")
-            done.add(str(r.get("prompt_id")))
+    done = done_keys(output, lambda r: r.get("prompt_id"), model=model_label)
     todo, seen = [], set(done)
     for c in prompts:
         if c.id not in seen:  # a duplicate id would be answered twice; the first one stands

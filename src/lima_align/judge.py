@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import LimaError, Problem, ProblemList
-from .jsonl import JsonlAppender, read_jsonl
+from .jsonl import JsonlAppender, done_keys
 from .judge_cache import JudgeCache, default_cache_path, digest
 from .judge_text import (REMINDERS, RETRY_MARK, Instructions, combine, load_instructions, parse_score, parse_verdict,
                          render_conversation, show, unswap)
@@ -247,12 +247,6 @@ def _usage(judge: Judge, p: int, c: int) -> dict[str, Any]:
     return {"prompt_tokens": p, "completion_tokens": c, "cost_usd": None if cost is None else round(cost, 6)}
 
 
-def _done_ids(output: Path) -> set[str]:
-    if not output.exists():
-        return set()
-    return {str(r["id"]) for _, r in read_jsonl(output, allow_partial_tail=True) if "id" in r}
-
-
 def _check_judges(judges: list[Judge]) -> None:
     if not judges:
         raise LimaError("no judge given", fix="name at least one judge (an API judge or 'longest')")
@@ -365,7 +359,7 @@ async def _judge_pairwise(gens_a: list[dict[str, Any]], gens_b: list[dict[str, A
     pairs, skipped = match_pairs(gens_a, gens_b, allow_partial=allow_partial, sources=sources)
     if skipped:
         log(f"judging the {len(pairs)} prompt ids both sides answer; {skipped} prompt id(s) on one side only skipped")
-    done = _done_ids(output)
+    done = done_keys(output, lambda r: r.get("id"))
     units = []
     for ga, gb in pairs:
         for j in judges:
@@ -447,7 +441,7 @@ async def _judge_absolute(gens: list[dict[str, Any]], judges: list[Judge], outpu
                                 "keep one answer per model and prompt id"))
     if not gens:
         raise LimaError("nothing to rate: no generations", fix="check the input file")
-    done = _done_ids(output)
+    done = done_keys(output, lambda r: r.get("id"))
     units = []
     for g in gens:
         for j in judges:
