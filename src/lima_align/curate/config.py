@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config import setting as _f  # the short name recipe fields are written with
+from ..config import setting
 from ..errors import ProblemList
 from ..recipe_loading import range_of
 from .dedup import DedupConfig
@@ -43,87 +43,88 @@ DEFAULT_WIKIHOW_BOILERPLATE = ["Tips", "Warnings", "Things You'll Need", "Refere
 
 @dataclass
 class TitleRules:
-    require_question_mark: bool = _f(True, "the title must end with '?'")
-    min_chars: int = _f(15, "shortest accepted title", at_least=0)
-    max_chars: int = _f(150, "longest accepted title", at_least=0)
-    references: list[str] = _f(DEFAULT_TITLE_REFERENCES, "words (matched as whole words, any case) that make a "
-                               "title point outside itself, so it is not self-contained")
+    require_question_mark: bool = setting(True, "the title must end with '?'")
+    min_chars: int = setting(15, "shortest accepted title", at_least=0)
+    max_chars: int = setting(150, "longest accepted title", at_least=0)
+    references: list[str] = setting(DEFAULT_TITLE_REFERENCES, "words (matched as whole words, any case) that make a "
+                                    "title point outside itself, so it is not self-contained")
 
 
 @dataclass
 class StackExchangeConfig:
-    paths: list[str] = _f([], "Posts.xml files, site .7z archives, or folders of them (one site per archive "
-                          "or subfolder, e.g. cooking.stackexchange.com.7z)")
-    stem_sites: list[str] = _f(DEFAULT_STEM_SITES, "sites tagged domain 'stem'; every other site is 'other'")
-    top_questions_per_site: int = _f(1000, "keep the N highest-scoring self-contained questions of each site "
-                                     "(bounds memory too)", above=0)
+    paths: list[str] = setting([], "Posts.xml files, site .7z archives, or folders of them (one site per archive "
+                               "or subfolder, e.g. cooking.stackexchange.com.7z)")
+    stem_sites: list[str] = setting(DEFAULT_STEM_SITES, "sites tagged domain 'stem'; every other site is 'other'")
+    top_questions_per_site: int = setting(1000, "keep the N highest-scoring self-contained questions of each site "
+                                          "(bounds memory too)", above=0)
     title: TitleRules = field(default_factory=TitleRules, metadata={"help": "rule se_title_not_self_contained"})
-    min_answer_score: int = _f(10, "the top answer must score at least this (LIMA: 10)")
-    min_answer_chars: int = _f(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)", at_least=0)
-    max_answer_chars: int = _f(4096, "longest answer (LIMA: 4,096)", at_least=0)
-    first_person_words: list[str] = _f(DEFAULT_FIRST_PERSON, "answers using any of these words are dropped "
-                                       "(outside code); [] disables the rule")
-    refers_to_others: list[str] = _f(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
-                                     "(as whole words, any case, outside code) are dropped; [] disables the rule")
-    edit_notes: bool = _f(True, "rule se_refers_to_other_answers also drops edit and update notes written bold "
-                          "or as headings ('**Edit**:', '**EDIT**', '## Update')")
-    removed_image_rule: bool = _f(True, "rule se_refers_to_removed_image: drop records whose prompt or answer "
-                                  "points at an image that was removed ('like this:', 'see the screenshot')")
-    strikethrough: Literal["drop", "mark"] = _f("drop", "struck-out text (<s>, <del>, <strike>): dropped with "
-                                                "its text, or kept as ~~text~~")
-    include_meta: bool = _f(False, "mine meta sites too (meta.stackexchange.com, <site>.meta.stackexchange.com); "
-                            "left out by default, they are about the site, not its subject")
-    prompt_from: Literal["random", "title", "body"] = _f(
+    min_answer_score: int = setting(10, "the top answer must score at least this (LIMA: 10)")
+    min_answer_chars: int = setting(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)",
+                                    at_least=0)
+    max_answer_chars: int = setting(4096, "longest answer (LIMA: 4,096)", at_least=0)
+    first_person_words: list[str] = setting(DEFAULT_FIRST_PERSON, "answers using any of these words are dropped "
+                                            "(outside code); [] disables the rule")
+    refers_to_others: list[str] = setting(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
+                                          "(as whole words, any case, outside code) are dropped; [] disables the rule")
+    edit_notes: bool = setting(True, "rule se_refers_to_other_answers also drops edit and update notes written bold "
+                               "or as headings ('**Edit**:', '**EDIT**', '## Update')")
+    removed_image_rule: bool = setting(True, "rule se_refers_to_removed_image: drop records whose prompt or answer "
+                                       "points at an image that was removed ('like this:', 'see the screenshot')")
+    strikethrough: Literal["drop", "mark"] = setting("drop", "struck-out text (<s>, <del>, <strike>): dropped with "
+                                                     "its text, or kept as ~~text~~")
+    include_meta: bool = setting(False, "mine meta sites too (meta.stackexchange.com, <site>.meta.stackexchange.com); "
+                                 "left out by default, they are about the site, not its subject")
+    prompt_from: Literal["random", "title", "body"] = setting(
         "random", "prompt text: the title, the question body, or either at random (LIMA; stable per record)")
-    license: str = _f("auto", "licence in each record: 'auto' = per post, the row's ContentLicense, else from "
-                      "its date (CC BY-SA 2.5 before 2011-04-08, 3.0 before 2018-05-02, then 4.0); any other "
-                      "value is written into every record")
+    license: str = setting("auto", "licence in each record: 'auto' = per post, the row's ContentLicense, else from "
+                           "its date (CC BY-SA 2.5 before 2011-04-08, 3.0 before 2018-05-02, then 4.0); any other "
+                           "value is written into every record")
 
 
 @dataclass
 class WikiHowConfig:
-    paths: list[str] = _f([], "wikiHow dumps: CSV or JSONL with title, headline/summary and text/body "
-                          "(category optional)")
-    min_chars: int = _f(500, "shortest response kept (rule wh_too_short)", at_least=0)
-    max_chars: int = _f(8000, "longest response kept (rule wh_too_long)", at_least=0)
-    boilerplate_sections: list[str] = _f(DEFAULT_WIKIHOW_BOILERPLATE, "section headings pruned with their content")
-    license: str = _f("CC BY-NC-SA 3.0", "licence written into every record")
+    paths: list[str] = setting([], "wikiHow dumps: CSV or JSONL with title, headline/summary and text/body "
+                               "(category optional)")
+    min_chars: int = setting(500, "shortest response kept (rule wh_too_short)", at_least=0)
+    max_chars: int = setting(8000, "longest response kept (rule wh_too_long)", at_least=0)
+    boilerplate_sections: list[str] = setting(DEFAULT_WIKIHOW_BOILERPLATE, "section headings pruned with their content")
+    license: str = setting("CC BY-NC-SA 3.0", "licence written into every record")
 
 
 @dataclass
 class RedditConfig:
-    paths: list[str] = _f([], "Pushshift NDJSON files (.zst too) of submissions, comments, or both")
-    answer_subreddits: list[str] = _f(["WritingPrompts"], "subreddits whose submissions become training pairs "
-                                      "(prompt = title without its [tag], response = top comment)")
-    eval_subreddits: list[str] = _f(["AskReddit"], "subreddits whose self-contained titles become evaluation "
-                                    "prompts (eval_prompts.jsonl)")
-    top_submissions_per_subreddit: int = _f(1000, "keep the N highest-scoring submissions of each subreddit",
-                                            above=0)
-    skip_tags: list[str] = _f(["OT", "MP", "META"], "title tags of off-topic / meta posts (rule rd_meta_post)")
-    min_comment_score: int = _f(10, "the top comment must score at least this")
-    min_chars: int = _f(500, "shortest response kept", at_least=0)
-    max_chars: int = _f(4096, "longest response kept", at_least=0)
+    paths: list[str] = setting([], "Pushshift NDJSON files (.zst too) of submissions, comments, or both")
+    answer_subreddits: list[str] = setting(["WritingPrompts"], "subreddits whose submissions become training pairs "
+                                           "(prompt = title without its [tag], response = top comment)")
+    eval_subreddits: list[str] = setting(["AskReddit"], "subreddits whose self-contained titles become evaluation "
+                                         "prompts (eval_prompts.jsonl)")
+    top_submissions_per_subreddit: int = setting(1000, "keep the N highest-scoring submissions of each subreddit",
+                                                 above=0)
+    skip_tags: list[str] = setting(["OT", "MP", "META"], "title tags of off-topic / meta posts (rule rd_meta_post)")
+    min_comment_score: int = setting(10, "the top comment must score at least this")
+    min_chars: int = setting(500, "shortest response kept", at_least=0)
+    max_chars: int = setting(4096, "longest response kept", at_least=0)
     title: TitleRules = field(default_factory=TitleRules, metadata={"help": "self-contained rule for eval prompts"})
-    license: str = _f("Reddit user content (Pushshift dump); check the terms before redistributing",
-                      "licence written into every record")
+    license: str = setting("Reddit user content (Pushshift dump); check the terms before redistributing",
+                           "licence written into every record")
 
 
 @dataclass
 class DatasetsConfig:
-    paths: list[str] = _f([], "datasets in any supported format (ours, LIMA, Alpaca, ShareGPT) or seed splits")
-    hub: list[str] = _f([], "Hugging Face dataset names (needs the hub; rows in a supported format)")
-    hub_split: str = _f("train", "split read from each hub dataset")
-    license: str = _f("as in the source dataset", "licence written into records that carry none")
+    paths: list[str] = setting([], "datasets in any supported format (ours, LIMA, Alpaca, ShareGPT) or seed splits")
+    hub: list[str] = setting([], "Hugging Face dataset names (needs the hub; rows in a supported format)")
+    hub_split: str = setting("train", "split read from each hub dataset")
+    license: str = setting("as in the source dataset", "licence written into records that carry none")
 
 
 @dataclass
 class CurateRecipe:
-    output_dir: str = _f("runs/curate", "folder for candidates.jsonl, selected.jsonl, manifest.json, report.html")
-    seed: int = _f(0, "seed for every random choice (prompt from title or body, selection)", at_least=0)
-    on_error: Literal["skip", "fail"] = _f("skip", "bad rows: skip and record them in the manifest, or stop")
-    max_bad_fraction: float = _f(0.01, "with on_error=skip, stop anyway when more than this share of a file's "
-                                 "rows is bad", at_least=0, at_most=1)
-    max_bad_rows: int = _f(10, "this many bad rows per file are always tolerated (small files)", at_least=0)
+    output_dir: str = setting("runs/curate", "folder for candidates.jsonl, selected.jsonl, manifest.json, report.html")
+    seed: int = setting(0, "seed for every random choice (prompt from title or body, selection)", at_least=0)
+    on_error: Literal["skip", "fail"] = setting("skip", "bad rows: skip and record them in the manifest, or stop")
+    max_bad_fraction: float = setting(0.01, "with on_error=skip, stop anyway when more than this share of a file's "
+                                      "rows is bad", at_least=0, at_most=1)
+    max_bad_rows: int = setting(10, "this many bad rows per file are always tolerated (small files)", at_least=0)
     stackexchange: StackExchangeConfig = field(default_factory=StackExchangeConfig,
                                                metadata={"help": "StackExchange dumps"})
     wikihow: WikiHowConfig = field(default_factory=WikiHowConfig, metadata={"help": "wikiHow dumps"})
@@ -131,7 +132,7 @@ class CurateRecipe:
     datasets: DatasetsConfig = field(default_factory=DatasetsConfig, metadata={"help": "existing datasets"})
     dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "exact and near-duplicate removal"})
     select: SelectConfig = field(default_factory=SelectConfig, metadata={"help": "selection strategy"})
-    report: bool = _f(True, "write report.html and charts")
+    report: bool = setting(True, "write report.html and charts")
 
     def check(self, problems: ProblemList) -> None:
         se, wh, rd = self.stackexchange, self.wikihow, self.reddit

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import setting as _f  # the short name recipe fields are written with
+from ..config import setting
 from ..errors import ProblemList
 
 SHINGLE = 3  # words per shingle: short enough that a few edited words change few shingles
@@ -26,11 +26,11 @@ SHINGLE = 3  # words per shingle: short enough that a few edited words change fe
 
 @dataclass
 class DedupConfig:
-    exact: bool = _f(True, "drop records whose normalised prompt + response equal an earlier record's")
-    near: bool = _f(True, "drop near-duplicates (MinHash + LSH over word 3-shingles)")
-    threshold: float = _f(0.8, "estimated Jaccard similarity of word shingles at or above which a record "
-                          "is a near-duplicate of an earlier one")
-    num_perm: int = _f(128, "MinHash permutations (more: a finer similarity estimate, slower)")
+    exact: bool = setting(True, "drop records whose normalised prompt + response equal an earlier record's")
+    near: bool = setting(True, "drop near-duplicates (MinHash + LSH over word 3-shingles)")
+    threshold: float = setting(0.8, "estimated Jaccard similarity of word shingles at or above which a record "
+                               "is a near-duplicate of an earlier one")
+    num_perm: int = setting(128, "MinHash permutations (more: a finer similarity estimate, slower)")
 
     def check(self, problems: ProblemList, prefix: str = "") -> None:
         if not 0.0 < self.threshold <= 1.0:

