@@ -11,30 +11,14 @@ report.json keeps every row either way, and the page says what it left out.
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from .agreement import WILSON
+from .html_parts import escape, format_pct, html_table
 from .pooled import compact_pairwise
 from .verdicts import short_judge
 
 MAX_PAIR_ROWS = 100
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _pct(x: float | None) -> str:
-    return "&ndash;" if x is None else f"{100 * x:.1f}%"
-
-
-def _table(head: list[str], rows: list[list[Any]], text_cols: int) -> str:
-    def cells(tag: str, values: list[Any]) -> str:
-        return "".join(f"<{tag}{'' if i < text_cols else ' class=n'}>{v}</{tag}>" for i, v in enumerate(values))
-
-    return (f"<div class=scroll><table><tr>{cells('th', head)}</tr>"
-            + "".join(f"<tr>{cells('td', r)}</tr>" for r in rows) + "</table></div>")
 
 
 def compact_view(summary: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -50,19 +34,19 @@ def _cell(s: dict[str, Any]) -> str:
         return "&ndash;"
     lo, hi = s["ci"]
     how = "Wilson" if s["interval"] == WILSON else "bootstrap"
-    return (f"{_pct(s['value'])} <span class=ci>[{_pct(lo)}, {_pct(hi)}] {how}</span>"
+    return (f"{format_pct(s['value'])} <span class=ci>[{format_pct(lo)}, {format_pct(hi)}] {how}</span>"
             f"<br><span class=ci>{s['agreed']} of {s['n']}</span>")
 
 
 def pooled_table(pa: dict[str, Any]) -> str:
     rows = [["&ndash;" if r["turn"] is None else r["turn"],
-             f"{_e(r['group_1'])} ({r['members_1']})",
-             "within" if r["within"] else f"{_e(r['group_2'])} ({r['members_2']})",
+             f"{escape(r['group_1'])} ({r['members_1']})",
+             "within" if r["within"] else f"{escape(r['group_2'])} ({r['members_2']})",
              r["with_ties"]["items"], _cell(r["with_ties"]), _cell(r["without_ties"]),
-             _pct(r["tie_discounted_accuracy"]), "&ndash;" if r["kappa"] is None else f"{r['kappa']:.3f}"]
+             format_pct(r["tie_discounted_accuracy"]), "&ndash;" if r["kappa"] is None else f"{r['kappa']:.3f}"]
             for r in pa["rows"]]
-    return (_table(["turn", "group (members)", "against", "items", "agreement with ties", "without ties",
-                    "tie-discounted accuracy", "Cohen's &kappa;"], rows, 3)
+    return (html_table(["turn", "group (members)", "against", "items", "agreement with ties", "without ties",
+                        "tie-discounted accuracy", "Cohen's &kappa;"], rows, text_cols=3)
             + "<p class=note>Judges pooled into groups (default: all people together, each model judge alone). "
             "Every pair of votes on the same item (prompt, turn, model pair) counts: across two groups every "
             "pair of one vote from each, within a group every pair of votes by two different members. Without "
@@ -71,12 +55,13 @@ def pooled_table(pa: dict[str, Any]) -> str:
 
 
 def _pair_table(agreement: list[dict[str, Any]]) -> str:
-    rows = [[f"{_e(g['model_a'])} vs {_e(g['model_b'])}", _e(short_judge(g["judge_1"])), _e(short_judge(g["judge_2"])),
-             g["n"], _pct(g["tie_discounted_accuracy"]), _pct(g["with_ties"]),
-             f"{_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>",
+    rows = [[f"{escape(g['model_a'])} vs {escape(g['model_b'])}", escape(short_judge(g["judge_1"])),
+             escape(short_judge(g["judge_2"])), g["n"], format_pct(g["tie_discounted_accuracy"]),
+             format_pct(g["with_ties"]),
+             f"{format_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>",
              "&ndash;" if g["kappa"] is None else format(g["kappa"], ".3f"), g["n_null"]] for g in agreement]
-    return (_table(["models", "judge 1", "judge 2", "shared prompts", "tie-discounted accuracy", "agreement w/ ties",
-                    "w/o ties", "Cohen's &kappa;", "unparsed"], rows, 3)
+    return (html_table(["models", "judge 1", "judge 2", "shared prompts", "tie-discounted accuracy",
+                        "agreement w/ ties", "w/o ties", "Cohen's &kappa;", "unparsed"], rows, text_cols=3)
             + "<p class=note>Tie-discounted accuracy (LIMA): 1 for the same verdict, 0.5 when exactly one judge says "
             "tie, 0 for opposite verdicts. Agreement w/o ties counts only prompts where both judges picked a side "
             "(MT-Bench). &kappa; uses the three classes a / tie / b.</p>")
