@@ -57,3 +57,13 @@ def test_decoding_text_when_files_differ_or_say_nothing():
     other = [{**r, "decoding": {**DEC, "temperature": 0.0}} for r in ALIGNED]
     line = lead_line(BASE[:2], other, ("base", "aligned"))
     assert "base: temperature 0.7" in line and "aligned: temperature 0.0" in line
+
+
+def test_every_text_on_the_page_is_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    a = [{**rec(evil, evil, evil, evil, 1, "base")}]
+    b = [{**rec(evil, "q", "fine", "eot", 1, "aligned")}]
+    page = side_by_side_html(a, b, tmp_path / "c.html", title=evil, names=(evil, evil), summary=evil).read_text()
+    assert "<script>" not in page and "fine" in page
+    # title and heading, lead, the two column heads twice, prompt, prompt id, answer and its finish reason
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 11

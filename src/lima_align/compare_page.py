@@ -1,31 +1,15 @@
 """The side-by-side page of two generation files (the quickstart's compare.html): every prompt both files
 answered with the two answers next to each other, under a one-line account of how they were decoded and the
-judge-free figures of each model (answer_checks)."""
+judge-free figures of each model (answer_checks). The page is templates/compare.html."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 from .answer_checks import figures_rows, summarize
+from .html_parts import render_page
 from .jsonl import write_text_atomic
-
-# table-layout:fixed with explicit column widths keeps the two answer columns the same width whatever they
-# hold; pre-wrap keeps the paragraphs and list lines an aligned model writes, and overflow-wrap stops a long
-# URL or a run of repeated characters from widening its column.
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title><style>
-body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.6em;vertical-align:top;text-align:left}}
-th{{background:#f4f4f4}} .lead{{color:#444}}
-table.figs{{margin:1em 0 2em}} table.figs td,table.figs th{{padding:.35em .8em}} table.figs td.n{{white-space:nowrap}}
-table.answers{{width:100%;table-layout:fixed}} col.p{{width:20%}} col.ans{{width:40%}}
-td.p{{background:#fafafa}} .text{{white-space:pre-wrap;overflow-wrap:anywhere;margin:0}}
-.meta{{color:#777;font-size:.85em;margin-top:.5em}}</style></head><body>
-<h1>{title}</h1><p class=lead>{lead}</p>
-<table class=figs><tr><th>judge-free figures (95% interval, k/n)</th><th>{a}</th><th>{b}</th></tr>{figures}</table>
-<table class=answers><colgroup><col class=p><col class=ans><col class=ans></colgroup>
-<tr><th>prompt</th><th>{a}</th><th>{b}</th></tr>{rows}</table></body></html>"""
 
 # what each finish_reason means (README "Generation"), in words for the page
 FINISH_TEXT = {"eot": "ended its turn", "stop": "began the user's next turn", "length": "hit the length cap"}
@@ -65,21 +49,15 @@ def side_by_side_html(a: list[dict[str, Any]], b: list[dict[str, Any]], path: st
     pairs = [(r, by_id[r["prompt_id"]]) for r in a if r["prompt_id"] in by_id]
     shown_a, shown_b = [x for x, _ in pairs], [y for _, y in pairs]
 
-    def cell(r: dict[str, Any]) -> str:
+    def answer(r: dict[str, Any]) -> dict[str, str]:
         tokens = (r.get("tokens") or {}).get("output")
         meta = ", ".join(x for x in (f"{tokens} tokens" if tokens is not None else "",
                                      FINISH_TEXT.get(r.get("finish_reason") or "", r.get("finish_reason") or ""))
                          if x)
-        return f"<td><div class=text>{html.escape(r['output'])}</div><div class=meta>{html.escape(meta)}</div></td>"
+        return {"text": r["output"], "meta": meta}
 
-    rows = []
-    for r, other in pairs:
-        prompt = r["messages"][-1]["content"]
-        rows.append(f"<tr><td class=p><div class=text>{html.escape(prompt)}</div><div class=meta>"
-                    f"{html.escape(r['prompt_id'])}</div></td>{cell(r)}{cell(other)}</tr>")
-    figures = "".join(f"<tr><td>{html.escape(label)}</td>"
-                      + "".join(f"<td class=n>{html.escape(c)}</td>" for c in cells) + "</tr>"
-                      for label, cells in figures_rows([summarize(shown_a), summarize(shown_b)]))
-    page = PAGE.format(title=html.escape(title), lead=html.escape(lead_line(shown_a, shown_b, names, summary)),
-                       a=html.escape(names[0]), b=html.escape(names[1]), figures=figures, rows="\n".join(rows))
+    rows = [{"prompt": r["messages"][-1]["content"], "prompt_id": r["prompt_id"],
+             "answers": [answer(r), answer(other)]} for r, other in pairs]
+    page = render_page("compare.html", title=title, lead=lead_line(shown_a, shown_b, names, summary), names=names,
+                       figures=figures_rows([summarize(shown_a), summarize(shown_b)]), rows=rows)
     return write_text_atomic(path, page)

@@ -1,9 +1,17 @@
-"""HTML pieces shared by every report page: the stylesheet, escaping, percentages and tables."""
+"""HTML pieces shared by every report page: the page templates (templates/, Jinja2 with autoescape), the
+stylesheet, escaping, percentages and tables."""
 
 from __future__ import annotations
 
 import html
 from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+# Every value a template prints is escaped unless it is Markup: a fragment our own code built with escape().
+PAGES = jinja2.Environment(loader=jinja2.PackageLoader("lima_align", "templates"), autoescape=True,
+                           undefined=jinja2.StrictUndefined)
 
 REPORT_CSS = """
 :root{--a:#3b6fb6;--b:#e0823d;--tie:#8a93a0;--ink:#1f2430;--mute:#6b7280;--line:#e4e7ec;--bg:#f6f7f9}
@@ -42,6 +50,16 @@ details{margin-top:6px} summary{cursor:pointer;color:var(--mute);font-size:12px}
 details pre{background:#f6f7f9;padding:6px 8px;border-radius:6px;margin-top:4px}
 .len{color:var(--mute);font-size:11.5px;margin-bottom:4px}
 """
+
+def render_page(name: str, **context: Any) -> str:
+    """templates/NAME rendered with `context`; values are escaped, Markup values are inserted as they are."""
+    return PAGES.get_template(name).render(**context)
+
+
+def trusted(fragment: str) -> Markup:
+    """An HTML fragment built with escape() and our own tags, inserted into a template as it is."""
+    return Markup(fragment)
+
 
 def escape(x: Any) -> str:
     """Any value as HTML text, quotes included (safe inside attributes too)."""
