@@ -13,7 +13,7 @@ from lima_align.annotate import accounts, db, export, studies
 from lima_align.annotate.app import create_app
 from lima_align.annotate.client import Annotator, rate_all
 from lima_align.cli import main
-from lima_align.dialogue_report import build
+from lima_align.dialogue.report import build
 from lima_align.errors import LimaError
 
 MODELS = ("model-ALPHA-secret", "model-BETA-secret")
@@ -168,7 +168,7 @@ def test_admin_creates_a_turns_study_from_the_page(site):
 
 
 def test_the_report_pools_people_and_counts_a_turn_failed_by_majority():
-    from lima_align.dialogue_report import turn_summary
+    from lima_align.dialogue.report import turn_summary
 
     def rec(judge: str, cid: str, turn: int, score: str) -> dict:
         return {"type": "absolute", "scale": "fail_pass_excellent", "model": "m", "judge": judge,
@@ -186,7 +186,7 @@ def test_the_report_pools_people_and_counts_a_turn_failed_by_majority():
 
 
 def test_charts_show_pooled_people_instead_of_each_rater(monkeypatch, tmp_path):
-    from lima_align import dialogue_report
+    from lima_align.dialogue import report as dialogue_report
 
     charted: list[list[str]] = []
     monkeypatch.setattr(dialogue_report, "shares_chart", lambda rows, path: charted.append([r["label"] for r in rows]) or "")

@@ -10,7 +10,7 @@ from fake_openai import FakeOpenAI
 
 from lima_align.api import ChatClient
 from lima_align.config import TurnsConfig
-from lima_align.dialogue import (
+from lima_align.dialogue.conversations import (
     ApiAssistant,
     LocalAssistant,
     Plan,

@@ -133,6 +133,6 @@ def test_the_two_variants_take_about_as_many_optimizer_steps():
         steps[v] = r.train.epochs * math.ceil(n / r.train.batch_size)
         assert r.train.save_to_epoch == r.train.epochs  # the final checkpoint is the last epoch's
     assert steps == {"single-turn": 20, "with-dialogues": 18}
-    from lima_align.dialogue_cli import planned_steps
+    from lima_align.dialogue.cli import planned_steps
 
     assert {v: planned_steps(load_recipe(v)) for v in steps} == steps  # what `dialogue train` checks

@@ -8,9 +8,9 @@ import pytest
 
 from test_dialogue_judge import Assistant, RulesJudge
 
-from lima_align.dialogue import Plan, converse, read_conversations_file
-from lima_align.dialogue_judge import judge_conversations, judge_turns
-from lima_align.dialogue_report import build, conversation_summary, split, turn_summary
+from lima_align.dialogue.conversations import Plan, converse, read_conversations_file
+from lima_align.dialogue.judging import judge_conversations, judge_turns
+from lima_align.dialogue.report import build, conversation_summary, split, turn_summary
 from lima_align.report import build_report
 
 
@@ -40,7 +40,7 @@ def test_turn_summary_shares_by_turn_and_early_failures():
 
 def test_unparsed_ratings_count_as_unknown_never_as_passes(tmp_path):
     """Every rating unparsed: nobody knows whether a conversation failed early, so "0 of 2" would be a claim."""
-    from lima_align.dialogue_report import report_section
+    from lima_align.dialogue.report import report_section
 
     rs = [rating("m", c, t, None, judge="api:j") for c in ("c1", "c2") for t in (1, 2, 3)]
     (s,) = turn_summary(split(rs)[0])
@@ -97,7 +97,7 @@ def test_report_pages_render_with_escaped_conversations(tmp_path):
 
 
 def test_format_summary_counts_endings_and_user_lines_per_turn():
-    from lima_align.dialogue_report import format_summary
+    from lima_align.dialogue.report import format_summary
 
     def conv(model, replies, finishes):
         msgs = []
@@ -115,7 +115,7 @@ def test_format_summary_counts_endings_and_user_lines_per_turn():
 
 
 def test_shares_carry_conversation_bootstrap_intervals_and_paired_differences():
-    from lima_align.dialogue_report import turn_differences
+    from lima_align.dialogue.report import turn_differences
 
     def rec(model: str, cid: str, turn: int, score: str, judge: str = "api:j") -> dict:
         return {"type": "absolute", "scale": "fail_pass_excellent", "model": model, "judge": judge,
@@ -141,7 +141,7 @@ def test_shares_carry_conversation_bootstrap_intervals_and_paired_differences():
 
 
 def test_a_difference_between_two_floors_has_an_honest_interval():
-    from lima_align.dialogue_report import turn_differences
+    from lima_align.dialogue.report import turn_differences
 
     turns = [{"type": "absolute", "scale": "fail_pass_excellent", "model": m, "judge": "human:x",
               "conversation_id": f"c{i}", "turn": t, "score": "fail", "prompt_id": f"c{i}#t{t}"}
@@ -152,7 +152,7 @@ def test_a_difference_between_two_floors_has_an_honest_interval():
 
 
 def test_format_shares_have_intervals_and_paired_differences(tmp_path):
-    from lima_align.dialogue_report import format_differences, format_summary
+    from lima_align.dialogue.report import format_differences, format_summary
 
     def conv(model, cid, finishes):
         msgs = []
@@ -173,7 +173,7 @@ def test_format_shares_have_intervals_and_paired_differences(tmp_path):
 
 
 def test_people_differences_only_between_models_two_people_rated():
-    from lima_align.dialogue_report import turn_differences
+    from lima_align.dialogue.report import turn_differences
 
     def rec(judge: str, model: str, score: str) -> dict:
         return {"type": "absolute", "scale": "fail_pass_excellent", "model": model, "judge": judge,

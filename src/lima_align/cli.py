@@ -323,7 +323,7 @@ def make_parser() -> argparse.ArgumentParser:
     ja.add_argument("--scale", default="fail_pass_excellent", choices=list(SCALES))
     judge_options(ja, compares=False)
     ja.set_defaults(func=cmd_judge_absolute)
-    from .dialogue_cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)
+    from .dialogue.cli import add_judge_commands  # `judge turns`, `judge conversations` (multi-turn dialogue)
     from .judgments_cli import SOURCES, add_import_options, add_summary_options
 
     add_judge_commands(jd)
@@ -414,7 +414,7 @@ def make_parser() -> argparse.ArgumentParser:
     from .answer_checks import add_commands as add_answers  # `answers`: judge-free figures of generations files
 
     add_answers(sub)
-    from .dialogue_cli import add_commands as add_dialogue  # `converse`, `dialogue train|eval|report`
+    from .dialogue.cli import add_commands as add_dialogue  # `converse`, `dialogue train|eval|report`
 
     add_dialogue(sub)
     return p

@@ -1,6 +1,6 @@
 """Command-line pieces several command modules share: recipe overrides, range checks on numeric
 flags (`in_recipe_range` for flags that stand for recipe settings), and the judge flags with the
-judges they build (cli.py's `judge` commands, dialogue_cli.py's `judge turns|conversations` and
+judges they build (cli.py's `judge` commands, dialogue/cli.py's `judge turns|conversations` and
 `dialogue eval`)."""
 
 from __future__ import annotations

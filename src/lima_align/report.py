@@ -348,7 +348,7 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
         for c in comparisons(records):
             seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
         parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
-    from .dialogue_report import report_section  # dialogue: turn ratings and conversation verdicts, if any
+    from .dialogue.report import report_section  # dialogue: turn ratings and conversation verdicts, if any
 
     parts.append(report_section(records, charts_dir))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '

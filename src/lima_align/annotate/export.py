@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from ..dialogue_judge import turn_id
+from ..dialogue.judging import turn_id
 from ..errors import LimaError
 from ..jsonl import write_jsonl_atomic
 from ..stats import FLIP, agreement, cohen_kappa, load_judgments

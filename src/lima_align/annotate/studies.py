@@ -159,8 +159,8 @@ def _turn_items(paths: list[Path], seed: int) -> tuple[list[tuple[str, dict[str,
 
     Keys name the model by its position among the study's models ("m0", "m1", ...), not by name, so a key
     seen in a URL or form gives nothing away; the name travels in the payload, which pages never show."""
-    from ..dialogue import read_conversations_file
-    from ..dialogue_judge import turn_id, turn_items
+    from ..dialogue.conversations import read_conversations_file
+    from ..dialogue.judging import turn_id, turn_items
 
     convs = [c for p in paths for c in read_conversations_file(p)]
     models = sorted({c["model"] for c in convs})

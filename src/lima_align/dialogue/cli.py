@@ -10,18 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import final_checkpoint
-from .cli_options import add_overrides, judge_options, judges_from_args
-from .config import ModelConfig, TurnsConfig, load_recipe
-from .decoding import Decoding
-from .errors import LimaError
-from .jsonl import check_output_folder
+from ..checkpoint import final_checkpoint
+from ..cli_options import add_overrides, judge_options, judges_from_args
+from ..config import ModelConfig, TurnsConfig, load_recipe
+from ..decoding import Decoding
+from ..errors import LimaError
+from ..jsonl import check_output_folder
 
 VARIANTS = ("single-turn", "with-dialogues")  # shipped recipes, trained and compared by `dialogue`
 
 
 def _plans(args: argparse.Namespace) -> list[Any]:
-    from .dialogue import load_scenarios, load_scripts
+    from .conversations import load_scenarios, load_scripts
 
     if args.simulate:
         if not args.scenarios:
@@ -35,14 +35,14 @@ def _plans(args: argparse.Namespace) -> list[Any]:
 
 
 def _user(args: argparse.Namespace) -> Any:
-    from .api import ChatClient
-    from .dialogue import SimulatedUser
+    from ..api import ChatClient
+    from .conversations import SimulatedUser
 
     if not args.simulate:
         return None
     if args.user_model:
-        from .dialogue import LocalChatClient
-        from .generate import Generator, load_for_generation
+        from .conversations import LocalChatClient
+        from ..generate import Generator, load_for_generation
 
         if args.user_api_base or args.user_api_model:
             raise LimaError("the user model is either local (--user-model) or behind an API (--user-api-base)",
@@ -60,8 +60,8 @@ def _user(args: argparse.Namespace) -> Any:
 def converse_local(model: str, recipe: Any, plans: list[Any], output: Path, label: str | None,
                    user: Any = None, batch_size: int | None = None) -> dict[str, int]:
     """Hold the planned conversations with a local model (a folder, a run checkpoint, or 'embedded')."""
-    from .dialogue import LocalAssistant, converse
-    from .generate import Generator, load_for_generation
+    from .conversations import LocalAssistant, converse
+    from ..generate import Generator, load_for_generation
 
     lm, fmt = load_for_generation(ModelConfig(name=model, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir,
                                               revision=recipe.model.revision), recipe.turns)
@@ -75,8 +75,8 @@ def cmd_converse(args: argparse.Namespace) -> int:
     extra = [f"model.name={args.model}"] if args.model else []
     recipe = load_recipe(args.recipe, extra + list(args.overrides or []))
     if args.api_base or args.api_model:
-        from .api import ChatClient
-        from .dialogue import ApiAssistant, converse
+        from ..api import ChatClient
+        from .conversations import ApiAssistant, converse
 
         if not (args.api_base and args.api_model) or args.model:
             raise LimaError("a model is either local (--model) or behind an API (--api-base with --api-model)",
@@ -97,8 +97,8 @@ def cmd_converse(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_turns(args: argparse.Namespace) -> int:
-    from .dialogue import read_conversations_file
-    from .dialogue_judge import judge_turns
+    from .conversations import read_conversations_file
+    from .judging import judge_turns
 
     convs = [c for p in args.conversations for c in read_conversations_file(p)]
     summary = judge_turns(convs, judges_from_args(args), args.output, instructions_path=args.instructions,
@@ -109,8 +109,8 @@ def cmd_judge_turns(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_conversations(args: argparse.Namespace) -> int:
-    from .dialogue import read_conversations_file
-    from .dialogue_judge import judge_conversations
+    from .conversations import read_conversations_file
+    from .judging import judge_conversations
 
     summary = judge_conversations(read_conversations_file(args.a), read_conversations_file(args.b),
                                   judges_from_args(args), args.output, instructions_path=args.instructions,
@@ -146,13 +146,13 @@ def add_judge_commands(jd: Any) -> None:
 
 def planned_steps(recipe: Any) -> int:
     """Optimizer steps a recipe will take: epochs x batches of its training set (before length filters)."""
-    from .train import load_training_conversations  # torch: loaded only when a dialogue run is planned
+    from ..train import load_training_conversations  # torch: loaded only when a dialogue run is planned
 
     return recipe.train.epochs * math.ceil(len(load_training_conversations(recipe)) / recipe.train.batch_size)
 
 
 def cmd_dialogue_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from ..train import train
 
     if any(o.split("=", 1)[0].strip() == "train.output_dir" for o in args.overrides or []):
         raise LimaError("train.output_dir cannot be overridden here: the two variants would share a folder",
@@ -179,9 +179,9 @@ def _final_checkpoint(variant: str, runs: str | None) -> str:
 
 
 def cmd_dialogue_eval(args: argparse.Namespace) -> int:
-    from .dialogue import load_scripts, read_conversations_file
-    from .dialogue_judge import judge_conversations, judge_turns
-    from .dialogue_report import build
+    from .conversations import load_scripts, read_conversations_file
+    from .judging import judge_conversations, judge_turns
+    from .report import build
 
     models = args.models or [_final_checkpoint(v, args.runs) for v in VARIANTS]
     labels = args.labels or (list(VARIANTS) if not args.models else [Path(m).name for m in models])
@@ -222,7 +222,7 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_dialogue_report(args: argparse.Namespace) -> int:
-    from .dialogue_report import build
+    from .report import build
 
     if not args.files and not args.conversations:
         raise LimaError("nothing to report", fix="pass judgment files (`judge turns` / `judge conversations` / "

@@ -1,4 +1,4 @@
-"""Intervals for shares of turns in a dialogue evaluation (dialogue_report's tables and charts).
+"""Intervals for shares of turns in a dialogue evaluation (the dialogue report's tables and charts).
 
 Counts come as a (conversations, k + 1) array: k counted outcomes, then the number of turns counted, per
 conversation. The turns of one conversation are not independent (a model that lost the thread fails the
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .intervals import nan_ratio, newcombe, percentile_ci, resample_idx, wilson
+from ..intervals import nan_ratio, newcombe, percentile_ci, resample_idx, wilson
 
 N_BOOT, CONFIDENCE = 2000, 0.95
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
-from .dialogue_intervals import paired_differences, share_cis
-from .dialogue_judge import turn_of
-from .html_parts import REPORT_CSS, html_table
-from .jsonl import write_text_atomic
-from .verdicts import FPE
+from ..charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
+from .intervals import paired_differences, share_cis
+from .judging import turn_of
+from ..html_parts import REPORT_CSS, html_table
+from ..jsonl import write_text_atomic
+from ..verdicts import FPE
 
 LEVELS = FPE  # turns are rated Fail / Pass / Excellent
 PALETTE = ("#3b6fb6", "#e0823d", "#3c9d74", "#8e5ea2", "#d1495b", "#6b7280")
@@ -440,8 +440,8 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
 def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list[Path] = (),
           title: str = "lima-align dialogue evaluation") -> Path:
     """Write out_dir/dialogue.html (self-contained), dialogue.json and charts/; returns the page's path."""
-    from .dialogue import read_conversations_file
-    from .stats import load_judgments
+    from .conversations import read_conversations_file
+    from ..stats import load_judgments
 
     records = load_judgments(judgment_paths)
     convs = [c for p in conversation_paths for c in read_conversations_file(p)]
@@ -449,7 +449,7 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     numbers = summarize(records, convs)
     section = report_section(records, out_dir / "charts", convs, numbers)
     if not section:
-        from .errors import LimaError
+        from ..errors import LimaError
 
         raise LimaError("no dialogue judgments or conversations in these files", fix="pass the output of "
                         "`lima-align judge turns` or `judge conversations`, and/or --conversations files")

@@ -22,10 +22,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import LimaError, ProblemList
-from .jsonl import read_jsonl, write_jsonl_atomic
-from .judge import judge_absolute, judge_pairwise
-from .judge_text import INSTRUCTIONS_DIR, render_conversation
+from ..errors import LimaError, ProblemList
+from ..jsonl import read_jsonl, write_jsonl_atomic
+from ..judge import judge_absolute, judge_pairwise
+from ..judge_text import INSTRUCTIONS_DIR, render_conversation
 
 TURN_INSTRUCTIONS = INSTRUCTIONS_DIR / "turn.md"
 CONVERSATION_INSTRUCTIONS = INSTRUCTIONS_DIR / "conversation.md"

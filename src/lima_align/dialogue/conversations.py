@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LimaError, Problem, ProblemList
-from .jsonl import JsonlAppender, read_jsonl
-from .records import Message
+from ..errors import LimaError, Problem, ProblemList
+from ..jsonl import JsonlAppender, read_jsonl
+from ..records import Message
 
-DIALOGUE_EVAL_DIR = Path(__file__).parent / "data" / "dialogue_eval"
+DIALOGUE_EVAL_DIR = Path(__file__).parents[1] / "data" / "dialogue_eval"
 MT_BENCH = "mt_bench:"
 DIALOGUE_EVAL = "dialogue_eval"
 
@@ -174,7 +174,7 @@ class LocalAssistant:
         self.decoding = asdict(gen.dec)
 
     async def reply_many(self, histories: list[list[Message]], seed_key: str) -> list[Turn | Exception]:
-        from .generate import trim_history
+        from ..generate import trim_history
 
         reserve = min(self.gen.dec.max_new_tokens, self.gen.context // 4)
         kept, dropped = [], []
@@ -194,7 +194,7 @@ class ApiAssistant:
         self.decoding = {**asdict(decoding), "repetition_penalty": None}  # not part of the OpenAI API
 
     async def reply_many(self, histories: list[list[Message]], seed_key: str) -> list[Turn | Exception]:
-        from .api import FINISH
+        from ..api import FINISH
 
         async def one(h: list[Message]) -> Turn:
             r = await self.client.chat([m.to_dict() for m in h], max_tokens=self.dec.max_new_tokens,
@@ -235,8 +235,8 @@ class LocalChatClient:
 
     async def chat(self, messages: list[dict], *, max_tokens: int, temperature: float, top_p: float = 1.0,
                    seed: int | None = None) -> Any:
-        from .api import ChatResult
-        from .generate import trim_history
+        from ..api import ChatResult
+        from ..generate import trim_history
 
         history = [Message(m["role"], m["content"]) for m in messages]
         history, _ = trim_history(self.gen, history, reserve=min(max_tokens, self.gen.context // 4))
@@ -264,7 +264,7 @@ async def _hold_batch(plans: list[Plan], assistant: Any, user: SimulatedUser | N
                       log: Any, on_turns: Any = None) -> list[dict[str, Any] | Exception]:
     """Hold a batch of conversations in lockstep, turn by turn; a failed one is returned as its error.
     on_turns(n): called after each turn with the number of conversations the assistant was asked to answer."""
-    from .api import ApiError
+    from ..api import ApiError
 
     msgs = [[Message("system", p.system)] if p.system else [] for p in plans]
     finishes: list[list[str]] = [[] for _ in plans]
