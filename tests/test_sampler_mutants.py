@@ -95,3 +95,11 @@ def test_the_models_own_repetition_penalty_never_reaches_the_sampler(tiny_llama)
         assert greedy() == [favourite] * 6
     finally:
         hook.remove()
+
+
+def test_any_penalty_other_than_one_is_applied():
+    # 2.0 as well as LIMA's 1.2: a generated token's positive logit is halved, a negative one doubled
+    sampler = LimaSampler(Decoding(repetition_penalty=2.0), [[1]], 1, [])
+    scores = torch.tensor([[0.0, 3.0, -1.0, 2.0]])
+    out = sampler.adjust(torch.tensor([[1, 1, 2]]), scores)
+    assert out.tolist() == [[0.0, 1.5, -2.0, 2.0]]
