@@ -34,6 +34,7 @@ from .dropout import ResidualDropout
 from .errors import LimaError
 from .jsonl import JsonlAppender, check_output_folder, read_jsonl, write_jsonl_atomic, write_text_atomic
 from .heap import release_freed_memory, trim_heap
+from .hf_folder import save_checkpoint_files
 from .loss import TrainedPositionLoss, output_layer  # noqa: F401  (output_layer: test_train reads it here)
 from .models import bf16_is_fast, load_model
 from .neftune import add_neftune
@@ -212,7 +213,7 @@ def save_checkpoint(acc: Any, wrapped: nn.Module, fmt: TurnFormat, recipe: Recip
     if tmp.exists():
         shutil.rmtree(tmp)
     lm.save_pretrained(tmp, state_dict=state)
-    fmt.tok.save_pretrained(tmp)
+    save_checkpoint_files(tmp, fmt, recipe, base_path, lm)  # tokenizer + chat template, generation config, card
     eot = fmt.tok.convert_ids_to_tokens(fmt.eot_id)
     write_meta(tmp, CheckpointMeta(
         TurnsConfig(format=fmt.kind, eot=eot, system=fmt.system), base_model=base_path, method=recipe.train.method,
