@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .dialogue import report as dialogue_report
+from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
 from .html_parts import REPORT_CSS, escape, format_pct, html_table
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
+from .report_parts import ReportInputs, Section
 from .stats import comparisons, is_consistent, load_judgments, short_judge, summarize
+from .training_report import split_run_folders, training_sections
 
 # ----------------------------------------------------------------- evaluation report
 
@@ -294,66 +298,100 @@ def _items_section(records: list[dict[str, Any]], index: int) -> str:
             "judge's verdict changed when the answers were shown in the other order.</p></section>")
 
 
-def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: Path, *, title: str) -> Path:
-    """Write report.json, charts/*.png and report.html for a stats.summarize() result and its records."""
-    out_dir = Path(out_dir)
-    full, (summary, left_out) = summary, compact_view(summary)  # report.json gets full, the page the compact view
-    charts_dir = out_dir / "charts"
-    images: dict[str, str] = {}
-    if summary["pairwise"]:
-        images["win_rates"] = win_rate_chart(summary["pairwise"], charts_dir / "win_rates.png")
-    if any(a["scale"] == "fail_pass_excellent" for a in summary["absolute"]):
-        images["ratings"] = rating_chart(summary["absolute"], charts_dir / "ratings.png")
-    if any(a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None for a in summary["absolute"]):
-        images["mean_scores"] = mean_score_chart(summary["absolute"], charts_dir / "mean_scores.png")
-    charts = {name: f"charts/{name}.png" for name in images}
+def _img(data: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{data}" class=chart alt="{escape(alt)}">'
 
+
+def preference_sections(inputs: ReportInputs) -> Section | None:
+    """The headline cards, LIMA Figure 1's win / tie / loss bars and the win-rate table."""
+    pw = inputs.shown["pairwise"]
+    if not pw:
+        return None
+    chart = win_rate_chart(pw, inputs.charts_dir / "win_rates.png")
+    boot = pw[0]["bootstrap"]
+    return Section(
+        _cards(pw)
+        + f"<section><h2>Pairwise preference</h2>{_img(chart, 'win / tie / loss shares')}"
+        "<p class=note>Shares of parsed verdicts; unparsed judge outputs are counted beside each bar and "
+        "in the tables, never dropped.</p></section>"
+        f"<section><h2>Win rates, confidence intervals and significance</h2>{_summary_table(pw)}"
+        "<p class=note>95% percentile bootstrap intervals resampling prompts "
+        f"({boot['n_boot']} replicates, "
+        f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
+        "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
+        f"</p>{inputs.left_out}</section>", charts=("win_rates",))
+
+
+def pooled_sections(inputs: ReportInputs) -> Section | None:
+    return Section(_pooled_section(inputs.shown["pooled"])) if inputs.shown.get("pooled") else None
+
+
+def rating_sections(inputs: ReportInputs) -> Section | None:
+    """LIMA Figure 3's Fail / Pass / Excellent bars, the mean 1-6 scores and the ratings table."""
+    ab = inputs.shown["absolute"]
+    if not ab:
+        return None
+    imgs, charts = "", []
+    if any(a["scale"] == "fail_pass_excellent" for a in ab):
+        imgs += _img(rating_chart(ab, inputs.charts_dir / "ratings.png"), "fail / pass / excellent shares")
+        charts.append("ratings")
+    if any(a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None for a in ab):
+        imgs += _img(mean_score_chart(ab, inputs.charts_dir / "mean_scores.png"), "mean helpfulness scores")
+        charts.append("mean_scores")
+    return Section(f"<section><h2>Absolute ratings</h2>{imgs}{_ratings_table(ab)}</section>", charts=tuple(charts))
+
+
+def judge_sections(inputs: ReportInputs) -> Section | None:
+    """Judge agreement, position and length bias, statistical power, and every prompt with its verdicts."""
+    pw = inputs.shown["pairwise"]
+    if not pw:
+        return None
+    parts = [agreement_section(inputs.summary),
+             f"<section><h2>Position consistency and length bias</h2>{_bias_table(pw)}</section>",
+             f"<section><h2>Statistical power</h2>{_power_sentence(pw)}{_power_block(pw)}</section>"]
+    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in comparisons(inputs.records):
+        seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
+    parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
+    return Section("".join(parts))
+
+
+def dialogue_sections(inputs: ReportInputs) -> Section | None:
+    """Turn ratings and conversation verdicts (dialogue_report), when the records hold any."""
+    return Section(dialogue_report.report_section(inputs.records, inputs.charts_dir))
+
+
+# The report's sections in page order: each reads the inputs and gives its HTML, numbers and charts.
+SECTIONS: tuple[Callable[[ReportInputs], Section | None], ...] = (
+    preference_sections, pooled_sections, rating_sections, judge_sections, dialogue_sections,
+    training_sections, analysis_sections)
+
+
+def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: Path, *, title: str,
+                  runs: Sequence[Path] = (), analyses: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write report.json, charts/*.png and report.html for a stats.summarize() result and its records (and
+    any training run folders and analysis summaries), every section of SECTIONS in turn."""
+    out_dir = Path(out_dir)
+    shown, left_out = compact_view(summary)  # report.json gets the full summary, the page the compact view
+    inputs = ReportInputs(records=records, summary=summary, shown=shown, left_out=left_out,
+                          charts_dir=out_dir / "charts", runs=list(runs), analyses=list(analyses))
+    sections = [s for s in (fn(inputs) for fn in SECTIONS) if s is not None]
     created = time.strftime("%Y-%m-%d %H:%M:%S")
-    report = {"title": title, "created": created, **full, "charts": charts}
+    report = {"title": title, "created": created, **summary,
+              "charts": {name: f"charts/{name}.png" for s in sections for name in s.charts}}
+    for s in sections:
+        report.update(s.data)
     # indented while it is small enough to read; beyond that compact (json's fast encoder, half the size)
-    indent = 2 if len(full["pairwise"]) <= COLLAPSE_OVER else None
+    indent = 2 if len(summary["pairwise"]) <= COLLAPSE_OVER else None
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=indent, ensure_ascii=False, allow_nan=False))
 
-    def img(name: str, alt: str) -> str:
-        if name not in images:
-            return ""
-        return f'<img src="data:image/png;base64,{images[name]}" class=chart alt="{escape(alt)}">'
-
-    pw, ab = summary["pairwise"], summary["absolute"]
     files = ", ".join(escape(Path(f).name) for f in summary.get("files", []))
-    boot = pw[0]["bootstrap"] if pw else {"n_boot": "&ndash;", "seed": "&ndash;"}
-    parts = [f"<header><h1>{escape(title)}</h1><div class=sub>{summary['n_records']} judgment records"
-             + (f" from {files}" if files else "") + f" &middot; generated {created}</div></header>"]
-    if pw:
-        parts.append(_cards(pw))
-        parts.append(f"<section><h2>Pairwise preference</h2>{img('win_rates', 'win / tie / loss shares')}"
-                     "<p class=note>Shares of parsed verdicts; unparsed judge outputs are counted beside each bar and "
-                     "in the tables, never dropped.</p></section>")
-        parts.append(f"<section><h2>Win rates, confidence intervals and significance</h2>{_summary_table(pw)}"
-                     "<p class=note>95% percentile bootstrap intervals resampling prompts "
-                     f"({boot['n_boot']} replicates, "
-                     f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
-                     "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
-                     f"</p>{left_out}</section>")
-    if summary.get("pooled"):
-        parts.append(_pooled_section(summary["pooled"]))
-    if ab:
-        parts.append(f"<section><h2>Absolute ratings</h2>{img('ratings', 'fail / pass / excellent shares')}"
-                     f"{img('mean_scores', 'mean helpfulness scores')}{_ratings_table(ab)}</section>")
-    if pw:
-        parts.append(agreement_section(full))
-        parts.append(f"<section><h2>Position consistency and length bias</h2>{_bias_table(pw)}</section>")
-        parts.append(f"<section><h2>Statistical power</h2>{_power_sentence(pw)}{_power_block(pw)}</section>")
-        seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for c in comparisons(records):
-            seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
-        parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
-    from .dialogue.report import report_section  # dialogue: turn ratings and conversation verdicts, if any
-
-    parts.append(report_section(records, charts_dir))
+    header = (f"<header><h1>{escape(title)}</h1><div class=sub>{summary['n_records']} judgment records"
+              + (f" from {files}" if files else "") + f" &middot; generated {created}</div></header>")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{escape(title)}</title><style>{REPORT_CSS}</style>'
-            f"</head><body><main>{''.join(parts)}</main><script>{REPORT_JS}</script></body></html>")
+            f"</head><body><main>{header}{''.join(s.html for s in sections)}</main><script>{REPORT_JS}</script>"
+            "</body></html>")
     return write_text_atomic(out_dir / "report.html", page)
 
 
@@ -374,14 +412,9 @@ def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lim
                  n_boot: int = 2000, seed: int = 0, groups: Sequence[tuple[str, str]] = ()) -> Path:
     """Read judgment files, compute every statistic, and write out_dir/report.json, out_dir/report.html
     (self-contained) and out_dir/charts/*.png. Returns the path of report.html."""
-    # analysis: `analyze shift` / `analyze retention` summaries ({"kind": ...} JSON) add their own sections
-    from .analyze.report_sections import add_sections, split_section_files
-    from .training_report import add_training_sections, split_run_folders  # run folders: the training chart
-
     judgment_paths, runs = split_run_folders(judgment_paths)
-    judgment_paths, sections = split_section_files(judgment_paths)
+    judgment_paths, analyses = split_section_files(judgment_paths)
     records = load_judgments(judgment_paths)
     summary = {"files": [str(p) for p in judgment_paths],
                **summarize(records, n_boot=n_boot, seed=seed, groups=groups)}
-    page = add_training_sections(render_report(summary, records, Path(out_dir), title=title), runs)
-    return add_sections(page, sections) if sections else page
+    return render_report(summary, records, Path(out_dir), title=title, runs=runs, analyses=analyses)

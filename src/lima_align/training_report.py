@@ -3,9 +3,9 @@
 
 Training writes the chart when it ends, a resumed run included (it is drawn from the whole
 metrics.jsonl, so it covers the steps before the interruption too). `lima-align report RUN_DIR` takes
-run folders beside judgment files: `split_run_folders` picks them out, and `add_training_sections`
-appends one section per run to report.html, redrawing the chart from metrics.jsonl, and the runs'
-numbers to report.json (under "training").
+run folders beside judgment files: `split_run_folders` picks them out, and `training_sections` (one of
+report.SECTIONS) gives one section per run, redrawing the chart from metrics.jsonl, and the runs' numbers
+for report.json (under "training").
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from .jsonl import read_jsonl, write_text_atomic
+from .jsonl import read_jsonl
+from .report_parts import ReportInputs, Section
 
 CHART = "training.png"
 C_LOSS, C_LR = "#3b6fb6", "#e0823d"
@@ -117,31 +119,25 @@ def _section(run: Path, summary: dict[str, Any], png: bytes) -> str:
             "mean over the step's trained tokens; dotted lines end epochs.</p></section>")
 
 
-def add_training_sections(page: Path, runs: list[Path]) -> Path:
-    """Append a section per run folder to a written report.html (before </main>) and report.json; each
-    run's chart is redrawn into its folder and copied to the report's charts/."""
-    if not runs:
-        return Path(page)
-    out_dir = Path(page).parent
-    parts, summaries, charts = [], [], {}
-    for i, run in enumerate(runs):
+def training_sections(inputs: ReportInputs) -> Section | None:
+    """The report's section per run folder (runs without metrics rows are left out); each run's chart is
+    redrawn into its folder and into the report's charts/, and the runs' numbers go under "training"."""
+    if not inputs.runs:
+        return None
+    parts, summaries, charts = [], [], []
+    for i, run in enumerate(inputs.runs):
         run = Path(run)
         rows = read_metrics(run)
         if not rows:
             continue
         png = chart_png(rows, f"Training: {run.resolve().name}")
-        for target in (run / CHART, out_dir / "charts" / f"training_{i}.png"):
+        for target in (run / CHART, inputs.charts_dir / f"training_{i}.png"):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(png)
-        charts[f"training_{i}"] = f"charts/training_{i}.png"
+        charts.append(f"training_{i}")
         summaries.append(run_summary(run))
         parts.append(_section(run, summaries[-1], png))
-    text = Path(page).read_text(encoding="utf-8")
-    cut = text.rfind("</main>")
-    write_text_atomic(page, text[:cut] + "".join(parts) + text[cut:])
-    report_json = out_dir / "report.json"
-    data = json.loads(report_json.read_text(encoding="utf-8"))
-    data["training"] = summaries
-    data.setdefault("charts", {}).update(charts)
-    write_text_atomic(report_json, json.dumps(data, indent=2, ensure_ascii=False))
-    return Path(page)
+    # report.json is strict JSON: a diverged run's NaN or infinite loss is written there as null
+    finite = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+              for r in summaries]
+    return Section("".join(parts), {"training": finite}, tuple(charts))

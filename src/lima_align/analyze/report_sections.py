@@ -1,8 +1,8 @@
 """Report sections for `analyze shift` and `analyze retention` summaries ("What alignment changed").
 
 `lima-align report` takes these JSON summaries beside judgment files: `split_section_files` picks them
-out by their "kind" field, and `add_sections` appends their sections to the written report.html and
-their numbers to report.json (under "analysis").
+out by their "kind" field, and `analysis_sections` (one of report.SECTIONS) gives their sections and
+their numbers for report.json (under "analysis").
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..jsonl import write_text_atomic
 from ..charts import C_A, C_B, C_EXC, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
 from ..html_parts import escape, format_pct, html_table
+from ..report_parts import ReportInputs, Section
 
 KINDS = ("shift", "retention")
 C_UNSHIFTED, C_MARGINAL, C_SHIFTED = C_EXC, C_PASS, "#d1495b"
@@ -195,27 +195,23 @@ def _retention_section(rets: list[dict[str, Any]], images: dict[str, str]) -> st
             "</section>")
 
 
-def add_sections(page: Path, sections: list[dict[str, Any]]) -> Path:
-    """Append the analysis sections to a written report.html (before </main>) and report.json."""
-    out_dir = Path(page).parent
+def analysis_sections(inputs: ReportInputs) -> Section | None:
+    """The shift and retention sections of the report (one of report.SECTIONS), their charts drawn into
+    the report's charts/, and every summary but its per-question items under "analysis"."""
+    sections = inputs.analyses
+    if not sections:
+        return None
     shifts = [s for s in sections if s["kind"] == "shift"]
     rets = [s for s in sections if s["kind"] == "retention"]
     _name_sections(shifts)
     images: dict[str, str] = {}
     html_parts = []
     if shifts:
-        images["shift_shares"] = shift_share_chart(shifts, out_dir / "charts" / "shift_shares.png")
-        images["shift_position"] = shift_position_chart(shifts, out_dir / "charts" / "shift_position.png")
+        images["shift_shares"] = shift_share_chart(shifts, inputs.charts_dir / "shift_shares.png")
+        images["shift_position"] = shift_position_chart(shifts, inputs.charts_dir / "shift_position.png")
         html_parts.append(_shift_section(shifts, images))
     if rets:
-        images["retention"] = retention_chart(rets, out_dir / "charts" / "retention.png")
+        images["retention"] = retention_chart(rets, inputs.charts_dir / "retention.png")
         html_parts.append(_retention_section(rets, images))
-    text = Path(page).read_text(encoding="utf-8")
-    cut = text.rfind("</main>")
-    write_text_atomic(page, text[:cut] + "".join(html_parts) + text[cut:])
-    report_json = out_dir / "report.json"
-    data = json.loads(report_json.read_text(encoding="utf-8"))
-    data["analysis"] = [{k: v for k, v in s.items() if k != "mcq_items"} for s in sections]
-    data.setdefault("charts", {}).update({name: f"charts/{name}.png" for name in images})
-    write_text_atomic(report_json, json.dumps(data, indent=2, ensure_ascii=False))
-    return Path(page)
+    data = {"analysis": [{k: v for k, v in s.items() if k != "mcq_items"} for s in sections]}
+    return Section("".join(html_parts), data, tuple(images))
