@@ -152,3 +152,13 @@ def test_report_without_two_people_has_no_pooled_rows(judgment_files, tmp_path):
     out = tmp_path / "report"
     text = build_report(judgment_files, out, title="t", n_boot=50).read_text()
     assert "pooled" not in json.loads((out / "report.json").read_text()) and "People, pooled" not in text
+
+
+def test_report_escapes_a_script_in_the_title_model_names_and_judge(tmp_path):
+    recs = [{**pairwise(f"p{i}", ("a", "a"), f"human:{EVIL}"), "model_a": EVIL} for i in range(3)]
+    recs.append({**absolute("p1", EVIL, "pass", f"human:{EVIL}")})
+    p = tmp_path / "j.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = build_report([p], tmp_path / "out", title=EVIL, n_boot=20).read_text()
+    assert EVIL not in text and text.count("<script>") == 1  # the page's own filter script
+    assert text.count("&lt;script&gt;alert(") >= 10  # title, heading, cards, tables, prompt rows, badges

@@ -50,6 +50,8 @@ details{margin-top:6px} summary{cursor:pointer;color:var(--mute);font-size:12px}
 details pre{background:#f6f7f9;padding:6px 8px;border-radius:6px;margin-top:4px}
 .len{color:var(--mute);font-size:11.5px;margin-bottom:4px}
 """
+PAGES.globals["css"] = Markup(REPORT_CSS)  # page.html's stylesheet
+
 
 def render_page(name: str, **context: Any) -> str:
     """templates/NAME rendered with `context`; values are escaped, Markup values are inserted as they are."""

@@ -14,7 +14,7 @@ from .dialogue import report as dialogue_report
 from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from .html_parts import REPORT_CSS, escape, format_pct, html_table
+from .html_parts import escape, format_pct, html_table, render_page, trusted
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
@@ -74,21 +74,6 @@ def mean_score_chart(absolute: list[dict[str, Any]], path: Path) -> str:
     style_axes(ax)
     ax.set_title("Mean helpfulness (1-6) with 95% CI", loc="left", fontsize=11, color="#222")
     return save_png(fig, path)
-
-
-REPORT_JS = """
-document.querySelectorAll('.filters button').forEach(function (btn) {
-  btn.addEventListener('click', function () {
-    var sec = btn.closest('section'), f = btn.dataset.f, shown = 0;
-    sec.querySelectorAll('.filters button').forEach(function (b) { b.classList.toggle('on', b === btn); });
-    sec.querySelectorAll('tr[data-o]').forEach(function (row) {
-      row.hidden = f !== 'all' && row.dataset.o.split(' ').indexOf(f) < 0;
-      if (!row.hidden) shown++;
-    });
-    sec.querySelector('.count').textContent = shown + ' shown';
-  });
-});
-"""
 
 
 def _fmt_est(e: dict[str, Any] | None, pct: bool = True) -> str:
@@ -385,13 +370,9 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
     indent = 2 if len(summary["pairwise"]) <= COLLAPSE_OVER else None
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=indent, ensure_ascii=False, allow_nan=False))
 
-    files = ", ".join(escape(Path(f).name) for f in summary.get("files", []))
-    header = (f"<header><h1>{escape(title)}</h1><div class=sub>{summary['n_records']} judgment records"
-              + (f" from {files}" if files else "") + f" &middot; generated {created}</div></header>")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{escape(title)}</title><style>{REPORT_CSS}</style>'
-            f"</head><body><main>{header}{''.join(s.html for s in sections)}</main><script>{REPORT_JS}</script>"
-            "</body></html>")
+    page = render_page("report.html", title=title, n_records=summary["n_records"], created=created,
+                       files=[Path(f).name for f in summary.get("files", [])],
+                       sections=[trusted(s.html) for s in sections])
     return write_text_atomic(out_dir / "report.html", page)
 
 
