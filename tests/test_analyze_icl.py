@@ -120,3 +120,19 @@ def test_examples_that_overflow_the_context_are_refused_before_generating(tiny_g
     assert "2 of 2 prompts do not fit" in err and "context of 512 tokens" in err and "max_new_tokens" in err
     assert "fix: use fewer or shorter examples" in err and room in err
     assert not out.exists() or out.read_text() == ""  # nothing generated
+
+
+def test_icl_resumes_and_refuses_another_models_file(tiny_gemma, tmp_path, capsys):
+    out = tmp_path / "icl.jsonl"
+    args = ["generate", "--method", "icl", "--model", str(tiny_gemma), "--prompts", "seed:test", "--output", str(out),
+            "--icl-examples", str(short_examples(tmp_path)), "generate.max_new_tokens=2", "generate.temperature=0"]
+    assert main(args + ["generate.limit=1"]) == 0
+    first = out.read_text()
+    assert main(args + ["generate.limit=2"]) == 0  # only the new prompt is answered
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert out.read_text().startswith(first) and len(recs) == 2 and len({r["prompt_id"] for r in recs}) == 2
+    capsys.readouterr()
+    assert main(args + ["generate.limit=3", "generate.model_label=another"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}:1" in err and f"'{tiny_gemma.name}+icl'" in err and "'another'" in err and "--output" in err
+    assert len(out.read_text().splitlines()) == 2

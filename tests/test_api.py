@@ -270,3 +270,10 @@ def test_another_models_file_is_refused_before_any_request(fake_openai, tmp_path
     p = e.value.problems[0]
     assert p.where == f"{out}:1" and "'model-a'" in p.what and "--output" in p.fix
     assert fake_openai.requests == 0 and out.read_bytes() == before
+
+
+def test_api_records_take_the_same_id_rule_as_local_ones(fake_openai, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    generate_from_api(client_for(fake_openai), prompts(1), out, decoding(), "org/model-a", log=lambda s: None)
+    (rec,) = read(out)
+    assert rec["id"] == "model-a:p0" and rec["model"] == "org/model-a" and rec["meta"]["api_model"]

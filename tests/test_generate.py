@@ -442,3 +442,34 @@ def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_shortened(ti
     assert [r.output_tokens for r in replies] == [512 - long_n + 20, 512 - long_n, 512 - long_n + 20]
     assert replies[0] == g.generate(convs[:1])[0]  # the same answer alone
     handle.remove()
+
+
+def test_a_file_of_another_models_answers_is_refused_before_loading(tiny_llama, tmp_path, monkeypatch):
+    import lima_align.generate as generate
+    from lima_align.errors import LimaError
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    out = tmp_path / "gens.jsonl"
+    out.write_text(json.dumps({"prompt_id": "p0", "model": "other", "messages": [], "output": "x"}) + "\n")
+    before = out.read_bytes()
+    monkeypatch.setattr(generate, "load_for_generation", lambda *a: pytest.fail("the model was loaded"))
+    cfg = GenerateConfig(prompts=str(prompts), output=str(out), max_new_tokens=4)
+    with pytest.raises(LimaError) as e:  # appending would mix two models and skip p0 as answered
+        generate_file(ModelConfig(name=str(tiny_llama)), TurnsConfig(), cfg, log=lambda *_: None)
+    p = e.value.problems[0]
+    assert p.where == f"{out}:1" and "'other'" in p.what and repr(str(tiny_llama)) in p.what
+    assert "--output" in p.fix and out.read_bytes() == before
+
+
+def test_a_finished_file_loads_no_model(tiny_llama, tmp_path, monkeypatch):
+    import lima_align.generate as generate
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    out = tmp_path / "gens.jsonl"
+    # The label a run of this model writes is its folder's path, known before the model loads.
+    out.write_text("".join(json.dumps({"prompt_id": f"p{i}", "model": str(tiny_llama)}) + "\n" for i in range(2)))
+    monkeypatch.setattr(generate, "load_for_generation", lambda *a: pytest.fail("the model was loaded"))
+    said = []
+    generate_file(ModelConfig(name=str(tiny_llama)), TurnsConfig(), GenerateConfig(prompts=str(prompts),
+                  output=str(out)), log=said.append)
+    assert said == [f"{out}: all 2 prompts already answered"]

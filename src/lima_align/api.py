@@ -22,16 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from .decoding import Decoding, Reply
 from .errors import LimaError, Problem
 from .jsonl import JsonlAppender, done_keys
-
-if TYPE_CHECKING:  # generate.py imports torch; the judge uses this module without it
-    from .decoding import Decoding
-    from .records import Conversation
+from .records import Conversation, generation_record
 
 T = TypeVar("T")
 
@@ -380,8 +378,6 @@ def generate_from_api(client: ChatClient, prompts: list[Conversation], output: P
 
 def _api_record(c: Conversation, r: ChatResult, label: str, dec: dict[str, Any], client: ChatClient) -> dict[str, Any]:
     finish = FINISH.get(r.finish_reason or "", r.finish_reason)
-    return {"id": f"{label}:{c.id}", "prompt_id": c.id, "model": label,
-            "messages": [m.to_dict() for m in c.messages], "output": r.text.strip(), "finish_reason": finish,
-            "tokens": {"prompt": r.prompt_tokens, "output": r.completion_tokens}, "decoding": dec,
-            "created": round(time.time(), 3),
-            "meta": {"api_base": client.base_url, "api_model": client.model, "api_finish_reason": r.finish_reason}}
+    reply = Reply(r.text.strip(), finish, r.prompt_tokens, r.completion_tokens)  # type: ignore[arg-type]
+    return generation_record(c, reply, label, dec, meta={"api_base": client.base_url, "api_model": client.model,
+                                                         "api_finish_reason": r.finish_reason})

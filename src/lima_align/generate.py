@@ -17,8 +17,6 @@ tokenising the text again can split it differently. "tokens.output" counts every
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -28,9 +26,9 @@ from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
 from .decoding import ROLE_STOP, Decoding, Reply, banned_tokens, ids_covering
 from .errors import LimaError
-from .jsonl import JsonlAppender, read_jsonl
-from .models import LoadedModel, bf16_is_fast, load_model
-from .records import Conversation, Message, read_generations  # noqa: F401  (re-exported)
+from .jsonl import JsonlAppender, done_keys
+from .models import LoadedModel, bf16_is_fast, load_model, resolve_model_path
+from .records import Conversation, Message, generation_record, read_generations  # noqa: F401  (re-exported)
 from .sampler import LimaSampler, generation_kwargs
 from .seed import load_dataset
 from .turns import TurnFormat
@@ -68,10 +66,11 @@ class Generator:
 
     @torch.no_grad()
     def generate(self, conversations: list[list[Message]], *, streamer: Any = None,
-                 on_step: Callable[[int], None] | None = None) -> list[Reply]:
+                 on_step: Callable[[int], None] | None = None, encoded: list[list[int]] | None = None) -> list[Reply]:
         """Answer a batch; each prompt samples from its own seeded stream (see decoding.py), so a
-        prompt's answer does not depend on its batch. on_step(finished rows) is called every step."""
-        prompts = [self.prompt_ids(m) for m in conversations]
+        prompt's answer does not depend on its batch. on_step(finished rows) is called every step.
+        encoded: the conversations' prompt_ids, when the caller has them already."""
+        prompts = encoded if encoded is not None else [self.prompt_ids(m) for m in conversations]
         room = [self.context - len(p) for p in prompts]
         if min(room) >= self.dec.max_new_tokens or len(set(room)) == 1:
             return self._answer(prompts, streamer, on_step)
@@ -132,41 +131,60 @@ class Generator:
 def generate_file(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *,
                   lm_fmt: tuple[LoadedModel, TurnFormat] | None = None, log: Any = print) -> Path:
     """Answer every prompt in g.prompts, appending to g.output; prompt ids already there are skipped."""
+    vllm = g.backend == "vllm"
+    if g.model_label:
+        label = g.model_label
+    elif lm_fmt is not None and not vllm:
+        label = lm_fmt[0].adapter or lm_fmt[0].path
+    else:  # the path load_model and the vLLM engine load from, without loading anything yet
+        label = resolve_model_path(model_cfg.name, model_cfg.cache_dir)
+
+    def start() -> Any:
+        if vllm:
+            from .vllm_backend import load_generator
+
+            return load_generator(model_cfg, turns_cfg, g)[0]
+        lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
+        return Generator(lm, fmt, Decoding.from_config(g), cache=g.cache)
+
+    # vLLM schedules its own batches; chunks only bound the work a kill loses
+    return answer_prompts(g, label, start, step=max(g.batch_size, 1024) if vllm else g.batch_size, log=log)
+
+
+def answer_prompts(g: GenerateConfig, label: str, start: Callable[[], Any], *, step: int,
+                   meta: dict[str, Any] | None = None, where: str | None = None, added: str = "",
+                   fix: str = "shorten or leave out those prompts", log: Any = print) -> Path:
+    """Answer every prompt of g.prompts not yet in g.output, appending one generations record per answer:
+    the loop of every local writer (generate_file on either backend, the in-context baseline).
+
+    label: the model the records are written under; a file holding another model's answers is refused.
+    start(): the generator (prompt_ids, generate, dec, context), called only if a prompt is left to answer.
+    step: prompts per durable write. meta: added to every record. where, added, fix: check_context's words.
+    """
     from tqdm.auto import tqdm
 
     prompts = load_dataset(g.prompts, purpose="prompt")
     if g.limit is not None:
         prompts = prompts[: g.limit]
     out = Path(g.output)
-    done: set[str] = set()
-    if out.exists():
-        done = {r.get("prompt_id") for _, r in read_jsonl(out, allow_partial_tail=True)}
+    done = done_keys(out, lambda r: r.get("prompt_id"), model=label)
     todo = [p for p in prompts if p.id not in done]
     if not todo:
         log(f"{out}: all {len(prompts)} prompts already answered")
         return out
-    dec = Decoding.from_config(g)
-    step = g.batch_size
-    if g.backend == "vllm":
-        from .vllm_backend import load_generator
-
-        gen, path = load_generator(model_cfg, turns_cfg, g)
-        label = g.model_label or path
-        step = max(g.batch_size, 1024)  # vLLM schedules its own batches; chunks only bound lost work
-    else:
-        lm, fmt = lm_fmt or load_for_generation(model_cfg, turns_cfg)
-        gen = Generator(lm, fmt, dec, cache=g.cache)
-        label = g.model_label or (lm.adapter or lm.path)
-    lengths = {c.id: len(gen.prompt_ids(c.messages)) for c in todo}
-    check_context(lengths, dec.max_new_tokens, gen.context, where=str(g.prompts))
-    todo.sort(key=lambda c: lengths[c.id])  # similar lengths batch with little padding
+    gen = start()
+    encoded = {c.id: gen.prompt_ids(c.messages) for c in todo}
+    check_context({k: len(v) for k, v in encoded.items()}, gen.dec.max_new_tokens, gen.context,
+                  where=where or str(g.prompts), added=added, fix=fix)
+    todo.sort(key=lambda c: len(encoded[c.id]))  # similar lengths batch with little padding
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {Path(label).name}",
                unit="prompt", dynamic_ncols=True)
     with JsonlAppender(out) as w:
         for s in range(0, len(todo), step):
             batch = todo[s:s + step]
-            replies = gen.generate([c.messages for c in batch], on_step=batch_progress(bar, len(batch)))
-            w.write_many(generation_record(c, r, label, gen.dec) for c, r in zip(batch, replies))
+            replies = gen.generate([c.messages for c in batch], on_step=batch_progress(bar, len(batch)),
+                                   encoded=[encoded[c.id] for c in batch])
+            w.write_many(generation_record(c, r, label, gen.dec, meta=meta) for c, r in zip(batch, replies, strict=True))
             bar.n = len(prompts) - len(todo) + s + len(batch)
             bar.set_postfix_str("")
             bar.refresh()
@@ -208,14 +226,6 @@ def batch_progress(bar: Any, size: int) -> Callable[[int], None]:
             bar.set_postfix_str(f"token {state['step']}, {size - finished} answers running", refresh=False)
         bar.refresh()
     return on_step
-
-
-def generation_record(c: Conversation, r: Reply, label: str, dec: Decoding) -> dict[str, Any]:
-    return {"id": f"{Path(label).name}:{c.id}", "prompt_id": c.id, "model": label,
-            "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
-            "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens},
-            **({"output_ids": r.output_ids} if r.output_ids is not None else {}), "decoding": asdict(dec),
-            "created": round(time.time(), 3)}
 
 
 # ----------------------------------------------------------------- chat

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import LimaError, Problem, ProblemList
 from .jsonl import json_error, read_jsonl, read_text
+
+if TYPE_CHECKING:  # decoding reads the config; records is imported by nearly everything and stays light
+    from .decoding import Decoding, Reply
 
 ROLES = ("system", "user", "assistant")
 FORMATS = ("auto", "ours", "lima", "alpaca", "sharegpt")
@@ -279,6 +283,28 @@ def stats(convs: list[Conversation], tokenizer: Any = None) -> dict[str, Any]:
         out["tokens"] = {"mean": round(statistics.mean(lens), 1), "median": statistics.median(lens),
                          "p95": lens[int(0.95 * (len(lens) - 1))], "max": lens[-1]}
     return out
+
+
+def generation_record(c: Conversation, r: Reply, label: str, decoding: Decoding | dict[str, Any] | None, *,
+                      meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One answer as a generations-file record (fields: generate.py's docstring), for every writer: the
+    transformers and vLLM backends, the in-context baseline and answers through an API.
+
+    The record id is the model's last path part and the prompt id: labels of local models are folder paths,
+    whose parent folders tell a reader nothing. decoding: the settings the answer was sampled with (a dict
+    when they differ from a Decoding's, as through an API that ignores some).
+    """
+    rec: dict[str, Any] = {
+        "id": f"{Path(label).name}:{c.id}", "prompt_id": c.id, "model": label,
+        "messages": [m.to_dict() for m in c.messages], "output": r.text, "finish_reason": r.finish_reason,
+        "tokens": {"prompt": r.prompt_tokens, "output": r.output_tokens}}
+    if r.output_ids is not None:
+        rec["output_ids"] = r.output_ids
+    rec["decoding"] = asdict(decoding) if is_dataclass(decoding) else decoding
+    rec["created"] = round(time.time(), 3)
+    if meta is not None:
+        rec["meta"] = meta
+    return rec
 
 
 def read_generations(path: str | Path) -> list[dict[str, Any]]:

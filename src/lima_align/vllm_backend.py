@@ -123,10 +123,10 @@ class VllmGenerator:
         return self.fmt.encode_prompt(messages)
 
     def generate(self, conversations: list[list[Message]], *, streamer: Any = None,
-                 on_step: Any = None) -> list[Reply]:
+                 on_step: Any = None, encoded: list[list[int]] | None = None) -> list[Reply]:
         # Each prompt seeds itself with prompt_seed, as in the transformers backend (other streams,
         # so other texts). on_step is not called: vLLM schedules its own steps.
-        prompts = [self.prompt_ids(m) for m in conversations]
+        prompts = encoded if encoded is not None else [self.prompt_ids(m) for m in conversations]
         params = [sampling_params(self.vllm, self.dec, self.fmt, self.suppress, len(p), self.context,
                                   prompt_seed(self.dec.seed, p)) for p in prompts]
         outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import json_error, read_text
-from ..generate import Generator, batch_progress, check_context
+from ..generate import Generator, answer_prompts
 from ..records import Message
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "icl" / "default.json"
@@ -130,41 +130,16 @@ def load_base(model_cfg: Any) -> tuple[Any, Any]:
 def generate_icl_file(model_cfg: Any, g: Any, *, examples: str | Path | None = None,
                       lm_fmt: tuple[Any, Any] | None = None, log: Any = print) -> Path:
     """Answer every prompt in g.prompts in context, appending to g.output (resumable, like generate_file)."""
-    from tqdm.auto import tqdm
-
     from ..decoding import Decoding
-    from ..generate import generation_record
-    from ..jsonl import JsonlAppender, read_jsonl
-    from ..seed import load_dataset
 
     icl = load_icl(examples)
-    prompts = load_dataset(g.prompts, purpose="prompt")
-    if g.limit is not None:
-        prompts = prompts[: g.limit]
-    out = Path(g.output)
-    done = {r.get("prompt_id") for _, r in read_jsonl(out, allow_partial_tail=True)} if out.exists() else set()
-    todo = [p for p in prompts if p.id not in done]
-    if not todo:
-        log(f"{out}: all {len(prompts)} prompts already answered")
-        return out
-    lm, fmt = lm_fmt or load_base(model_cfg)
-    dec = Decoding.from_config(g)
-    gen = IclGenerator(lm, fmt, dec, icl)
     label = g.model_label or f"{Path(model_cfg.name).name}+icl"
+
+    def start() -> IclGenerator:
+        lm, fmt = lm_fmt or load_base(model_cfg)
+        return IclGenerator(lm, fmt, Decoding.from_config(g), icl)
+
     meta = {"method": "icl", "icl": {"file": icl.path, "sha256": icl.sha256, "examples": len(icl.examples)}}
-    lengths = {c.id: len(gen.prompt_ids(c.messages)) for c in todo}
-    check_context(lengths, dec.max_new_tokens, gen.context, where=f"--icl-examples {icl.path}",
-                  added=f" with the {len(icl.examples)} in-context examples", fix="use fewer or shorter examples "
-                  "(--icl-examples FILE)")
-    todo.sort(key=lambda c: lengths[c.id])
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"generate {label}", unit="prompt",
-               dynamic_ncols=True)
-    with JsonlAppender(out) as w:
-        for s in range(0, len(todo), g.batch_size):
-            batch = todo[s:s + g.batch_size]
-            replies = gen.generate([c.messages for c in batch], on_step=batch_progress(bar, len(batch)))
-            w.write_many({**generation_record(c, r, label, dec), "meta": meta} for c, r in zip(batch, replies, strict=True))
-            bar.n = len(prompts) - len(todo) + s + len(batch)
-            bar.refresh()
-    bar.close()
-    return out
+    return answer_prompts(g, label, start, step=g.batch_size, meta=meta, where=f"--icl-examples {icl.path}",
+                          added=f" with the {len(icl.examples)} in-context examples",
+                          fix="use fewer or shorter examples (--icl-examples FILE)", log=log)
