@@ -73,10 +73,9 @@ def format_pct(x: float | None, digits: int = 1) -> str:
 
 
 def html_table(head: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
-    """An HTML table in a horizontal scroller. Cells are HTML already; the first `text_cols` columns hold
-    text and the rest numbers, which are right-aligned with tabular digits so columns line up."""
-    def cells(tag: str, values: list[Any]) -> str:
-        return "".join(f"<{tag}{'' if i < text_cols else ' class=n'}>{v}</{tag}>" for i, v in enumerate(values))
-
-    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
-    return f"<div class=scroll><table><tr>{cells('th', head)}</tr>{body}</table></div>"
+    """An HTML table in a horizontal scroller (the `table` macro of templates/parts.html, which page templates
+    call with plain values). Cells here are HTML already; the first `text_cols` columns hold text and the
+    rest numbers, which are right-aligned with tabular digits so columns line up."""
+    table = PAGES.get_template("parts.html").module.table
+    trusted_rows = [[Markup(v) for v in r] for r in rows]
+    return str(table([Markup(h) for h in head], trusted_rows, text_cols))
