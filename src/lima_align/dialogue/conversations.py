@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LimaError, Problem, ProblemList
-from ..jsonl import JsonlAppender, read_jsonl
+from ..jsonl import JsonlAppender, done_keys, read_jsonl
 from ..records import Message
 
 DIALOGUE_EVAL_DIR = Path(__file__).parents[1] / "data" / "dialogue_eval"
@@ -324,13 +324,7 @@ def converse(plans: list[Plan], assistant: Any, output: str | Path, *, user: Sim
         raise LimaError(f"batch size must be at least 1, got {batch_size}", fix="e.g. generate.batch_size=8")
     if any(p.mode == "simulated" for p in plans) and user is None:
         raise LimaError("simulated conversations need a user model", fix="give --user-api-base and --user-api-model")
-    done: set[str] = set()
-    if output.exists():
-        for n, r in read_jsonl(output, allow_partial_tail=True):
-            if r.get("model") != assistant.label:
-                raise LimaError(f"already holds conversations of model {r.get('model')!r}, not {assistant.label!r}",
-                                where=f"{output}:{n}", fix="write each model's conversations to its own --output")
-            done.add(str(r.get("conversation_id")))
+    done = done_keys(output, lambda r: r.get("conversation_id"), model=assistant.label, what="conversations")
     todo = [p for p in plans if p.id not in done]
     summary = {"conversations": 0, "existing": len(plans) - len(todo), "failed": 0}
     if not todo:
