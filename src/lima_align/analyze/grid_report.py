@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charts import C_A, C_B, new_figure, save_png, style_axes
-from ..html_parts import REPORT_CSS, html_table
+from ..html_parts import render_page
 from ..jsonl import write_text_atomic
 
 AXES = ("source", "strategy", "examples", "epochs", "dialogues")  # what an ablation grid varies (grid.*)
@@ -87,30 +87,19 @@ def grid_series(cells: list[dict[str, Any]], axis: str) -> dict[str, list[tuple[
 
 
 def write_grid_page(grid: dict[str, Any], out: Path) -> Path:
-    import html
-
+    """out/grid.html (templates/grid.html): the score chart along the grid's axis and a row per cell."""
     cells, axis = grid["cells"], grid["axis"]
     j = grid["recipe"]["judge"]
     y_label = Y_LABELS["pairwise" if j["mode"] == "pairwise" else j["scale"]]
     chart = score_chart(grid_series(cells, axis), axis, y_label, out / "charts" / "grid.png",
                         title=f"Score per cell along '{axis}', 95% intervals",
                         midline=0.5 if j["mode"] == "pairwise" else None) if cells else ""
-    e = lambda x: html.escape(str(x))  # noqa: E731
-    rows = [[e(c["id"]), e(c["source"]), e(c["strategy"]), c["examples"] or "all", c["epochs"],
+    rows = [[c["id"], c["source"], c["strategy"], c["examples"] or "all", c["epochs"],
              "yes" if c["dialogues"] else "no", c["trained_examples"],
              "-" if c["final_loss"] is None else f"{c['final_loss']:.3f}", f"{c['ended_their_turn']}/{c['answers']}",
-             e(format_score(c["score"]))] for c in cells]
-    table = html_table(["cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "final loss",
-                        "ended turn", "score [95% CI]"], rows, text_cols=3)
-    ref = f" against <b>{e(grid['reference'])}</b>" if grid.get("reference") else ""
-    judge = cells[0]["judge"] if cells else j["kind"]
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>lima-align ablation grid</title>"
-            f"<style>{REPORT_CSS}</style></head><body><main><header><h1>Ablation grid</h1>"
-            f"<div class=sub>{len(cells)} cells, judged by {e(judge)} ({e(j['mode'])}){ref}; eval prompts "
-            f"{e(grid['recipe']['eval']['prompts'])}; base recipe {e(grid['recipe']['base'])}</div></header>"
-            f"<section><h2>{e(y_label)}</h2><img class=chart alt='score per cell' src='data:image/png;base64,{chart}'>"
-            f"<p class=note>Points are means over the eval prompts; bars are 95% bootstrap intervals (prompts "
-            f"resampled). Overlapping intervals mean the grid cannot tell those cells apart.</p></section>"
-            f"<section><h2>Cells</h2>{table}<p class=note>Each cell's data, run, answers and judgments are in "
-            f"cells/&lt;cell&gt;/.</p></section></main></body></html>")
+             format_score(c["score"])] for c in cells]
+    page = render_page("grid.html", title="lima-align ablation grid", heading="Ablation grid", cells=cells,
+                       judge=cells[0]["judge"] if cells else j["kind"], mode=j["mode"], reference=grid.get("reference"),
+                       prompts=grid["recipe"]["eval"]["prompts"], base=grid["recipe"]["base"], y_label=y_label,
+                       chart=chart, rows=rows)
     return write_text_atomic(out / "grid.html", page)
