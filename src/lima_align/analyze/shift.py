@@ -43,7 +43,7 @@ from typing import Any
 
 from ..checkpoint import turns_for
 from ..errors import LimaError
-from ..jsonl import JsonlAppender, read_jsonl, write_text_atomic
+from ..jsonl import JsonlAppender, done_keys, read_jsonl, write_text_atomic
 from ..logprobs import batches, keep_logits, right_padded
 
 CLASSES = ("unshifted", "marginal", "shifted")
@@ -225,7 +225,7 @@ def analyze_shift(base: str, output: str | Path, *, generations: str | Path | No
         fmt = TurnFormat(aligned_tok, TurnsConfig(format=turns_format, eot=eot), for_training=False)
     gens = read_generations(generations)
     rec_path = records_path(output)
-    done = {r.get("key") for _, r in read_jsonl(rec_path, allow_partial_tail=True)} if rec_path.exists() else set()
+    done = done_keys(rec_path, lambda r: r.get("key"))
     todo = [g for g in gens if answer_key(g) not in done]
     # ids past the base tokenizer are tokens the aligned model added; embedding rows past it are padding
     known = min(len(base_lm.tokenizer), base_lm.model.get_output_embeddings().weight.shape[0])
