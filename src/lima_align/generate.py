@@ -3,12 +3,14 @@
 Defaults are LIMA's: nucleus sampling with p 0.9, temperature 0.7, repetition penalty 1.2, up
 to 2,048 new tokens. Generation stops at the end-of-turn token (or EOS); special tokens other
 than those are never sampled. Prompts are batched (left padding) and each finished batch is
-appended to the output file, so a killed run resumes where it stopped.
+appended to the output file, so a killed run resumes where it stopped. One output file holds one
+model's answers: a file with another model's is refused (it would be appended to and its prompts skipped).
 
 Generations file, one JSON object per line:
     {"id", "prompt_id", "model", "messages": [...prompt turns...], "output",
      "finish_reason": "eot" | "stop" | "length", "tokens": {"prompt", "output"},
-     "output_ids": [...], "decoding": {...}, "created"}
+     "output_ids": [...], "decoding": {...}, "created", "meta": {...}}
+(records.generation_record writes them for every writer; "meta": from the in-context baseline, APIs and imports.)
 "eot": the model ended its turn; "stop": (plain format) it began a new "User:" turn itself;
 "length": it hit max_new_tokens. "output_ids" are the token ids the model generated for the answer (no
 end-of-turn token, nothing of a "User:" turn it began): `analyze shift` ranks exactly these, since
