@@ -356,6 +356,8 @@ ROWS: list[tuple[str, str, str, tuple[str, ...]]] = [
      "--output {out}/r", ("broken_gens.jsonl:2: not valid JSON",)),
     ("dialogue report", "output under a file", "dialogue report {ws}/judgments.jsonl --output {ws}/a-file/r",
      ("a-file",)),
+    ("export", "not a checkpoint", "export {model} --output {out}/m", ("not a lima-align checkpoint",)),
+    ("export", "checkpoint missing", "export {ws}/nope-ckpt --output {out}/m", ("nope-ckpt",)),
 ]
 
 # Through a real process, with a timeout: these start servers if the bad input slips through.
