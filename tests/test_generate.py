@@ -473,3 +473,13 @@ def test_a_finished_file_loads_no_model(tiny_llama, tmp_path, monkeypatch):
     generate_file(ModelConfig(name=str(tiny_llama)), TurnsConfig(), GenerateConfig(prompts=str(prompts),
                   output=str(out)), log=said.append)
     assert said == [f"{out}: all 2 prompts already answered"]
+
+
+def test_generate_file_renders_each_prompt_once(tiny_llama, tmp_path, monkeypatch):
+    calls = []
+    render = Generator.prompt_ids
+    monkeypatch.setattr(Generator, "prompt_ids", lambda self, m: calls.append(1) or render(self, m))
+    cfg = GenerateConfig(prompts=str(write_prompts(tmp_path / "prompts.jsonl", 3)), output=str(tmp_path / "g.jsonl"),
+                         max_new_tokens=2, batch_size=2)
+    generate_file(ModelConfig(name=str(tiny_llama), dtype="float32"), TurnsConfig(), cfg, log=lambda *_: None)
+    assert len(calls) == 3 and len((tmp_path / "g.jsonl").read_text().splitlines()) == 3
