@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lima_align.analyze.grid_report import write_grid_page
+from lima_align.analyze.select_ckpt import write_select_page
 
 EVIL = "<script>alert('x')</script>"
 
@@ -21,3 +22,14 @@ def test_grid_page_escapes_cells_judge_and_recipe(tmp_path):
     assert "<script>" not in text and "Ablation grid" in text
     assert text.count("&lt;script&gt;") == 10  # judge, reference, prompts, base recipe, 2 cells x (id, source, strategy)
     assert "<td class=n>1.250</td>" in text and "<td class=n>3/4</td>" in text and "0.600 [0.500, 0.700]" in text
+
+
+def test_select_page_escapes_checkpoints_run_judge_and_data(tmp_path):
+    cks = [{"checkpoint": f"epoch-0{i}{EVIL}", "epoch": i, "dev_loss": 1.5, "dev_perplexity": 4.5, "score": score(0.5),
+            "ended_their_turn": 3, "answers": 4} for i in (1, 2)]
+    result = {"checkpoints": cks, "mode": "pairwise", "run": EVIL, "judge": EVIL, "reference": EVIL, "prompts": EVIL,
+              "perplexity_data": EVIL, "best": cks[1]["checkpoint"], "lowest_perplexity": cks[0]["checkpoint"]}
+    text = write_select_page(result, tmp_path).read_text()
+    assert "<script>" not in text and "Checkpoint selection" in text
+    assert text.count("&lt;script&gt;") == 9  # run, judge, reference, prompts, data, best, lowest, 2 rows
+    assert "<b>best</b>" in text  # our own mark stays markup

@@ -24,7 +24,7 @@ from typing import Any
 from ..checkpoint import epoch_of, list_checkpoints, require_meta
 from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
-from ..html_parts import REPORT_CSS, html_table
+from ..html_parts import Markup, render_page
 from ..jsonl import write_text_atomic
 from ..records import Conversation
 from .ablate import JudgeSettings, check_judge, make_judge, read_records, score_records
@@ -225,8 +225,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_select_page(result: dict[str, Any], out: Path) -> Path:
-    import html
-
+    """out/select.html (templates/select.html): a row per checkpoint, the judged-quality and perplexity charts."""
     rows = result["checkpoints"]
     y_label = Y_LABELS["pairwise" if result["mode"] == "pairwise" else result["scale"]]
     quality = score_chart({"": [(r["epoch"], r["score"]) for r in rows]}, "epoch", y_label,
@@ -235,24 +234,13 @@ def write_select_page(result: dict[str, Any], out: Path) -> Path:
     ppl_pts = [(r["epoch"], {"value": r["dev_perplexity"], "ci": [None, None]}) for r in rows]
     ppl_chart = score_chart({"": ppl_pts}, "epoch", "dev perplexity", out / "charts" / "perplexity.png",
                             title="Dev perplexity per epoch")
-    e = lambda x: html.escape(str(x))  # noqa: E731
-    table = html_table(["checkpoint", "epoch", "dev loss", "dev perplexity", "judged score [95% CI]", "ended turn"],
-                       [[e(r["checkpoint"]) + (" <b>best</b>" if r["checkpoint"] == result["best"] else ""), r["epoch"],
-                         "-" if r["dev_loss"] is None else f"{r['dev_loss']:.4f}",
-                         "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}",
-                         e(format_score(r["score"])),
-                         f"{r['ended_their_turn']}/{r['answers']}"] for r in rows])
-    ref = f" against {e(result['reference'])}" if result["reference"] else ""
-    ppl_note = (f"perplexity on {e(result['perplexity_data'])}" if result["perplexity_data"]
-                else "perplexity skipped (no held-out examples)")
-    img = lambda b, alt: f"<img class=chart alt='{alt}' src='data:image/png;base64,{b}'>"  # noqa: E731
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>lima-align checkpoint selection</title>"
-            f"<style>{REPORT_CSS}</style></head><body><main><header><h1>Checkpoint selection</h1>"
-            f"<div class=sub>{e(result['run'])}: judged by {e(result['judge'])} ({e(result['mode'])}){ref} on "
-            f"{e(result['prompts'])}; {ppl_note}</div></header>"
-            f"<section><h2>Best by judging: {e(result['best'])}</h2>{table}<p class=note>Lowest dev perplexity: "
-            f"{e(result['lowest_perplexity'])}. LIMA found that perplexity does not track answer quality; "
-            f"this page puts the two side by side.</p></section>"
-            f"<section><h2>Dev perplexity and judged quality</h2>{img(ppl_chart, 'perplexity per epoch')}"
-            f"{img(quality, 'judged quality per epoch')}</section></main></body></html>")
+    best = Markup("{} <b>best</b>").format  # the checkpoint name escaped, the mark kept
+    table = [[best(r["checkpoint"]) if r["checkpoint"] == result["best"] else r["checkpoint"], r["epoch"],
+              "-" if r["dev_loss"] is None else f"{r['dev_loss']:.4f}",
+              "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}", format_score(r["score"]),
+              f"{r['ended_their_turn']}/{r['answers']}"] for r in rows]
+    page = render_page("select.html", title="lima-align checkpoint selection", heading="Checkpoint selection",
+                       rows=table, quality=quality, ppl_chart=ppl_chart,
+                       **{k: result[k] for k in ("run", "judge", "mode", "reference", "prompts", "perplexity_data",
+                                                 "best", "lowest_perplexity")})
     return write_text_atomic(out / "select.html", page)
