@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from lima_align.analyze.grid_report import write_grid_page
 from lima_align.analyze.select_ckpt import write_select_page
+from lima_align.report import build_report
 
 EVIL = "<script>alert('x')</script>"
 
@@ -33,3 +36,14 @@ def test_select_page_escapes_checkpoints_run_judge_and_data(tmp_path):
     assert "<script>" not in text and "Checkpoint selection" in text
     assert text.count("&lt;script&gt;") == 9  # run, judge, reference, prompts, data, best, lowest, 2 rows
     assert "<b>best</b>" in text  # our own mark stays markup
+
+
+def test_training_section_escapes_the_run_folder_and_run_json(tmp_path):
+    run = tmp_path / "<b>run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "epoch": 1, "loss": 2.5, "lr": 1e-5}) + "\n")
+    (run / "run.json").write_text(json.dumps({"total_steps": EVIL, "data": {"examples": EVIL},
+                                              "identity": {"train": {"method": EVIL}}}))
+    text = build_report([run], tmp_path / "out", n_boot=0).read_text()
+    assert text.count("<script>") == 1 and "<b>run" not in text  # the page's own filter script only
+    assert text.count("&lt;script&gt;") == 3 and text.count("&lt;b&gt;run") == 2  # heading and note

@@ -53,9 +53,9 @@ details pre{background:#f6f7f9;padding:6px 8px;border-radius:6px;margin-top:4px}
 PAGES.globals["css"] = Markup(REPORT_CSS)  # page.html's stylesheet
 
 
-def render_page(name: str, **context: Any) -> str:
-    """templates/NAME rendered with `context`; values are escaped, Markup values are inserted as they are."""
-    return PAGES.get_template(name).render(**context)
+def render_page(template: str, /, **context: Any) -> str:
+    """templates/TEMPLATE rendered with `context`; values are escaped, Markup values are inserted as they are."""
+    return PAGES.get_template(template).render(**context)
 
 
 def trusted(fragment: str) -> Markup:

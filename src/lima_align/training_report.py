@@ -11,12 +11,12 @@ for report.json (under "training").
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from .html_parts import Markup, render_page
 from .jsonl import read_jsonl
 from .report_parts import ReportInputs, Section
 
@@ -105,18 +105,16 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 
 def _section(run: Path, summary: dict[str, Any], png: bytes) -> str:
-    e = lambda x: html.escape("" if x is None else str(x))  # noqa: E731
-    cells = [("steps", f"{e(summary['steps'])} of {e(summary['total_steps'])}"), ("epochs", e(summary["epochs"])),
-             ("method", e(summary["method"])), ("examples", e(summary["examples"])),
-             ("trained tokens", e(summary["trained_tokens"])),
-             ("loss", f"{e(summary['first_loss'])} &rarr; {e(summary['final_loss'])}"),
-             ("tokens/s", e(summary["tokens_per_s"]))]
-    table = ("<table><thead><tr>" + "".join(f"<th>{k}</th>" for k, _ in cells) + "</tr></thead><tbody><tr>"
-             + "".join(f"<td>{v}</td>" for _, v in cells) + "</tr></tbody></table>")
-    return (f"<section class=training><h2>Training: {e(run.resolve().name)}</h2>"
-            f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" class=chart '
-            f'alt="loss and learning rate by step">{table}<p class=note>From {e(run)}/metrics.jsonl: the loss is the '
-            "mean over the step's trained tokens; dotted lines end epochs.</p></section>")
+    def text(x: Any) -> Any:
+        return "" if x is None else x
+
+    cells = [("steps", f"{text(summary['steps'])} of {text(summary['total_steps'])}"),
+             ("epochs", text(summary["epochs"])), ("method", text(summary["method"])),
+             ("examples", text(summary["examples"])), ("trained tokens", text(summary["trained_tokens"])),
+             ("loss", Markup("{} &rarr; {}").format(text(summary["first_loss"]), text(summary["final_loss"]))),
+             ("tokens/s", text(summary["tokens_per_s"]))]
+    return render_page("training_section.html", name=run.resolve().name, run=run, cells=cells,
+                       png=base64.b64encode(png).decode("ascii"))
 
 
 def training_sections(inputs: ReportInputs) -> Section | None:
