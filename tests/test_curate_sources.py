@@ -11,12 +11,12 @@ from xml.sax.saxutils import quoteattr
 
 import pytest
 
-from lima_align.curate.config import RedditConfig, StackExchangeConfig, TitleRules, WikiHowConfig
+from lima_align.curate.config import RedditConfig, StackExchangeConfig, WikiHowConfig
 from lima_align.curate.existing import dataset_records
 from lima_align.curate.html_md import html_to_markdown
 from lima_align.curate.inputs import BadRows
 from lima_align.curate.reddit import reddit_records
-from lima_align.curate.rules import RuleCounts, find_phrase, find_words, title_problem
+from lima_align.curate.rules import RuleCounts, TitleRules, find_phrase, find_words, title_problem
 from lima_align.curate.stackexchange import find_dumps, site_from_name, stackexchange_records
 from lima_align.curate.wikihow import prune_sections, wikihow_records
 from lima_align.errors import LimaError

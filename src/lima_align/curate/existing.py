@@ -4,16 +4,25 @@ Hugging Face datasets by name (needs the hub; rows must be in one of the support
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import setting
 from ..errors import LimaError, ProblemList
 from ..records import Conversation, parse_record
-from ..seed import load_dataset
-from .config import DatasetsConfig
-from .rules import RuleCounts
+from ..seed import load_dataset, spec_paths
+from .rules import RuleCounts, SourceRun
 
 SOURCE = "dataset"
+
+
+@dataclass
+class DatasetsConfig:
+    paths: list[str] = setting([], "datasets in any supported format (ours, LIMA, Alpaca, ShareGPT) or seed splits")
+    hub: list[str] = setting([], "Hugging Face dataset names (needs the hub; rows in a supported format)")
+    hub_split: str = setting("train", "split read from each hub dataset")
+    license: str = setting("as in the source dataset", "licence written into records that carry none")
 
 
 def _record(conv: Conversation, name: str, cfg: DatasetsConfig) -> dict[str, Any]:
@@ -58,3 +67,20 @@ def dataset_records(cfg: DatasetsConfig, counts: RuleCounts) -> Iterator[dict[st
                 problems.raise_if_any()
             counts.kept[SOURCE] += 1
             yield _record(conv, name, cfg)
+
+
+def read(cfg: DatasetsConfig, run: SourceRun) -> Iterator[dict[str, Any]]:
+    """This source's candidate records (the signature every source shares, see sources.py)."""
+    return dataset_records(cfg, run.counts)
+
+
+def input_files(cfg: DatasetsConfig) -> list[Path]:
+    """The dataset files read (seed splits resolved), for the manifest's hashes; hub datasets have none."""
+    out = []
+    for spec in cfg.paths:
+        for p in spec_paths(spec):
+            if not p.is_file():
+                raise LimaError(f"dataset not found: {p}", where="datasets.paths",
+                                fix="give a dataset file (ours, LIMA, Alpaca or ShareGPT format) or a seed split")
+            out.append(p)
+    return out

@@ -28,15 +28,14 @@ from typing import Any
 
 from ..errors import LimaError
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
-from ..seed import spec_paths
 from .config import CurateRecipe
 from .inputs import BadRows, sha256_file
-from .rules import RuleCounts
+from .rules import RuleCounts, SourceRun
+from .sources import SOURCES
 
 OUTPUTS = ("candidates.jsonl", "eval_prompts.jsonl", "dedup_dropped.jsonl", "selected.jsonl", "manifest.json",
            "report.html", "state.json")
-SOURCE_KEYS = ("seed", "on_error", "max_bad_fraction", "max_bad_rows", "stackexchange", "wikihow", "reddit",
-               "datasets")
+SOURCE_KEYS = ("seed", "on_error", "max_bad_fraction", "max_bad_rows", *SOURCES)
 
 
 def _hash(obj: Any) -> str:
@@ -45,21 +44,7 @@ def _hash(obj: Any) -> str:
 
 def input_files(recipe: CurateRecipe) -> list[tuple[str, Path]]:
     """(source, file) for every input, in recipe order (the manifest hashes each)."""
-    from .stackexchange import mined_dumps
-
-    out = [("stackexchange", d.path) for d in mined_dumps(recipe.stackexchange)]
-    for source, paths in (("wikihow", recipe.wikihow.paths), ("reddit", recipe.reddit.paths)):
-        for p in paths:
-            if not Path(p).is_file():
-                raise LimaError(f"{source} dump not found: {p}", where=f"{source}.paths", fix="check the path")
-            out.append((source, Path(p)))
-    for spec in recipe.datasets.paths:
-        for p in spec_paths(spec):
-            if not p.is_file():
-                raise LimaError(f"dataset not found: {p}", where="datasets.paths",
-                                fix="give a dataset file (ours, LIMA, Alpaca or ShareGPT format) or a seed split")
-            out.append(("dataset", p))
-    return out
+    return [(src.name, p) for key, src in SOURCES.items() for p in src.input_files(getattr(recipe, key))]
 
 
 def tally(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -76,23 +61,14 @@ def tally(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 def _candidates(recipe: CurateRecipe, counts: RuleCounts, bad: BadRows,
                 eval_out: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Every source in turn, each record once (a repeated id is counted as rule duplicate_id)."""
-    from .existing import dataset_records
-    from .reddit import reddit_records
-    from .stackexchange import stackexchange_records
-    from .wikihow import wikihow_records
-
+    run = SourceRun(recipe.seed, counts, bad, eval_out)
     seen: set[str] = set()
-    streams = [stackexchange_records(recipe.stackexchange, recipe.seed, counts, bad) if recipe.stackexchange.paths
-               else iter(()),
-               wikihow_records(recipe.wikihow, counts, bad),
-               reddit_records(recipe.reddit, counts, bad, eval_out) if recipe.reddit.paths else iter(()),
-               dataset_records(recipe.datasets, counts)]
-    for stream in streams:
-        for rec in stream:
+    for key, src in SOURCES.items():
+        for rec in src.read(getattr(recipe, key), run):
             if rec["id"] in seen:
-                src = rec["meta"]["source"]
-                counts.kept[src] -= 1
-                counts.drop(src, "duplicate_id")
+                name = rec["meta"]["source"]
+                counts.kept[name] -= 1
+                counts.drop(name, "duplicate_id")
                 continue
             seen.add(rec["id"])
             yield rec

@@ -12,17 +12,36 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import setting
 from ..errors import LimaError
 from ..jsonl import json_error
-from .config import RedditConfig
 from .inputs import BadRows, iter_lines
-from .rules import RuleCounts, split_tag, title_problem
+from .rules import RuleCounts, SourceRun, TitleRules, split_tag, title_problem
 
 SOURCE = "reddit"
 REMOVED = {"[deleted]", "[removed]", ""}
+
+
+@dataclass
+class RedditConfig:
+    paths: list[str] = setting([], "Pushshift NDJSON files (.zst too) of submissions, comments, or both")
+    answer_subreddits: list[str] = setting(["WritingPrompts"], "subreddits whose submissions become training pairs "
+                                           "(prompt = title without its [tag], response = top comment)")
+    eval_subreddits: list[str] = setting(["AskReddit"], "subreddits whose self-contained titles become evaluation "
+                                         "prompts (eval_prompts.jsonl)")
+    top_submissions_per_subreddit: int = setting(1000, "keep the N highest-scoring submissions of each subreddit",
+                                                 above=0)
+    skip_tags: list[str] = setting(["OT", "MP", "META"], "title tags of off-topic / meta posts (rule rd_meta_post)")
+    min_comment_score: int = setting(10, "the top comment must score at least this")
+    min_chars: int = setting(500, "shortest response kept", at_least=0)
+    max_chars: int = setting(4096, "longest response kept", at_least=0)
+    title: TitleRules = field(default_factory=TitleRules, metadata={"help": "self-contained rule for eval prompts"})
+    license: str = setting("Reddit user content (Pushshift dump); check the terms before redistributing",
+                           "licence written into every record")
 
 
 def _objects(path: Path, bad: BadRows, desc: str, count_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -145,3 +164,18 @@ def reddit_records(cfg: RedditConfig, counts: RuleCounts, bad: BadRows,
                         "original_id": sid, "comment_id": cid, "tag": s["tag"],
                         "url": f"https://www.reddit.com{s['permalink']}", "license": cfg.license,
                         "score": s["score"], "answer_score": score}}
+
+
+def read(cfg: RedditConfig, run: SourceRun) -> Iterator[dict[str, Any]]:
+    """This source's candidate records (the signature every source shares, see sources.py); evaluation
+    prompts go to run.eval_prompts."""
+    if cfg.paths:
+        yield from reddit_records(cfg, run.counts, run.bad, run.eval_prompts)
+
+
+def input_files(cfg: RedditConfig) -> list[Path]:
+    """The files read, for the manifest's hashes; a missing one is an error now, before any reading."""
+    for p in cfg.paths:
+        if not Path(p).is_file():
+            raise LimaError(f"reddit dump not found: {p}", where="reddit.paths", fix="check the path")
+    return [Path(p) for p in cfg.paths]

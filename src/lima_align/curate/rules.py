@@ -21,7 +21,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .config import TitleRules
+from ..config import setting
+from .inputs import BadRows
+# A title that points at something outside itself ("Why does this fail?") is not a self-contained prompt.
+DEFAULT_TITLE_REFERENCES = ["this", "these", "those", "above", "below", "following", "attached", "pictured",
+                            "shown", "here"]
+
+
+@dataclass
+class TitleRules:
+    require_question_mark: bool = setting(True, "the title must end with '?'")
+    min_chars: int = setting(15, "shortest accepted title", at_least=0)
+    max_chars: int = setting(150, "longest accepted title", at_least=0)
+    references: list[str] = setting(DEFAULT_TITLE_REFERENCES, "words (matched as whole words, any case) that make a "
+                                    "title point outside itself, so it is not self-contained")
+
 
 @dataclass
 class RuleCounts:
@@ -191,3 +205,14 @@ def split_tag(title: str) -> tuple[str | None, str]:
     if not m:
         return None, title.strip()
     return m.group(1).upper(), title[m.end():].strip()
+
+
+@dataclass
+class SourceRun:
+    """What every source reads with (the shared signature, see sources.py): the recipe's seed, the rule counts
+    and bad rows it adds to, and `eval_prompts`, for a source that also finds evaluation prompts (Reddit)."""
+
+    seed: int
+    counts: RuleCounts
+    bad: BadRows
+    eval_prompts: list[dict[str, Any]] = field(default_factory=list)

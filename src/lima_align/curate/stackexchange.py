@@ -23,19 +23,68 @@ import contextlib
 import heapq
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from ..config import setting
 from ..errors import LimaError, Problem
-from .config import StackExchangeConfig
 from .html_md import convert_post
 from .inputs import BadRows, extracted_member, iter_xml_rows, iter_xml_rows_by_id
-from .rules import RuleCounts, find_phrase, find_words, title_problem
+from .rules import RuleCounts, SourceRun, TitleRules, find_phrase, find_words, title_problem
 
 SOURCE = "stackexchange"
 LICENSE_CUTOVERS = (("2011-04-08", "CC BY-SA 2.5"), ("2018-05-02", "CC BY-SA 3.0"))
 LATEST_LICENSE = "CC BY-SA 4.0"
+
+# Sites counted as STEM when `stackexchange.stem_sites` is not set. Names are the site part of the
+# dump's name ("physics" for physics.stackexchange.com, "stackoverflow" for stackoverflow.com).
+DEFAULT_STEM_SITES = [
+    "ai", "arduino", "askubuntu", "astronomy", "bioinformatics", "biology", "chemistry", "codereview",
+    "computergraphics", "crypto", "cs", "cseducators", "cstheory", "datascience", "dba", "dsp", "earthscience",
+    "electronics", "engineering", "gamedev", "gis", "hsm", "mathematica", "matheducators", "math", "mathoverflow",
+    "mechanics", "networkengineering", "or", "physics", "quant", "quantumcomputing", "raspberrypi", "reverseengineering",
+    "robotics", "scicomp", "security", "serverfault", "softwareengineering", "space", "stackoverflow", "stats",
+    "superuser", "tex", "unix", "webmasters",
+]
+DEFAULT_FIRST_PERSON = ["I", "my", "I'm", "me", "I've", "I'd", "I'll", "mine", "myself"]
+DEFAULT_REFERS_TO_OTHERS = [
+    "as mentioned", "as others have", "as others said", "other answers", "another answer", "answer above",
+    "answer below", "above answer", "previous answer", "accepted answer", "the other answer", "stack exchange",
+    "stackexchange", "this site", "this question", "edit:", "update:", "upvote", "downvote", "in the comments",
+    "see comment", "op's", "the op ",
+]
+
+
+@dataclass
+class StackExchangeConfig:
+    paths: list[str] = setting([], "Posts.xml files, site .7z archives, or folders of them (one site per archive "
+                               "or subfolder, e.g. cooking.stackexchange.com.7z)")
+    stem_sites: list[str] = setting(DEFAULT_STEM_SITES, "sites tagged domain 'stem'; every other site is 'other'")
+    top_questions_per_site: int = setting(1000, "keep the N highest-scoring self-contained questions of each site "
+                                          "(bounds memory too)", above=0)
+    title: TitleRules = field(default_factory=TitleRules, metadata={"help": "rule se_title_not_self_contained"})
+    min_answer_score: int = setting(10, "the top answer must score at least this (LIMA: 10)")
+    min_answer_chars: int = setting(1200, "shortest answer, in characters of cleaned Markdown (LIMA: 1,200)",
+                                    at_least=0)
+    max_answer_chars: int = setting(4096, "longest answer (LIMA: 4,096)", at_least=0)
+    first_person_words: list[str] = setting(DEFAULT_FIRST_PERSON, "answers using any of these words are dropped "
+                                            "(outside code); [] disables the rule")
+    refers_to_others: list[str] = setting(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
+                                          "(as whole words, any case, outside code) are dropped; [] disables the rule")
+    edit_notes: bool = setting(True, "rule se_refers_to_other_answers also drops edit and update notes written bold "
+                               "or as headings ('**Edit**:', '**EDIT**', '## Update')")
+    removed_image_rule: bool = setting(True, "rule se_refers_to_removed_image: drop records whose prompt or answer "
+                                       "points at an image that was removed ('like this:', 'see the screenshot')")
+    strikethrough: Literal["drop", "mark"] = setting("drop", "struck-out text (<s>, <del>, <strike>): dropped with "
+                                                     "its text, or kept as ~~text~~")
+    include_meta: bool = setting(False, "mine meta sites too (meta.stackexchange.com, <site>.meta.stackexchange.com); "
+                                 "left out by default, they are about the site, not its subject")
+    prompt_from: Literal["random", "title", "body"] = setting(
+        "random", "prompt text: the title, the question body, or either at random (LIMA; stable per record)")
+    license: str = setting("auto", "licence in each record: 'auto' = per post, the row's ContentLicense, else from "
+                           "its date (CC BY-SA 2.5 before 2011-04-08, 3.0 before 2018-05-02, then 4.0); any other "
+                           "value is written into every record")
 
 
 @dataclass
@@ -286,3 +335,14 @@ def stackexchange_records(cfg: StackExchangeConfig, seed: int, counts: RuleCount
                           bad: BadRows) -> Iterator[dict[str, Any]]:
     for dump in mined_dumps(cfg, counts.notices):
         yield from site_records(dump, cfg, seed, counts, bad)
+
+
+def read(cfg: StackExchangeConfig, run: SourceRun) -> Iterator[dict[str, Any]]:
+    """This source's candidate records (the signature every source shares, see sources.py)."""
+    if cfg.paths:
+        yield from stackexchange_records(cfg, run.seed, run.counts, run.bad)
+
+
+def input_files(cfg: StackExchangeConfig) -> list[Path]:
+    """The files read, for the manifest's hashes: each site's Posts.xml or archive."""
+    return [d.path for d in mined_dumps(cfg)]

@@ -16,20 +16,33 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import setting
 from ..errors import LimaError
 from ..jsonl import json_error
-from .config import WikiHowConfig
 from .html_md import strip_markdown_links
 from .inputs import BadRows, iter_lines
-from .rules import RuleCounts, rewrite_this_article
+from .rules import RuleCounts, SourceRun, rewrite_this_article
 
 SOURCE = "wikihow"
 TITLE_KEYS = ("title",)
 SUMMARY_KEYS = ("headline", "summary", "overview")
 BODY_KEYS = ("text", "body", "article")
+DEFAULT_WIKIHOW_BOILERPLATE = ["Tips", "Warnings", "Things You'll Need", "References", "Related wikiHows",
+                               "Sources and Citations", "Video", "Community Q&A", "Ingredients"]
+
+
+@dataclass
+class WikiHowConfig:
+    paths: list[str] = setting([], "wikiHow dumps: CSV or JSONL with title, headline/summary and text/body "
+                               "(category optional)")
+    min_chars: int = setting(500, "shortest response kept (rule wh_too_short)", at_least=0)
+    max_chars: int = setting(8000, "longest response kept (rule wh_too_long)", at_least=0)
+    boilerplate_sections: list[str] = setting(DEFAULT_WIKIHOW_BOILERPLATE, "section headings pruned with their content")
+    license: str = setting("CC BY-NC-SA 3.0", "licence written into every record")
 
 
 def _first(row: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -163,3 +176,16 @@ def wikihow_records(cfg: WikiHowConfig, counts: RuleCounts, bad: BadRows) -> Ite
                             "category": category, "original_id": original, "url": str(row.get("url") or ""),
                             "license": cfg.license, "location": f"{path.name}{where}"}}
         bad.check_file(path, rows)
+
+
+def read(cfg: WikiHowConfig, run: SourceRun) -> Iterator[dict[str, Any]]:
+    """This source's candidate records (the signature every source shares, see sources.py)."""
+    return wikihow_records(cfg, run.counts, run.bad)
+
+
+def input_files(cfg: WikiHowConfig) -> list[Path]:
+    """The files read, for the manifest's hashes; a missing one is an error now, before any reading."""
+    for p in cfg.paths:
+        if not Path(p).is_file():
+            raise LimaError(f"wikihow dump not found: {p}", where="wikihow.paths", fix="check the path")
+    return [Path(p) for p in cfg.paths]
