@@ -6,6 +6,7 @@ import json
 
 from lima_align.analyze.grid_report import write_grid_page
 from lima_align.analyze.select_ckpt import write_select_page
+from lima_align.curate.curate_report import write_report as write_curate_report
 from lima_align.report import build_report
 
 EVIL = "<script>alert('x')</script>"
@@ -47,3 +48,19 @@ def test_training_section_escapes_the_run_folder_and_run_json(tmp_path):
     text = build_report([run], tmp_path / "out", n_boot=0).read_text()
     assert text.count("<script>") == 1 and "<b>run" not in text  # the page's own filter script only
     assert text.count("&lt;script&gt;") == 3 and text.count("&lt;b&gt;run") == 2  # heading and note
+
+
+def test_curation_report_escapes_sources_rules_inputs_and_notices(tmp_path):
+    manifest = {"counts": {"candidates": {"group": {"g": 2}, "domain": {"d": 2}},
+                           "selected": {"group": {"g": 1}, "domain": {"d": 1}}},
+                "bad_rows": {"count": 1, "locations": [{"where": EVIL, "what": EVIL}]},
+                "dedup": {"in": 2, "kept": 2, "dropped": {EVIL: 0}}, "config_hash": EVIL,
+                "rules": {EVIL: {"seen": 2, "kept": 1, "dropped": {EVIL: 1}, "transforms": {EVIL: 1}}},
+                "inputs": [{"path": EVIL, "source": EVIL, "bytes": 1e6, "sha256": "0" * 64}],
+                "sites": [{"site": EVIL, "url": EVIL, "newest_question": EVIL}], "notices": [EVIL]}
+    recs = [{"messages": [{"role": "assistant", "content": "an answer"}], "meta": {"source": "s", "license": EVIL}}]
+    text = write_curate_report(tmp_path, manifest, recs * 2, recs).read_text()
+    assert "<script>" not in text and "Curation report" in text
+    # config, 3 rules rows, duplicate, 2 inputs cells, 3 sites cells, licence, notice, 2 bad-row cells
+    assert text.count("&lt;script&gt;") == 14
+    assert "<b>&lt;script&gt;" in text and "<code>0000000000000000</code>" in text  # our own markup stays

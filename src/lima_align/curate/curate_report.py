@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charts import new_figure, save_png, style_axes
-from ..html_parts import REPORT_CSS, escape, html_table
+from ..html_parts import Markup, render_page
 from ..jsonl import write_text_atomic
 
 C_CAND, C_SEL = "#c7ccd4", "#3b6fb6"
@@ -56,57 +56,30 @@ def length_chart(candidates: list[dict[str, Any]], selected: list[dict[str, Any]
     return save_png(fig, path)
 
 
-def _rules_table(rules: dict[str, Any]) -> str:
-    rows = []
+def _rules_rows(rules: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
     for src, r in rules.items():
-        rows.append([f"<b>{escape(src)}</b>", r["seen"], "", r["kept"]])
-        rows += [[f"&nbsp;&nbsp;{escape(rule)}", "", n, ""] for rule, n in r["dropped"].items()]
-        rows += [[f"&nbsp;&nbsp;<i>{escape(t)}</i> (rewrite)", "", n, ""] for t, n in r["transforms"].items()]
-    return html_table(["source / rule", "seen", "dropped", "kept"], rows)
+        rows.append([Markup("<b>{}</b>").format(src), r["seen"], "", r["kept"]])
+        rows += [[Markup("&nbsp;&nbsp;{}").format(rule), "", n, ""] for rule, n in r["dropped"].items()]
+        rows += [[Markup("&nbsp;&nbsp;<i>{}</i> (rewrite)").format(t), "", n, ""] for t, n in r["transforms"].items()]
+    return rows
 
 
 def write_report(out: Path, manifest: dict[str, Any], candidates: list[dict[str, Any]],
                  selected: list[dict[str, Any]]) -> Path:
+    """out/report.html (templates/curate.html) with its charts in out/charts/."""
     spread = spread_chart(manifest, out / "charts" / "domain_spread.png")
     lengths = length_chart(candidates, selected, out / "charts" / "response_lengths.png")
-    bad = manifest["bad_rows"]
-    dd = manifest["dedup"]
-    parts = [(f"<header><h1>Curation report</h1><div class=sub>{len(candidates)} candidates &middot; "
-             f"{len(selected)} selected &middot; config {manifest['config_hash']} &middot; "
-              f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}</div></header>"),
-             (f"<section><h2>Domain spread</h2><img src=\"data:image/png;base64,{spread}\" class=chart "
-              "alt=\"records per group and domain\"></section>"),
-             (f"<section><h2>Response lengths</h2><img src=\"data:image/png;base64,{lengths}\" class=chart "
-              "alt=\"response length histograms\"></section>"),
-             (f"<section><h2>What each rule removed</h2>{_rules_table(manifest['rules'])}<p class=note>A record is "
-              "dropped by the first rule it fails, in the order shown.</p></section>")]
-    if dd:
-        parts.append("<section><h2>Duplicates</h2>"
-                     + html_table(["", "records"], [["in", dd["in"]], ["kept", dd["kept"]]]
-                                  + [[escape(k), v] for k, v in dd["dropped"].items()]) + "</section>")
-    parts.append("<section><h2>Inputs</h2>" + html_table(
-        ["file", "source", "MB", "sha256"],
-        [[escape(i["path"]), escape(i["source"]), f"{i['bytes'] / 1e6:.1f}", f"<code>{i['sha256'][:16]}</code>"]
-         for i in manifest["inputs"]], text_cols=2) + "</section>")
-    if manifest.get("sites"):
-        parts.append("<section><h2>Sites</h2>" + html_table(
-            ["site", "URL", "newest question"],
-            [[escape(x["site"]), escape(x["url"]), escape(x.get("newest_question") or "unknown")]
-             for x in manifest["sites"]],
-            text_cols=3) + "</section>")
+    bad, dd = manifest["bad_rows"], manifest["dedup"]
     licences = Counter(str((r.get("meta") or {}).get("license", "none")) for r in selected)
-    if licences:
-        parts.append("<section><h2>Licences of the selected records</h2>" + html_table(
-            ["licence", "records"], [[escape(k), v] for k, v in sorted(licences.items())]) + "</section>")
-    if manifest.get("notices"):
-        parts.append("<section><h2>Notices</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in manifest["notices"])
-                     + "</ul></section>")
-    if bad["count"]:
-        parts.append(f"<section><h2>Bad rows skipped: {bad['count']}</h2>"
-                     + html_table(["where", "what"],
-                                  [[escape(x["where"]), escape(x["what"])] for x in bad["locations"][:50]],
-                                  text_cols=2) + "</section>")
-    page = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            'content="width=device-width, initial-scale=1"><title>Curation report</title>'
-            f"<style>{REPORT_CSS}</style></head><body><main>{''.join(parts)}</main></body></html>")
+    page = render_page(
+        "curate.html", title="Curation report", n_candidates=len(candidates), n_selected=len(selected),
+        config_hash=manifest["config_hash"], created=time.strftime("%Y-%m-%d %H:%M:%S"), spread=spread,
+        lengths=lengths, rules=_rules_rows(manifest["rules"]),
+        dedup=[["in", dd["in"]], ["kept", dd["kept"]], *([k, v] for k, v in dd["dropped"].items())] if dd else [],
+        inputs=[[i["path"], i["source"], f"{i['bytes'] / 1e6:.1f}", Markup("<code>{}</code>").format(i["sha256"][:16])]
+                for i in manifest["inputs"]],
+        sites=[[x["site"], x["url"], x.get("newest_question") or "unknown"] for x in manifest.get("sites") or []],
+        licences=sorted(licences.items()), notices=manifest.get("notices") or [], bad_count=bad["count"],
+        bad=[[x["where"], x["what"]] for x in bad["locations"][:50]])
     return write_text_atomic(out / "report.html", page)
