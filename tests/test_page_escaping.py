@@ -7,6 +7,7 @@ import json
 from lima_align.analyze.grid_report import write_grid_page
 from lima_align.analyze.select_ckpt import write_select_page
 from lima_align.curate.curate_report import write_report as write_curate_report
+from lima_align.dialogue.report import build as build_dialogue_page
 from lima_align.report import build_report
 
 EVIL = "<script>alert('x')</script>"
@@ -64,3 +65,15 @@ def test_curation_report_escapes_sources_rules_inputs_and_notices(tmp_path):
     # config, 3 rules rows, duplicate, 2 inputs cells, 3 sites cells, licence, notice, 2 bad-row cells
     assert text.count("&lt;script&gt;") == 14
     assert "<b>&lt;script&gt;" in text and "<code>0000000000000000</code>" in text  # our own markup stays
+
+
+def test_dialogue_page_escapes_title_models_judges_and_conversations(tmp_path):
+    rs = [{"id": f"r{c}{t}", "type": "absolute", "prompt_id": f"{c}#t{t}", "prompt": [{"role": "user", "content": EVIL}],
+           "model": EVIL, "output": EVIL, "judge": f"human:{EVIL}", "instructions": {"name": "turn", "sha256": "0"},
+           "scale": "fail_pass_excellent", "raw": "", "score": "pass", "usage": {}, "created": 0,
+           "conversation_id": f"{c}{EVIL}", "turn": t} for c in ("c1", "c2") for t in (1, 2)]
+    path = tmp_path / "turns.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rs))
+    text = build_dialogue_page([path], tmp_path / "out", title=EVIL).read_text()
+    assert "<script>" not in text and "<title>&lt;script&gt;" in text and "<h1>&lt;script&gt;" in text
+    assert text.count("&lt;script&gt;") > 10  # tables, transcripts and conversation ids too

@@ -13,7 +13,6 @@ writes a page of its own (dialogue.html, dialogue.json, charts/).
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from ..charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
 from .intervals import paired_differences, share_cis
 from .judging import turn_of
-from ..html_parts import REPORT_CSS, html_table
+from ..html_parts import Markup, escape, format_pct, html_table, render_page, trusted
 from ..jsonl import write_text_atomic
 from ..verdicts import FPE
 
@@ -35,10 +34,6 @@ CSS = """.dlg-grid{display:grid;gap:10px} .dlg-turn{border-radius:6px;padding:6p
 .dlg-badge{display:inline-block;border-radius:4px;padding:0 6px;margin-right:4px;font-size:11.5px;color:#fff}
 .dlg-fail{background:#d1495b} .dlg-pass{background:#edae49;color:#222} .dlg-excellent{background:#3c9d74}
 .dlg-none{background:#9aa0a6} details.dlg{margin:6px 0} details.dlg summary{cursor:pointer}"""
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
 def split(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -234,17 +229,19 @@ def _format_table(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) 
     if not rows:
         return ""
     turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
-    cell = lambda t: f"{_pct(t['ended_turn'])} ended &middot; {_pct(t['spoke_for_user'])} spoke for user (n={t['n']})"
+    cell = lambda t: (f"{format_pct(t['ended_turn'])} ended &middot; {format_pct(t['spoke_for_user'])} spoke for user "
+                      f"(n={t['n']})")
     html_ = ("<h3>Turn format by turn number (no judge needed)</h3>"
              + html_table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
-                          [[_e(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT] for r in rows])
+                          [[escape(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT]
+                           for r in rows])
              + html_table(["model"] + [f"turn {t}" for t in turns],
-                          [[_e(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
+                          [[escape(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
                                                for t in turns] for r in rows]))
     if diffs:
         html_ += html_table(["model A", "model B", "conversations", "ended its turn: B - A", "hit length cap: B - A",
                              "spoke for the user: B - A"],
-                            [[_e(x["model_a"]), _e(x["model_b"]), x["conversations"]]
+                            [[escape(x["model_a"]), escape(x["model_b"]), x["conversations"]]
                              + [_diff(x["difference"][k]) for k in FORMAT] for x in diffs], text_cols=2)
     return html_
 
@@ -285,14 +282,10 @@ def by_turn_chart(rows: list[dict[str, Any]], path: Path) -> str:
 # ----------------------------------------------------------------- html
 
 
-def _pct(x: float | None) -> str:
-    return "&ndash;" if x is None else f"{100 * x:.1f}%"
-
-
 def _badge(score: Any, who: str = "") -> str:
     cls = f"dlg-{score}" if score in LEVELS else "dlg-none"
     label = score if score in LEVELS else "unparsed"
-    return f"<span class='dlg-badge {cls}'>{_e(who + ': ' if who else '')}{_e(label)}</span>"
+    return f"<span class='dlg-badge {cls}'>{escape(who + ': ' if who else '')}{escape(label)}</span>"
 
 
 def _transcripts(turns: list[dict[str, Any]], conversations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -333,12 +326,13 @@ def side_by_side(turns: list[dict[str, Any]], pairs: list[dict[str, Any]],
                 if m["role"] == "assistant":
                     k += 1
                     badges = "".join(_badge(s, j) for j, s in ratings.get((cid, model, k), []))
-                    cells.append(f"<div class='dlg-turn dlg-asst'>{badges}<br>{_e(m['content'])}</div>")
+                    cells.append(f"<div class='dlg-turn dlg-asst'>{badges}<br>{escape(m['content'])}</div>")
                 else:
-                    cells.append(f"<div class='dlg-turn dlg-user'><b>{_e(m['role'])}</b>: {_e(m['content'])}</div>")
-            cols.append(f"<div><b>{_e(model)}</b>{''.join(cells)}</div>")
-        v = f" &middot; conversation verdicts: {_e('; '.join(verdicts[cid]))}" if cid in verdicts else ""
-        blocks.append(f"<details class=dlg><summary>{_e(cid)}{v}</summary><div class=dlg-grid "
+                    cells.append(f"<div class='dlg-turn dlg-user'><b>{escape(m['role'])}</b>: "
+                                 f"{escape(m['content'])}</div>")
+            cols.append(f"<div><b>{escape(model)}</b>{''.join(cells)}</div>")
+        v = f" &middot; conversation verdicts: {escape('; '.join(verdicts[cid]))}" if cid in verdicts else ""
+        blocks.append(f"<details class=dlg><summary>{escape(cid)}{v}</summary><div class=dlg-grid "
                       f"style='grid-template-columns:repeat({len(models)},1fr)'>{''.join(cols)}</div></details>")
     return "".join(blocks)
 
@@ -349,7 +343,7 @@ def _signed(x: float | None) -> str:
 
 def _pct_ci(value: float | None, ci: list[float | None]) -> str:
     lo, hi = ci
-    return _pct(value) + (f" <small>[{100 * lo:.0f}&ndash;{100 * hi:.0f}]</small>" if lo is not None else "")
+    return format_pct(value) + (f" <small>[{100 * lo:.0f}&ndash;{100 * hi:.0f}]</small>" if lo is not None else "")
 
 
 def _with_ci(row: dict[str, Any], level: str) -> str:
@@ -374,25 +368,26 @@ def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[
     if rows:
         parts.append(html_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
                                  "failed within 3 turns"],
-                                [[_e(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
+                                [[escape(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
                                   _with_ci(r, "fail"), r["null"], r["conversations"],
                                   _early_cell(r)] for r in rows]))
         turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
-        cell = lambda t: (f"E {_pct(t['shares']['excellent'])} &middot; F {_pct(t['shares']['fail'])} "
+        cell = lambda t: (f"E {format_pct(t['shares']['excellent'])} &middot; F {format_pct(t['shares']['fail'])} "
                           f"(n={t['n']})")
         parts.append(html_table(["model (judge)"] + [f"turn {t}" for t in turns],
-                                [[_e(r["label"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
-                                                     for t in turns] for r in rows]))
+                                [[escape(r["label"])]
+                                 + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;") for t in turns]
+                                 for r in rows]))
     if diffs:
         parts.append("<h3>B minus A over the same conversations (percentage points, 95% interval)</h3>"
                      + html_table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
-                                  [[_e(x["model_a"]), _e(x["model_b"]), _e(x["judge"].split("@", 1)[0]),
+                                  [[escape(x["model_a"]), escape(x["model_b"]), escape(x["judge"].split("@", 1)[0]),
                                     x["conversations"]]
                                    + [_diff(x["difference"][k]) for k in ("excellent", "pass", "fail")]
                                    for x in diffs], text_cols=3))
     if wins:
         parts.append(html_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
-                                [[_e(w["model_a"]), _e(w["model_b"]), _e(w["judge"].split("@", 1)[0]),
+                                [[escape(w["model_a"]), escape(w["model_b"]), escape(w["judge"].split("@", 1)[0]),
                                   w["counts"]["a"], w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]]
                                  for w in wins], text_cols=3))
     return "".join(parts)
@@ -457,8 +452,7 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths], **numbers}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{REPORT_CSS}</style></head><body><main><header><h1>{_e(title)}</h1><div class=sub>"
-            f"{len(turns)} turn ratings, {len(pairs)} conversation verdicts &middot; generated {created}</div></header>"
-            f"{section}</main></body></html>")
+    sub = Markup("{} turn ratings, {} conversation verdicts &middot; generated {}").format(len(turns), len(pairs),
+                                                                                        created)
+    page = render_page("page.html", title=title, sub=sub, sections=[trusted(section)])
     return write_text_atomic(out_dir / "dialogue.html", page)
