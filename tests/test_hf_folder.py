@@ -50,7 +50,8 @@ for case in spec:
         if case["plain"] and "\nUser:" in "\n" + text:
             text = ("\n" + text).split("\nUser:")[0][1:]
         answers.append({"text": text.strip(), "eot": cut is not None})
-    out.append({"prompt_ids": [ids(c, True) for c in case["prompts"]], "full_ids": [ids(c, False) for c in case["full"]],
+    out.append({"prompt_ids": [ids(c, True) for c in case["prompts"]],
+                "full_ids": [ids(c, False) for c in case["full"]],
                 "answers": answers, "stops": stops, "temperature": gc.temperature, "top_p": gc.top_p,
                 "repetition_penalty": gc.repetition_penalty})
 assert "lima_align" not in sys.modules
@@ -73,7 +74,8 @@ FULL = [p + [{"role": "assistant", "content": "Rome is the capital of Italy."}] 
 
 def run_training(model: Path, data: Path, out: Path, epochs: int, *extra: str) -> Path:
     recipe = load_recipe(None, [f"model.name={model}", f"data.train=[{data}]", f"train.output_dir={out}",
-                                f"train.epochs={epochs}", f"train.save_from_epoch={epochs}", f"train.save_to_epoch={epochs}", *TRAIN, *extra])
+                                f"train.epochs={epochs}", f"train.save_from_epoch={epochs}",
+                                f"train.save_to_epoch={epochs}", *TRAIN, *extra])
     run = train(recipe, log=lambda *a: None)
     return run / "checkpoints" / f"epoch-{epochs:02d}"
 
@@ -201,3 +203,21 @@ def test_export_command_writes_bfloat16_and_refuses_a_used_folder(folders, tmp_p
     assert "is a file" in capsys.readouterr().err
     with pytest.raises(LimaError, match="not a lima-align checkpoint"):
         export(tmp_path, tmp_path / "x")
+
+
+def test_an_output_layer_that_differs_from_the_embeddings_is_saved_untied_and_kept(tiny_gemma, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lima_align.export import keep_tied
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma)
+    emb = model.get_input_embeddings().weight
+    model.lm_head.weight = torch.nn.Parameter(emb.detach().clone())  # equal values, two tensors: tied again
+    assert keep_tied(model) and model.lm_head.weight is emb
+    model.lm_head.weight = torch.nn.Parameter(emb.detach().clone() + 0.01)  # a merge changed one of them
+    assert not keep_tied(model)
+    model.save_pretrained(tmp_path / "m")
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert torch.equal(back.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(back.get_input_embeddings().weight, emb)
