@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 from .errors import LimaError, ProblemList
+from .judge import Price
+from .judge_kinds import KINDS, JudgeSpec, kind_names, kinds_help, make_judges, unmet
 from .recipe_loading import range_of
 from .jsonl import check_output
 
@@ -46,11 +48,6 @@ def in_recipe_range(section: str, cls: type, flags: dict[str, tuple[str, Any]]) 
 
 def judges_from_args(args: argparse.Namespace) -> list[Any]:
     """The judges the judge flags ask for, every flag checked before any request is made."""
-    # imported when a judging command runs, so the rest of the CLI starts without httpx
-    from .api import ChatClient
-    from .judge import ApiJudge, LongestJudge, Price
-
-    kinds = args.judge or ["api"]
     at_least(args.concurrency, 1, "--concurrency", "use 1 or more requests in flight (default 8)")
     at_least(args.max_tokens, 1, "--max-tokens", "use a positive cap, e.g. 1024 (default)")
     for flag, price in (("--price-in", args.price_in), ("--price-out", args.price_out)):
@@ -60,21 +57,14 @@ def judges_from_args(args: argparse.Namespace) -> list[Any]:
         check_output(args.output)  # before any request is paid for
     if getattr(args, "cache", None):
         check_output(args.cache)
-    judges: list[Any] = []
-    for kind in kinds:
-        if kind == "longest":
-            judges.append(LongestJudge())
-            continue
-        if not (args.api_base and args.api_model):
-            raise LimaError("an API judge needs --api-base and --api-model",
-                            fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local (a `lima-align serve`)"
-                            + (", or use --judge longest for the length baseline"
-                               if getattr(args, "judge_compares", True) else ""))
-        price = Price(args.price_in, args.price_out) if args.price_in is not None else None
-        for model in args.api_model:
-            client = ChatClient(args.api_base, model, api_key_env=args.api_key_env, max_concurrency=args.concurrency)
-            judges.append(ApiJudge(client, price=price, max_tokens=args.max_tokens))
-    return judges
+    spec = JudgeSpec(kinds=tuple(args.judge or ["api"]), api_base=args.api_base, api_models=tuple(args.api_model or ()),
+                     api_key_env=args.api_key_env, concurrency=args.concurrency, max_tokens=args.max_tokens,
+                     price=Price(args.price_in, args.price_out) if args.price_in is not None else None)
+    offered = kind_names(rates=not getattr(args, "judge_compares", True))
+    for _, what, fix in unmet(spec, {"api_base": "--api-base", "api_models": "--api-model"}, " "):
+        others = [k for k in offered if k not in spec.kinds and not KINDS[k].needs]
+        raise LimaError(what, fix=fix + "".join(f", or use --judge {k} ({KINDS[k].help})" for k in others))
+    return make_judges(spec)
 
 
 def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True, compares: bool = True) -> None:
@@ -82,14 +72,10 @@ def judge_options(x: argparse.ArgumentParser, *, one_task: bool = True, compares
     `dialogue eval`.
     `one_task` adds --instructions and --output, which `dialogue eval` (two tasks, one output folder) lacks.
     `compares` False (a task that rates single answers) leaves out 'longest', which can only compare two."""
-    if compares:
-        x.add_argument("--judge", action="append", choices=["api", "longest"],
-                       help="judge kind, repeatable (default: api): an OpenAI-compatible model, or 'longest answer "
-                       "wins'")
-    else:
-        x.add_argument("--judge", action="append", choices=["api"],
-                       help="judge kind (default: api): an OpenAI-compatible model; the 'longest' baseline only "
-                       "compares two answers, so it cannot rate one")
+    kinds = kind_names(rates=not compares)
+    x.add_argument("--judge", action="append", choices=kinds,
+                   help=f"judge kind, repeatable (default: api): {kinds_help(kinds)}"
+                   + ("" if compares else "; the others only compare two answers, so they cannot rate one"))
     x.set_defaults(judge_compares=compares)
     x.add_argument("--api-base", help="OpenAI-compatible base URL (a hosted API, or `lima-align serve`)")
     x.add_argument("--api-model", action="append", help="judge model name; repeat for several judges")

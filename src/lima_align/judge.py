@@ -1,6 +1,7 @@
 """`lima-align judge`: compare two models' answers pairwise, or rate one model's answers, with judges.
 
-A judge is any object with a `name`, a `price` (a `Price` or None) and two async methods:
+A judge is any object with a `name`, a `price` (a `Price` or None), `can_rate` (whether it can rate a
+single answer) and two async methods:
 
     async def judge_pair(prompt_messages, shown_a, shown_b, instructions) -> Vote
     async def rate(prompt_messages, text, scale, instructions) -> Rating
@@ -91,6 +92,7 @@ class Rating:
 class Judge(Protocol):
     name: str
     price: Price | None
+    can_rate: bool  # False: it only compares two answers (read with `can_rate(judge)`: a judge lacking it rates)
 
     async def judge_pair(self, prompt_messages: list[dict[str, str]], shown_a: str, shown_b: str,
                          instructions: Instructions) -> Vote: ...
@@ -105,6 +107,8 @@ class ApiJudge:
     Temperature 0. An answer without a verdict line is asked again once, in the same conversation,
     with a reminder; both answers are kept in the raw text.
     """
+
+    can_rate = True
 
     def __init__(self, client: Any, *, name: str | None = None, price: Price | None = None,
                  max_tokens: int = 1024):
@@ -161,6 +165,11 @@ class LongestJudge:
     async def rate(self, prompt_messages: list[dict[str, str]], text: str, scale: str,
                    instructions: Instructions) -> Rating:
         raise LimaError("the 'longest' judge only compares two answers", fix="use an API judge for absolute ratings")
+
+
+def can_rate(judge: Judge) -> bool:
+    """Whether the judge can rate a single answer; a judge class written without `can_rate` can."""
+    return bool(getattr(judge, "can_rate", True))
 
 
 # ----------------------------------------------------------------- running
@@ -420,7 +429,7 @@ async def _judge_absolute(gens: list[dict[str, Any]], judges: list[Judge], outpu
     if scale not in SCALES:
         raise LimaError(f"unknown scale {scale!r}", fix=f"use one of {', '.join(SCALES)}")
     _check_judges(judges)
-    cannot = [j.name for j in judges if not getattr(j, "can_rate", True)]
+    cannot = [j.name for j in judges if not can_rate(j)]
     if cannot:
         raise LimaError(f"judge(s) {', '.join(cannot)} cannot rate single answers",
                         fix="use them for pairwise judging; rate with an API judge")

@@ -31,6 +31,7 @@ from ..checkpoint import final_checkpoint, is_done
 from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, load_recipe, recipe_to_dict, setting
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
+from ..judge_kinds import KINDS, JudgeSpec, KindName, kind_names, kinds_help, make_judges, ping_judges, unmet
 from ..train import train
 from ..verdicts import FPE
 from .grid_report import AXES, format_score, write_grid_page
@@ -61,8 +62,7 @@ class EvalSettings:
 
 @dataclass
 class JudgeSettings:
-    kind: Literal["longest", "api"] = setting("longest", "'longest' (offline length baseline, pairwise only) or "
-                                         "'api' (an OpenAI-compatible judge model)")
+    kind: KindName = setting("longest", f"judge kind: {kinds_help()}")
     mode: Literal["pairwise", "absolute"] = setting("pairwise", "pairwise against `reference`, or an absolute rating")
     scale: Literal["fail_pass_excellent", "helpfulness_6"] = setting(
         "helpfulness_6", "absolute scale; Fail/Pass/Excellent count 1/2/3 in the mean")
@@ -102,12 +102,12 @@ class AblationRecipe:
         if self.eval.max_new_tokens <= 0:
             problems.add("eval.max_new_tokens", f"must be > 0, got {self.eval.max_new_tokens}")
         j = self.judge
-        if j.kind == "longest" and j.mode == "absolute":
-            problems.add("judge.mode", "the 'longest' judge only compares two answers",
-                         "use judge.mode=pairwise, or judge.kind=api for absolute ratings")
-        if j.kind == "api" and not (j.api_base and j.api_model):
-            problems.add("judge.api_base", "an API judge needs judge.api_base and judge.api_model",
-                         "e.g. judge.api_base=http://127.0.0.1:8000/v1 judge.api_model=local")
+        if j.mode == "absolute" and not KINDS[j.kind].can_rate:
+            problems.add("judge.mode", f"{KINDS[j.kind].label} only compares two answers",
+                         f"use judge.mode=pairwise, or judge.kind={'/'.join(kind_names(rates=True))} for absolute "
+                         "ratings")
+        for where, what, fix in unmet(judge_spec(j), RECIPE_NAMES, "="):
+            problems.add(where, what, fix)
         if j.n_boot < 100:
             problems.add("judge.n_boot", f"{j.n_boot} resamples give unstable intervals", "use 1000 or more")
         try:
@@ -218,32 +218,23 @@ def draw(pool: list[dict[str, Any]], cell: Cell, seed: int, cache_dir: Path, bas
 # ----------------------------------------------------------------- judging and scores
 
 
+# JudgeSpec fields as a recipe's judge section names them, for messages
+RECIPE_NAMES = {"api_base": "judge.api_base", "api_models": "judge.api_model"}
+
+
+def judge_spec(j: JudgeSettings) -> JudgeSpec:
+    return JudgeSpec(kinds=(j.kind,), api_base=j.api_base, api_models=(j.api_model,) if j.api_model else (),
+                     api_key_env=j.api_key_env, concurrency=j.concurrency, max_tokens=j.max_tokens)
+
+
 def make_judge(j: JudgeSettings) -> Any:
     """A fresh judge (an API judge's connections close with the event loop that used them)."""
-    from ..judge import ApiJudge, LongestJudge
-
-    if j.kind == "longest":
-        return LongestJudge()
-    from ..api import ChatClient
-
-    client = ChatClient(j.api_base, j.api_model, api_key_env=j.api_key_env, max_concurrency=j.concurrency)
-    return ApiJudge(client, max_tokens=j.max_tokens)
+    return make_judges(judge_spec(j))[0]
 
 
 def check_judge(j: JudgeSettings) -> None:
-    """One tiny request to an API judge, so an unreachable judge fails before hours of training, not after."""
-    if j.kind != "api":
-        return
-    import asyncio
-
-    judge = make_judge(j)
-
-    async def ping() -> None:
-        try:
-            await judge.client.chat([{"role": "user", "content": "Reply with OK."}], max_tokens=1, temperature=0.0)
-        finally:
-            await judge.aclose()
-    asyncio.run(ping())
+    """One tiny request to a judge that can be unreachable, so it fails before hours of training, not after."""
+    ping_judges(judge_spec(j))
 
 
 def mean_ci(values: list[float], n_boot: int, seed: int = 0) -> dict[str, Any]:

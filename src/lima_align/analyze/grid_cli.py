@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import LimaError
+from ..judge_kinds import KINDS, kind_names, kinds_help, unmet
 from ..verdicts import SCALES
 
 
@@ -28,7 +29,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from ..config import load_recipe
-    from .ablate import JudgeSettings
+    from .ablate import JudgeSettings, judge_spec
     from .select_ckpt import SelectSettings, select_checkpoint
 
     # Judge flags go through the same typed loader as recipes, so they are checked the same way.
@@ -37,12 +38,12 @@ def cmd_select(args: argparse.Namespace) -> int:
         ("api_model", args.api_model), ("api_key_env", args.api_key_env), ("max_tokens", args.max_tokens),
         ("concurrency", args.concurrency), ("cache", args.cache), ("n_boot", args.n_boot)) if v is not None],
         cls=JudgeSettings)
-    if judge.kind == "api" and not (judge.api_base and judge.api_model):
-        raise LimaError("an API judge needs --api-base and --api-model", where="--judge api",
-                        fix="e.g. --api-base http://127.0.0.1:8000/v1 --api-model local, or --judge longest")
-    if judge.kind == "longest" and judge.mode == "absolute":
-        raise LimaError("the 'longest' judge only compares two answers", where="--mode absolute",
-                        fix="use --mode pairwise, or --judge api")
+    for _, what, fix in unmet(judge_spec(judge), {"api_base": "--api-base", "api_models": "--api-model"}, " "):
+        others = [k for k in KINDS if k != judge.kind and not KINDS[k].needs]
+        raise LimaError(what, where=f"--judge {judge.kind}", fix=fix + "".join(f", or --judge {k}" for k in others))
+    if judge.mode == "absolute" and not KINDS[judge.kind].can_rate:
+        raise LimaError(f"{KINDS[judge.kind].label} only compares two answers", where="--mode absolute",
+                        fix=f"use --mode pairwise, or --judge {'/'.join(kind_names(rates=True))}")
     s = SelectSettings(output=args.output, prompts=args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens,
                        reference=args.reference, judge=judge, ppl_data=args.ppl_data, ppl_limit=args.ppl_limit)
     out = select_checkpoint(args.run_dir, s)
@@ -72,8 +73,7 @@ def add_grid_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]"
     s.add_argument("--limit", type=int, help="answer only the first N prompts")
     s.add_argument("--max-new-tokens", type=int, default=512, help="answer length cap")
     s.add_argument("--reference", help="reference checkpoint for pairwise judging (default: the first saved)")
-    s.add_argument("--judge", choices=["longest", "api"], default="longest",
-                   help="'longest' (offline length baseline, --mode pairwise only) or 'api' (an OpenAI-compatible judge)")
+    s.add_argument("--judge", choices=list(KINDS), default="longest", help=f"judge kind: {kinds_help()}")
     s.add_argument("--mode", choices=["pairwise", "absolute"], default="pairwise")
     s.add_argument("--scale", choices=list(SCALES), default=None,
                    help="absolute scale (default helpfulness_6)")

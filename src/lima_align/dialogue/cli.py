@@ -16,6 +16,7 @@ from ..config import ModelConfig, TurnsConfig, load_recipe
 from ..decoding import Decoding
 from ..errors import LimaError
 from ..jsonl import check_output_folder
+from ..judge import can_rate
 
 VARIANTS = ("single-turn", "with-dialogues")  # shipped recipes, trained and compared by `dialogue`
 
@@ -202,7 +203,7 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
         conv_files.append(f)
     ca, cb = (read_conversations_file(f) for f in conv_files)
     judged = []
-    raters = [j for j in judges if getattr(j, "can_rate", True)]
+    raters = [j for j in judges if can_rate(j)]
     if raters:
         judge_turns(ca + cb, raters, out / "turn-ratings.jsonl", cache_path=args.cache,
                     max_concurrency=args.concurrency)
