@@ -9,9 +9,17 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-# Every value a template prints is escaped unless it is Markup: a fragment our own code built with escape().
+
+
+def _as_html(value: Any) -> Any:
+    """Every value a template prints, escaped as escape() does (quotes as &quot; and &#x27;, so a page reads
+    the same whether a fragment came from Python or a template); Markup, our own fragments, as it is."""
+    return value if hasattr(value, "__html__") else Markup(escape(value))
+
+
+# autoescape stays on as the safety net: a value reaching the output unescaped would need to be Markup
 PAGES = jinja2.Environment(loader=jinja2.PackageLoader("lima_align", "templates"), autoescape=True,
-                           undefined=jinja2.StrictUndefined)
+                           finalize=_as_html, undefined=jinja2.StrictUndefined)
 
 REPORT_CSS = """
 :root{--a:#3b6fb6;--b:#e0823d;--tie:#8a93a0;--ink:#1f2430;--mute:#6b7280;--line:#e4e7ec;--bg:#f6f7f9}
