@@ -234,53 +234,35 @@ def _prompt_text(messages: Any) -> tuple[str, str]:
 VERDICT_WORDS = {"a": "{a} wins", "b": "{b} wins", "tie": "tie", None: "unparsed"}
 
 
-def _items_section(records: list[dict[str, Any]], index: int) -> str:
-    """One comparison's prompts with both answers and every judge's verdict, filterable by outcome."""
+def items_section(records: list[dict[str, Any]], index: int) -> str:
+    """One comparison's prompts with both answers and every judge's verdict, filterable by outcome
+    (templates/report_items.html)."""
     a, b = records[0]["model_a"], records[0]["model_b"]
     by_prompt: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_prompt.setdefault(r["prompt_id"], []).append(r)
     rows = []
     for pid, rs in by_prompt.items():
-        first = rs[0]
         outcomes, badges, raws = set(), [], []
         for r in rs:
             v, cons = r.get("verdict"), is_consistent(r)
             outcomes.add("null" if v is None else v)
             if cons is False:
                 outcomes.add("inconsistent")
-            word = VERDICT_WORDS[v].format(a=a, b=b)
-            klass = ("null" if v is None else v) + (" inconsistent" if cons is False else "")
-            title = "the two presentation orders disagreed" if cons is False else ""
-            badges.append(f'<span class="badge {klass}" title="{title}">{escape(short_judge(r["judge"]))}: '
-                          f'{escape(word)}'
-                          + (" (orders disagree)" if cons is False else "") + "</span>")
-            for vote in r.get("votes", []):
-                if vote.get("raw"):
-                    raws.append(f"<div class=pid>{escape(short_judge(r['judge']))}, order {escape(vote.get('order'))}, "
-                                f"verdict "
-                                f"{escape(vote.get('verdict'))}</div><pre>{escape(vote['raw'])}</pre>")
+            judge = short_judge(r["judge"])
+            badges.append({"klass": ("null" if v is None else v) + (" inconsistent" if cons is False else ""),
+                           "title": "the two presentation orders disagreed" if cons is False else "",
+                           "judge": judge, "word": VERDICT_WORDS[v].format(a=a, b=b), "disagree": cons is False})
+            raws += [{"judge": judge, "order": vote.get("order"), "verdict": vote.get("verdict"), "raw": vote["raw"]}
+                     for vote in r.get("votes", []) if vote.get("raw")]
         texts = [r for r in rs if (r.get("meta") or {}).get("outputs") != "absent"]  # label-only imports have none
-        first = texts[0] if texts else first
+        first = texts[0] if texts else rs[0]
         last, earlier = _prompt_text(first.get("prompt"))
-        history = f"<details><summary>earlier turns</summary><pre>{escape(earlier)}</pre></details>" if earlier else ""
-        judge_text = f"<details><summary>judge output</summary>{''.join(raws)}</details>" if raws else ""
-        rows.append(
-            f'<tr data-o="{" ".join(sorted(outcomes))}"><td class=p><pre>{escape(last)}</pre>{history}'
-            f"<div class=pid>{escape(pid)}</div>{''.join(badges)}{judge_text}</td>"
-            + "".join(f"<td><div class=len>{len(first[k])} chars</div><pre>{escape(first[k])}</pre></td>" if texts else
-                      "<td><div class=len>answer not in the imported file</div></td>" for k in ("output_a", "output_b"))
-            + "</tr>")
-    buttons = "".join(f'<button data-f="{f}"{" class=on" if f == "all" else ""}>{escape(label)}</button>'
-                      for f, label in (("all", "all"), ("a", f"{a} wins"), ("b", f"{b} wins"), ("tie", "tie"),
-                                       ("inconsistent", "inconsistent")))
-    return (f'<section id="prompts-{index}"><h2>Prompts: {escape(a)} vs {escape(b)}</h2>'
-            f'<div class=filters>{buttons}<span class=count>{len(rows)} shown</span></div>'
-            f"<div class=scroll><table class=items><tr><th>prompt</th><th>{escape(a)} (a)</th>"
-            f"<th>{escape(b)} (b)</th></tr>"
-            f"{''.join(rows)}</table></div>"
-            "<p class=note>A row matches a filter when any judge gave that outcome; &ldquo;inconsistent&rdquo; means a "
-            "judge's verdict changed when the answers were shown in the other order.</p></section>")
+        rows.append({"outcomes": " ".join(sorted(outcomes)), "last": last, "earlier": earlier, "pid": pid,
+                     "badges": badges, "raws": raws,
+                     "answers": [first[k] if texts else None for k in ("output_a", "output_b")]})
+    buttons = [("all", "all"), ("a", f"{a} wins"), ("b", f"{b} wins"), ("tie", "tie"), ("inconsistent", "inconsistent")]
+    return render_page("report_items.html", index=index, a=a, b=b, buttons=buttons, rows=rows)
 
 
 def _img(data: str, alt: str) -> str:
@@ -337,7 +319,7 @@ def judge_sections(inputs: ReportInputs) -> Section | None:
     seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in comparisons(inputs.records):
         seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
-    parts += [_items_section(rs, i) for i, rs in enumerate(seen.values())]
+    parts += [items_section(rs, i) for i, rs in enumerate(seen.values())]
     return Section("".join(parts))
 
 
