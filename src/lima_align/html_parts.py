@@ -80,6 +80,15 @@ def format_pct(x: float | None, digits: int = 1) -> str:
     return "&ndash;" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def estimate(e: dict[str, Any] | None, pct: bool = True) -> str:
+    """An estimate ({"value", "ci": [lo, hi]}) as HTML: the value, and its interval on a second, muted line."""
+    if not e or e.get("value") is None:
+        return "&ndash;"
+    f = format_pct if pct else (lambda v: f"{v:.2f}")
+    lo, hi = e["ci"]
+    return f(e["value"]) + (f"<br><span class=ci>[{f(lo)}, {f(hi)}]</span>" if lo is not None else "")
+
+
 def html_table(head: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
     """An HTML table in a horizontal scroller (the `table` macro of templates/parts.html, which page templates
     call with plain values). Cells here are HTML already; the first `text_cols` columns hold text and the

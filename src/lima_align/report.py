@@ -14,7 +14,7 @@ from .dialogue import report as dialogue_report
 from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from .html_parts import escape, format_pct, html_table, render_page, trusted
+from .html_parts import escape, estimate, format_pct, html_table, render_page, trusted
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
@@ -76,16 +76,6 @@ def mean_score_chart(absolute: list[dict[str, Any]], path: Path) -> str:
     return save_png(fig, path)
 
 
-def _fmt_est(e: dict[str, Any] | None, pct: bool = True) -> str:
-    """A value with its CI on a second, muted line."""
-    if not e or e["value"] is None:
-        return "&ndash;"
-    f = (lambda v: format_pct(v)) if pct else (lambda v: f"{v:.2f}")
-    lo, hi = e["ci"]
-    ci = f'<br><span class=ci>[{f(lo)}, {f(hi)}]</span>' if lo is not None else ""
-    return f"{f(e['value'])}{ci}"
-
-
 def _fmt_p(p: float | None) -> str:
     if p is None:
         return "&ndash;"
@@ -120,7 +110,7 @@ def _summary_table(pairwise: list[dict[str, Any]]) -> str:
         small = _muted("Wilson CIs: few decisive prompts") if p.get("interval", "").startswith("Wilson") else ""
         rows.append([f"{escape(p['model_a'])} vs {escape(p['model_b'])}", escape(short_judge(p["judge"])),
                      f"{p['n']}{small}",
-                     *(_fmt_est(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
+                     *(estimate(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
                      f"{st['wins']}&ndash;{st['losses']}", _fmt_p(st["p_value"])])
     return html_table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",
                        "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
@@ -137,8 +127,8 @@ def _bias_table(pairwise: list[dict[str, Any]]) -> str:
             "&ndash;" if first is None else format_pct(first) + _muted(f"p={_fmt_p(pos['first_position_p_value'])}"),
             "&ndash;" if ln["mean_chars_a"] is None else f"{ln['mean_chars_a']:.0f} / {ln['mean_chars_b']:.0f}",
             "&ndash;" if longer is None else format_pct(longer) + _muted(f"p={_fmt_p(ln['longer_wins_p_value'])}"),
-            format_pct(lc.get("raw_win_share")), _fmt_est(lc.get("win_share_at_equal_length")),
-            _fmt_est(lc.get("odds_ratio_per_doubling"), pct=False)])
+            format_pct(lc.get("raw_win_share")), estimate(lc.get("win_share_at_equal_length")),
+            estimate(lc.get("odds_ratio_per_doubling"), pct=False)])
     return (html_table(["comparison", "same verdict in both orders", "first position wins", "mean chars a / b",
                         "longer answer wins", "a win share (decisive)", "a win share at equal length",
                         "odds ratio per doubling"], rows)
@@ -174,7 +164,7 @@ def _ratings_table(absolute: list[dict[str, Any]]) -> str:
     rows = []
     for a in absolute:
         dist = " &middot; ".join(f"{escape(k)}: {format_pct(v['value'], 0)}" for k, v in a["shares"].items())
-        key = _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False)
+        key = estimate(a["pass_or_better"]) if "pass_or_better" in a else estimate(a["mean"], pct=False)
         rows.append([escape(a["model"]), escape(short_judge(a["judge"])), escape(a["scale"]), dist, a["n"], a["null"],
                      key])
     return html_table(["model", "judge", "scale", "distribution", "prompts", "unparsed", "pass or better / mean score"],
@@ -192,8 +182,8 @@ def _pooled_section(pooled: dict[str, Any]) -> str:
     parts = []
     if pooled.get("pairwise"):
         rows = [[f"{escape(p['model_a'])} vs {escape(p['model_b'])}", p["n_prompts"], p["n_votes"],
-                 *(_fmt_est(p["rates"][k]) for k in ("a", "tie", "b", "score")),
-                 _fmt_est(p["decisive"]) + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes"),
+                 *(estimate(p["rates"][k]) for k in ("a", "tie", "b", "score")),
+                 estimate(p["decisive"]) + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes"),
                  _fmt_p(p["sign_test"]["p_value"]) + _muted(f"{p['sign_test']['wins']}&ndash;{p['sign_test']['losses']}"
                                                             " prompts"), agree(p["agreement"]), kappa(p["agreement"])]
                 for p in pooled["pairwise"]]
@@ -203,11 +193,11 @@ def _pooled_section(pooled: dict[str, Any]) -> str:
     if pooled.get("absolute"):
         rows = []
         for a in pooled["absolute"]:
-            dist = " &middot; ".join(f"{escape(k)}: {_fmt_est(v)}" for k, v in a["shares"].items())
+            dist = " &middot; ".join(f"{escape(k)}: {estimate(v)}" for k, v in a["shares"].items())
             m = a.get("majority_pass_or_better")
             rows.append([escape(a["model"]), escape(a["scale"]), dist, a["n_prompts"], a["n"],
-                         _fmt_est(a["pass_or_better"]) if "pass_or_better" in a else _fmt_est(a["mean"], pct=False),
-                         _fmt_est(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;",
+                         estimate(a["pass_or_better"]) if "pass_or_better" in a else estimate(a["mean"], pct=False),
+                         estimate(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;",
                          agree(a["agreement"]), kappa(a["agreement"])])
         parts.append(html_table(["model", "scale", "distribution", "prompts", "ratings", "pass or better / mean",
                                  "majority pass or better", "first two ratings identical", "Cohen's &kappa;"], rows,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charts import C_A, C_B, C_EXC, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from ..html_parts import escape, format_pct, html_table
+from ..html_parts import escape, estimate, format_pct, html_table
 from ..report_parts import ReportInputs, Section
 
 KINDS = ("shift", "retention")
@@ -131,11 +131,7 @@ def _token(t: str) -> str:
 
 def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
     rows = [[escape(_label(s)), s["answers"], s["tokens"],
-             *(f"{format_pct(s['shares'][c]['value'])}"
-               + (f"<br><span class=ci>[{format_pct(s['shares'][c]['ci'][0])}, "
-                  f"{format_pct(s['shares'][c]['ci'][1])}]</span>"
-                  if s["shares"][c]["ci"][0] is not None else "")
-               for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
+             *(estimate(s["shares"][c]) for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
     parts = [f'<img src="data:image/png;base64,{images["shift_shares"]}" class=chart alt="token shift shares">',
              html_table(["aligned vs base", "answers", "tokens", "unshifted (rank 1)", "marginal (2-3)",
                          "shifted (&gt; 3)"], rows),
@@ -160,28 +156,20 @@ def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
             "answers, or the aligned model passed as its own base, separate that from alignment.</p></section>")
 
 
-def _est(e: dict[str, Any] | None, pct: bool) -> str:
-    if not e or e.get("value") is None:
-        return "&ndash;"
-    f = (lambda v: format_pct(v)) if pct else (lambda v: f"{v:.2f}")
-    lo, hi = e["ci"]
-    return f(e["value"]) + (f"<br><span class=ci>[{f(lo)}, {f(hi)}]</span>" if lo is not None else "")
-
-
 def _retention_section(rets: list[dict[str, Any]], images: dict[str, str]) -> str:
     rows, subj_rows = [], []
     for r in rets:
         for m in r["models"]:
             mcq = m.get("mcq") or {}
-            rows.append([escape(m["role"]), escape(Path(str(m["model"])).name), _est(m.get("perplexity"), False),
-                         _est(mcq.get("accuracy"), True), _est(mcq.get("accuracy_raw"), True), mcq.get("n", 0)])
+            rows.append([escape(m["role"]), escape(Path(str(m["model"])).name), estimate(m.get("perplexity"), False),
+                         estimate(mcq.get("accuracy"), True), estimate(mcq.get("accuracy_raw"), True), mcq.get("n", 0)])
         base, aligned = r["models"][0].get("mcq") or {}, r["models"][-1].get("mcq") or {}
         for subject in sorted(set(base.get("by_subject", {})) | set(aligned.get("by_subject", {}))):
             b, a = base.get("by_subject", {}).get(subject, {}), aligned.get("by_subject", {}).get(subject, {})
-            subj_rows.append([escape(subject), b.get("n", a.get("n", 0)), _est(b.get("accuracy"), True),
-                              _est(a.get("accuracy"), True)])
+            subj_rows.append([escape(subject), b.get("n", a.get("n", 0)), estimate(b.get("accuracy"), True),
+                              estimate(a.get("accuracy"), True)])
     diffs = "".join(f"<p>Accuracy change, aligned minus base ({escape(Path(str(r['aligned'])).name)}): "
-                    f"{_est(r['difference']['accuracy'], True)} (paired bootstrap 95% interval).</p>"
+                    f"{estimate(r['difference']['accuracy'], True)} (paired bootstrap 95% interval).</p>"
                     for r in rets if r.get("difference", {}).get("accuracy", {}).get("value") is not None)
     return ("<section id=retention><h2>What alignment changed: knowledge retention</h2>"
             f'<img src="data:image/png;base64,{images["retention"]}" class=chart alt="perplexity and accuracy">'
