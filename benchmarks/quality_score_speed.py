@@ -42,7 +42,7 @@ def one_by_one(scorer, pairs: list[tuple[str, str]]) -> list[float]:
 
 def main() -> None:
     from lima_align.curate.select import ModelScorer
-    from lima_align.seed import load_dataset
+    from lima_align.dataset_specs import load_dataset
 
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=64, help="seed training examples to score")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lima_align.errors import LimaError
-from lima_align.seed import load_dataset
+from lima_align.dataset_specs import load_dataset
 
 datasets = pytest.importorskip("datasets")
 

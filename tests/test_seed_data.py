@@ -11,7 +11,7 @@ import pytest
 
 from lima_align.errors import LimaError
 from lima_align.records import Conversation
-from lima_align.seed import SEED_DIR, SPLITS, is_seed, load_dataset, spec_paths
+from lima_align.dataset_specs import SEED_DIR, SPLITS, is_seed, load_dataset, spec_paths
 
 SOURCE = "lima-align-seed"
 

@@ -61,7 +61,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _generate_from_api(args: argparse.Namespace) -> int:
     from .api import ChatClient, generate_from_api
     from .decoding import Decoding
-    from .seed import load_dataset
+    from .dataset_specs import load_dataset
 
     if not (args.api_base and args.api_model):
         raise LimaError("--api-base and --api-model go together", fix="give both, e.g. --api-base "
@@ -184,7 +184,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     from .jsonl import write_jsonl_atomic, write_text_atomic
-    from .seed import load_dataset
+    from .dataset_specs import load_dataset
     from .records import to_format
 
     convs = load_dataset(args.input, fmt=args.input_format, purpose="any")
@@ -198,7 +198,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
-    from .seed import load_dataset
+    from .dataset_specs import load_dataset
 
     convs = load_dataset(args.input, fmt=args.input_format, purpose=args.purpose)
     print(f"{args.input}: {len(convs)} records, all valid for purpose '{args.purpose}'")
@@ -207,7 +207,7 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from .records import stats
-    from .seed import load_dataset
+    from .dataset_specs import load_dataset
 
     convs = load_dataset(args.input, fmt=args.input_format)
     tok = None

@@ -26,13 +26,13 @@ import torch
 
 from .checkpoint import turns_for
 from .config import GenerateConfig, ModelConfig, TurnsConfig
+from .dataset_specs import load_dataset
 from .decoding import ROLE_STOP, Decoding, Reply, banned_tokens, ids_covering
 from .errors import LimaError
 from .jsonl import JsonlAppender, done_keys
 from .models import LoadedModel, bf16_is_fast, load_model, resolve_model_path
 from .records import Conversation, Message, generation_record, read_generations  # noqa: F401  (re-exported)
 from .sampler import LimaSampler, generation_kwargs
-from .seed import load_dataset
 from .turns import TurnFormat
 
 def resolve_dtype(dtype: str) -> str:

@@ -22,9 +22,9 @@ import math
 import random
 
 from .config import DataConfig
+from .dataset_specs import load_dataset
 from .errors import LimaError, Problem, ProblemList
 from .records import Conversation
-from .seed import load_dataset
 
 SOURCE_KEY = "mix_source"
 

@@ -30,7 +30,7 @@ def _sha256_files(paths: list[Path], root: Path | None = None) -> str:
 def data_rows(specs: list[str]) -> list[tuple[str, str, str]]:
     """(dataset as the recipe names it, the file(s) read, sha256) for each training dataset."""
     from .hf_data import is_hf_spec, saved_folder_spec
-    from .seed import spec_paths
+    from .dataset_specs import spec_paths
 
     rows = []
     for spec in specs:

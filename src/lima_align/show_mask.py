@@ -18,7 +18,7 @@ FLAGS = {"model": "model.name", "format": "turns.format", "eot": "turns.eot", "m
 def cmd_show_mask(args: argparse.Namespace) -> int:
     from .config import load_recipe
     from .models import load_tokenizer, resolve_model_path
-    from .seed import load_dataset
+    from .dataset_specs import load_dataset
     from .train import load_training_conversations, prepare_data
     from .turns import TurnFormat, training_method
 

@@ -179,7 +179,7 @@ def _eval_key(r: AblationRecipe, base: Recipe) -> str:
 
 def load_pool(spec: str, base: Recipe) -> list[dict[str, Any]]:
     """Every example of the source, minus those the base recipe would drop as too long."""
-    from ..seed import load_dataset
+    from ..dataset_specs import load_dataset
 
     convs = []
     for part in spec.split("+"):
@@ -291,7 +291,7 @@ def _generate(model: str, base: Recipe, turns: TurnsConfig, r: AblationRecipe, o
                               cache_dir=base.model.cache_dir), turns, g, log=log)
     gc.collect()
     # The file may hold answers to prompts a larger eval.limit asked for earlier: keep the current ones.
-    from ..seed import load_dataset
+    from ..dataset_specs import load_dataset
 
     wanted = {c.id for c in load_dataset(r.eval.prompts, purpose="prompt")[: r.eval.limit]}
     return [x for x in read_generations(out) if x["prompt_id"] in wanted]
@@ -320,7 +320,7 @@ def write_cell_data(cell: Cell, cid: str, r: AblationRecipe, base: Recipe, pools
             pools[cell.source] = load_pool(cell.source, base)
         rows = draw(pools[cell.source], cell, r.seed, out / "select_cache", base)
         if cell.dialogues:
-            from ..seed import load_dataset
+            from ..dataset_specs import load_dataset
 
             rows += [c.to_dict() for c in load_dataset(r.dialogues_data, purpose="train")]
         write_jsonl_atomic(data, rows)

@@ -48,7 +48,7 @@ def perplexity_examples(recipe: Recipe, spec: str, limit: int, fmt: Any) -> list
     every example it trained on (re-derived with the run's recipe, so the same filters and sample).
     None held out (a run on its whole file, as LIMA's own) gives no examples: perplexity is the
     secondary criterion here, so selection goes on by judging alone."""
-    from ..seed import load_dataset
+    from ..dataset_specs import load_dataset
     from ..train import load_training_conversations, prepare_data
 
     if spec != "heldout":
@@ -149,7 +149,7 @@ def select_checkpoint(run_dir: str | Path, s: SelectSettings, *, log: Any = prin
         log("select: perplexity skipped: the run trained on every example of its data, so none is held out "
             "(pass --ppl-data FILE with examples the run did not train on to measure it); choosing by judging alone")
         ppl = {"_data": None}
-    from ..seed import load_dataset
+    from ..dataset_specs import load_dataset
 
     wanted = {c.id for c in load_dataset(s.prompts, purpose="prompt")[: s.limit]}  # a rerun may ask fewer
     gens: dict[str, list[dict[str, Any]]] = {}

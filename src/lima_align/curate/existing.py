@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import setting
+from ..dataset_specs import load_dataset, spec_paths
 from ..errors import LimaError, ProblemList
 from ..records import Conversation, parse_record
-from ..seed import load_dataset, spec_paths
 from .rules import RuleCounts, SourceRun
 
 SOURCE = "dataset"

@@ -62,7 +62,7 @@ def _parse_quotas(text: str) -> dict[str, int]:
 def cmd_select(args: argparse.Namespace) -> int:
     from ..config import load_recipe
     from ..jsonl import write_jsonl_atomic, write_text_atomic
-    from ..seed import load_dataset
+    from ..dataset_specs import load_dataset
     from .dedup import DedupConfig, count_reasons, dedup
     from .select import SelectConfig, group_of, select
 

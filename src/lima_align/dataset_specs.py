@@ -1,6 +1,7 @@
-"""The project's own seed dataset, shipped inside the package, and dataset specs.
+"""Dataset specs: what every command that reads a dataset accepts in place of a path, resolved here.
 
-Wherever a dataset path is accepted, these names work too:
+Wherever a dataset path is accepted, these names of the project's own seed dataset (shipped inside the
+package) work too:
   seed            the single-turn training examples
   seed:dialogues  the 30 multi-turn dialogues
   seed:all        both
