@@ -103,3 +103,18 @@ def test_any_penalty_other_than_one_is_applied():
     scores = torch.tensor([[0.0, 3.0, -1.0, 2.0]])
     out = sampler.adjust(torch.tensor([[1, 1, 2]]), scores)
     assert out.tolist() == [[0.0, 1.5, -2.0, 2.0]]
+
+
+def test_prompts_of_different_lengths_are_penalised_under_scope_all():
+    # left-padded to width 3: each row penalises its own prompt's tokens, never the padding id 0
+    sampler = LimaSampler(Decoding(repetition_penalty=2.0, repetition_penalty_scope="all"), [[5], [6, 7, 8]], 3, [])
+    out = sampler.adjust(torch.tensor([[0, 0, 5], [6, 7, 8]]), torch.ones(2, 10))
+    assert (out[0] == 0.5).nonzero().flatten().tolist() == [5]
+    assert (out[1] == 0.5).nonzero().flatten().tolist() == [6, 7, 8]
+
+
+def test_banned_ids_beyond_the_models_vocabulary_are_ignored():
+    # a tokenizer may list more ids than the model's output layer has rows
+    sampler = LimaSampler(Decoding(repetition_penalty=1.0), [[1]], 1, [1, 4])
+    out = sampler.adjust(torch.tensor([[1]]), torch.zeros(1, 4))
+    assert out.tolist() == [[0.0, float("-inf"), 0.0, 0.0]]
