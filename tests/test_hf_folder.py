@@ -144,8 +144,8 @@ def test_checkpoint_folders_prompt_and_answer_in_plain_transformers_as_in_lima_a
     ours = {}
     for n in names:
         (tmp_path / n).mkdir()
-        ours[n] = lima_side(folders[n], tmp_path / n, 16)
-    theirs = dict(zip(names, transformers_side([(folders[n], ours[n]["plain"]) for n in names], 16)))
+        ours[n] = lima_side(folders[n], tmp_path / n, 24)
+    theirs = dict(zip(names, transformers_side([(folders[n], ours[n]["plain"]) for n in names], 24)))
     for n in names:
         assert theirs[n]["prompt_ids"] == ours[n]["prompt_ids"], n
         assert theirs[n]["full_ids"] == ours[n]["full_ids"], n
@@ -187,6 +187,9 @@ def test_model_card_names_base_data_hashes_recipe_and_prompting(folders):
     assert str(ckpt.parent.parent.parent / "gemma") in card and "method: full" in card
     assert "apply_chat_template" in card and "<|eot|>" in card and "repetition penalty" in card
     assert "gives exactly the token ids" in card
+    lora_card = (folders["lora"] / "README.md").read_text()
+    assert "library_name: peft" in lora_card and "GenerationConfig.from_pretrained" in lora_card
+    assert "library_name: transformers" in (folders["lora-exported"] / "README.md").read_text()
     # The export keeps the hashes taken when the checkpoint was saved.
     assert hashlib.sha256(data.read_bytes()).hexdigest() in (folders["lora-exported"] / "README.md").read_text()
 

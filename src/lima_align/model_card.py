@@ -100,7 +100,10 @@ def card_text(*, title: str, base: str, method: str | None, kind: str, eot: str,
         lines += [note, ""]
     if adapter:
         lines += ["This folder holds a LoRA adapter. `lima-align export THIS_FOLDER --output DIR` writes the "
-                  "adapter merged into the base weights as a standalone model.", ""]
+                  "adapter merged into the base weights as a standalone model. Loaded as it is "
+                  "(`AutoModelForCausalLM.from_pretrained` with peft installed), transformers takes the generation "
+                  "config from the base model, which does not stop at the end of turn: pass "
+                  "`generation_config=GenerationConfig.from_pretrained(THIS_FOLDER)` to `generate`.", ""]
     lines += ["## How to prompt it", "",
               f"Turn format `{kind}`; every turn ends with the end-of-turn token `{eot}`. The tokenizer's chat "
               f"template renders it, for example:", "", "```text", _example(tok, template), "```", "", exact,
