@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 from lima_align.analyze.grid_report import write_grid_page
+from lima_align.analyze.report_sections import analysis_sections
 from lima_align.analyze.select_ckpt import write_select_page
 from lima_align.curate.curate_report import write_report as write_curate_report
 from lima_align.dialogue.report import build as build_dialogue_page
 from lima_align.report import build_report
+from lima_align.report_parts import ReportInputs
 
 EVIL = "<script>alert('x')</script>"
 
@@ -77,3 +79,23 @@ def test_dialogue_page_escapes_title_models_judges_and_conversations(tmp_path):
     text = build_dialogue_page([path], tmp_path / "out", title=EVIL).read_text()
     assert "<script>" not in text and "<title>&lt;script&gt;" in text and "<h1>&lt;script&gt;" in text
     assert text.count("&lt;script&gt;") > 10  # tables, transcripts and conversation ids too
+
+
+def test_analysis_sections_escape_labels_tokens_models_and_subjects(tmp_path):
+    est = {"value": 0.5, "ci": [0.4, 0.6]}
+    shift = {"kind": "shift", "file": "s.json", "label": EVIL, "answers": 2, "tokens": 4,
+             "shares": {k: est for k in ("unshifted", "marginal", "shifted")},
+             "by_position": [{"bin": [0, 1], "tokens": 4, "shifted": 0.5, "marginal": 0.25}],
+             "top_shifted": [{"token": EVIL, "shifted": 1, "occurrences": 2, "share_shifted": 0.5,
+                              "examples": [{"before": EVIL, "base_top": EVIL, "rank": 5, "prompt_id": EVIL}]}]}
+    mcq = {"accuracy": est, "accuracy_raw": est, "n": 2, "by_subject": {EVIL: {"n": 2, "accuracy": est}}}
+    retention = {"kind": "retention", "file": "r.json", "base": "b", "aligned": EVIL, "difference": {"accuracy": est},
+                 "models": [{"role": EVIL, "model": EVIL, "perplexity": est, "mcq": mcq}]}
+    inputs = ReportInputs(records=[], summary={}, shown={}, left_out="", charts_dir=tmp_path,
+                          analyses=[shift, retention])
+    text = analysis_sections(inputs).html
+    assert "<script>" not in text and "id=shift" in text and "id=retention" in text
+    # shift: label twice, token twice, before, base's token, prompt id; retention: role, subject (model names
+    # are shown by their last path part, "script&gt;")
+    assert text.count("&lt;script&gt;") == 9 and text.count("<td>script&gt;</td>") == 1
+    assert "<td class=n>50.0%<br><span class=ci>[40.0%, 60.0%]</span></td>" in text  # estimates stay markup

@@ -71,6 +71,12 @@ def trusted(fragment: str) -> Markup:
     return Markup(fragment)
 
 
+def fragment(fmt: str, *args: Any) -> Markup:
+    """Our own markup `fmt` with each {} filled by an argument escaped as escape() does (Markup as it is):
+    a table cell or line that a template inserts as it is."""
+    return Markup(fmt).format(*(_as_html(a) for a in args))
+
+
 def escape(x: Any) -> str:
     """Any value as HTML text, quotes included (safe inside attributes too)."""
     return html.escape(str(x), quote=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charts import C_A, C_B, C_EXC, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from ..html_parts import escape, estimate, format_pct, html_table
+from ..html_parts import Markup, estimate, format_pct, fragment, render_page, trusted
 from ..report_parts import ReportInputs, Section
 
 KINDS = ("shift", "retention")
@@ -125,62 +125,50 @@ def retention_chart(rets: list[dict[str, Any]], path: Path) -> str:
 # ----------------------------------------------------------------- HTML
 
 
-def _token(t: str) -> str:
-    return f"<code>{escape(repr(t)[1:-1])}</code>"
+def _token(t: str) -> Markup:
+    return fragment("<code>{}</code>", repr(t)[1:-1])
 
 
 def _shift_section(shifts: list[dict[str, Any]], images: dict[str, str]) -> str:
-    rows = [[escape(_label(s)), s["answers"], s["tokens"],
-             *(estimate(s["shares"][c]) for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
-    parts = [f'<img src="data:image/png;base64,{images["shift_shares"]}" class=chart alt="token shift shares">',
-             html_table(["aligned vs base", "answers", "tokens", "unshifted (rank 1)", "marginal (2-3)",
-                         "shifted (&gt; 3)"], rows),
-             f'<img src="data:image/png;base64,{images["shift_position"]}" class=chart alt="shift by position">']
+    """templates/shift_section.html: shares per comparison, and each one's most often shifted tokens."""
+    rows = [[_label(s), s["answers"], s["tokens"],
+             *(trusted(estimate(s["shares"][c])) for c in ("unshifted", "marginal", "shifted"))] for s in shifts]
+    tops = []
     for s in shifts:
         top = []
         for t in s["top_shifted"]:
             ex = t["examples"][0] if t["examples"] else None
-            example = (f"<code>&hellip;{escape(ex['before'])}</code><b>{_token(t['token'])}</b>"
-                       f"<br><span class=ci>base preferred {_token(ex['base_top'])} (rank {ex['rank']} for this "
-                       f"token), {escape(ex['prompt_id'])}</span>") if ex else ""
-            top.append([_token(t["token"]), t["shifted"], t["occurrences"], format_pct(t["share_shifted"]), example])
+            example = fragment("<code>&hellip;{}</code><b>{}</b><br><span class=ci>base preferred {} (rank {} for this "
+                               "token), {}</span>", ex["before"], _token(t["token"]), _token(ex["base_top"]),
+                               ex["rank"], ex["prompt_id"]) if ex else ""
+            top.append([_token(t["token"]), t["shifted"], t["occurrences"], trusted(format_pct(t["share_shifted"])),
+                        example])
         if top:
-            parts.append(f"<h3>Tokens shifted most often: {escape(_label(s))}</h3>"
-                         + html_table(["token", "shifted", "occurrences", "share shifted", "example"], top))
-    return ("<section id=shift><h2>What alignment changed: token distribution shift</h2>" + "".join(parts)
-            + "<p class=note>For each token of the aligned model's answers, the base model's rank of that token given "
-            "the same context (one teacher-forced pass): rank = 1 + the number of tokens with a strictly higher "
-            "base logit. Unshifted = rank 1, marginal = rank 2-3, shifted = rank &gt; 3 (Lin et al. 2023, who found "
-            "5-8% shifted, mostly stylistic tokens). Shares are token-weighted; intervals are 95% bootstrap over "
-            "answers. Sampled answers (temperature &gt; 0) contain tokens the aligned model itself ranks low; greedy "
-            "answers, or the aligned model passed as its own base, separate that from alignment.</p></section>")
+            tops.append((_label(s), top))
+    return render_page("shift_section.html", shares_chart=images["shift_shares"],
+                       position_chart=images["shift_position"], rows=rows, tops=tops)
 
 
 def _retention_section(rets: list[dict[str, Any]], images: dict[str, str]) -> str:
-    rows, subj_rows = [], []
+    """templates/retention_section.html: perplexity and accuracy per model, the change, accuracy by subject."""
+    rows, subjects = [], []
     for r in rets:
         for m in r["models"]:
             mcq = m.get("mcq") or {}
-            rows.append([escape(m["role"]), escape(Path(str(m["model"])).name), estimate(m.get("perplexity"), False),
-                         estimate(mcq.get("accuracy"), True), estimate(mcq.get("accuracy_raw"), True), mcq.get("n", 0)])
+            rows.append([m["role"], Path(str(m["model"])).name,
+                         *(trusted(estimate(e, pct)) for e, pct in ((m.get("perplexity"), False),
+                                                                    (mcq.get("accuracy"), True),
+                                                                    (mcq.get("accuracy_raw"), True))),
+                         mcq.get("n", 0)])
         base, aligned = r["models"][0].get("mcq") or {}, r["models"][-1].get("mcq") or {}
         for subject in sorted(set(base.get("by_subject", {})) | set(aligned.get("by_subject", {}))):
             b, a = base.get("by_subject", {}).get(subject, {}), aligned.get("by_subject", {}).get(subject, {})
-            subj_rows.append([escape(subject), b.get("n", a.get("n", 0)), estimate(b.get("accuracy"), True),
-                              estimate(a.get("accuracy"), True)])
-    diffs = "".join(f"<p>Accuracy change, aligned minus base ({escape(Path(str(r['aligned'])).name)}): "
-                    f"{estimate(r['difference']['accuracy'], True)} (paired bootstrap 95% interval).</p>"
-                    for r in rets if r.get("difference", {}).get("accuracy", {}).get("value") is not None)
-    return ("<section id=retention><h2>What alignment changed: knowledge retention</h2>"
-            f'<img src="data:image/png;base64,{images["retention"]}" class=chart alt="perplexity and accuracy">'
-            + html_table(["model", "name", "perplexity", "accuracy", "accuracy (raw)", "questions"], rows, text_cols=2)
-            + diffs + "<h3>Accuracy by subject</h3>"
-            + html_table(["subject", "questions", "base", "aligned"], subj_rows)
-            + "<p class=note>Perplexity: plain text with no chat format, exp(total NLL / scored tokens), 95% bootstrap "
-            "over passages. Accuracy: the choice with the highest log-likelihood given &ldquo;Question: &hellip; "
-            "Answer:&rdquo;; length-normalised divides by the choice's UTF-8 bytes, raw sums its token log-probs; "
-            "Wilson 95% intervals. A fine-tune that only changed style leaves both close to the base model's.</p>"
-            "</section>")
+            subjects.append([subject, b.get("n", a.get("n", 0)), trusted(estimate(b.get("accuracy"))),
+                             trusted(estimate(a.get("accuracy")))])
+    differences = [(Path(str(r["aligned"])).name, trusted(estimate(r["difference"]["accuracy"]))) for r in rets
+                   if r.get("difference", {}).get("accuracy", {}).get("value") is not None]
+    return render_page("retention_section.html", chart=images["retention"], rows=rows, subjects=subjects,
+                       differences=differences)
 
 
 def analysis_sections(inputs: ReportInputs) -> Section | None:
