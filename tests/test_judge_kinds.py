@@ -4,6 +4,7 @@ exactly those kinds, the ablation recipe accepts exactly those, and make_judges 
 from __future__ import annotations
 
 import argparse
+import typing
 
 import pytest
 
@@ -12,7 +13,7 @@ from lima_align.cli import make_parser
 from lima_align.config import load_recipe
 from lima_align.errors import LimaError
 from lima_align.judge import Judge, can_rate
-from lima_align.judge_kinds import KINDS, JudgeSpec, kind_names, make_judges
+from lima_align.judge_kinds import KINDS, JudgeKind, JudgeSpec, KindName, kind_names, make_judges
 
 COMPARING = [("judge", "pairwise"), ("judge", "conversations"), ("dialogue", "eval"), ("select",)]
 RATING = [("judge", "absolute"), ("judge", "turns")]
@@ -73,3 +74,20 @@ def test_make_judges_keeps_the_order_asked_and_refuses_what_it_cannot_build():
 def test_can_rate_is_part_of_the_judge_protocol():
     assert "can_rate" in Judge.__annotations__
     assert all(isinstance(kind.cls.can_rate, bool) for kind in KINDS.values())
+
+
+def test_a_new_kind_reaches_every_flag_and_the_recipe_type_follows_the_registry(monkeypatch):
+    """The flags read KINDS when the parser is built; the recipe type is KINDS' names (fixed at import)."""
+    assert typing.get_args(KindName) == tuple(KINDS)
+    assert typing.get_type_hints(JudgeSettings)["kind"] == KindName
+
+    class Shortest:
+        name, price, can_rate = "shortest", None, False
+
+    monkeypatch.setitem(KINDS, "shortest", JudgeKind(Shortest, lambda spec: [Shortest()], "shorter wins", "the "
+                                                     "'shortest' judge"))
+    for command in COMPARING:
+        assert "shortest" in judge_choices(*command), command
+    for command in RATING:
+        assert "shortest" not in judge_choices(*command), command
+    assert [type(j) for j in make_judges(JudgeSpec(kinds=("shortest",)))] == [Shortest]
