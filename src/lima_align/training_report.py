@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .html_parts import Markup, render_page
+from .html_parts import fragment, render_page
 from .jsonl import read_jsonl
 from .report_parts import ReportInputs, Section
 
@@ -111,7 +111,7 @@ def _section(run: Path, summary: dict[str, Any], png: bytes) -> str:
     cells = [("steps", f"{text(summary['steps'])} of {text(summary['total_steps'])}"),
              ("epochs", text(summary["epochs"])), ("method", text(summary["method"])),
              ("examples", text(summary["examples"])), ("trained tokens", text(summary["trained_tokens"])),
-             ("loss", Markup("{} &rarr; {}").format(text(summary["first_loss"]), text(summary["final_loss"]))),
+             ("loss", fragment("{} &rarr; {}", text(summary["first_loss"]), text(summary["final_loss"]))),
              ("tokens/s", text(summary["tokens_per_s"]))]
     return render_page("training_section.html", name=run.resolve().name, run=run, cells=cells,
                        png=base64.b64encode(png).decode("ascii"))

@@ -24,7 +24,7 @@ from typing import Any
 from ..checkpoint import epoch_of, list_checkpoints, require_meta
 from ..config import GenerateConfig, ModelConfig, Recipe, load_recipe
 from ..errors import LimaError
-from ..html_parts import Markup, render_page
+from ..html_parts import fragment, render_page
 from ..jsonl import write_text_atomic
 from ..records import Conversation
 from .ablate import JudgeSettings, check_judge, make_judge, read_records, score_records
@@ -234,8 +234,8 @@ def write_select_page(result: dict[str, Any], out: Path) -> Path:
     ppl_pts = [(r["epoch"], {"value": r["dev_perplexity"], "ci": [None, None]}) for r in rows]
     ppl_chart = score_chart({"": ppl_pts}, "epoch", "dev perplexity", out / "charts" / "perplexity.png",
                             title="Dev perplexity per epoch")
-    best = Markup("{} <b>best</b>").format  # the checkpoint name escaped, the mark kept
-    table = [[best(r["checkpoint"]) if r["checkpoint"] == result["best"] else r["checkpoint"], r["epoch"],
+    best = result["best"]
+    table = [[fragment("{} <b>best</b>", r["checkpoint"]) if r["checkpoint"] == best else r["checkpoint"], r["epoch"],
               "-" if r["dev_loss"] is None else f"{r['dev_loss']:.4f}",
               "-" if r["dev_perplexity"] is None else f"{r['dev_perplexity']:.2f}", format_score(r["score"]),
               f"{r['ended_their_turn']}/{r['answers']}"] for r in rows]

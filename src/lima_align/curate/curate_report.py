@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charts import new_figure, save_png, style_axes
-from ..html_parts import Markup, render_page
+from ..html_parts import fragment, render_page
 from ..jsonl import write_text_atomic
 
 C_CAND, C_SEL = "#c7ccd4", "#3b6fb6"
@@ -59,9 +59,9 @@ def length_chart(candidates: list[dict[str, Any]], selected: list[dict[str, Any]
 def _rules_rows(rules: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for src, r in rules.items():
-        rows.append([Markup("<b>{}</b>").format(src), r["seen"], "", r["kept"]])
-        rows += [[Markup("&nbsp;&nbsp;{}").format(rule), "", n, ""] for rule, n in r["dropped"].items()]
-        rows += [[Markup("&nbsp;&nbsp;<i>{}</i> (rewrite)").format(t), "", n, ""] for t, n in r["transforms"].items()]
+        rows.append([fragment("<b>{}</b>", src), r["seen"], "", r["kept"]])
+        rows += [[fragment("&nbsp;&nbsp;{}", rule), "", n, ""] for rule, n in r["dropped"].items()]
+        rows += [[fragment("&nbsp;&nbsp;<i>{}</i> (rewrite)", t), "", n, ""] for t, n in r["transforms"].items()]
     return rows
 
 
@@ -77,7 +77,7 @@ def write_report(out: Path, manifest: dict[str, Any], candidates: list[dict[str,
         config_hash=manifest["config_hash"], created=time.strftime("%Y-%m-%d %H:%M:%S"), spread=spread,
         lengths=lengths, rules=_rules_rows(manifest["rules"]),
         dedup=[["in", dd["in"]], ["kept", dd["kept"]], *([k, v] for k, v in dd["dropped"].items())] if dd else [],
-        inputs=[[i["path"], i["source"], f"{i['bytes'] / 1e6:.1f}", Markup("<code>{}</code>").format(i["sha256"][:16])]
+        inputs=[[i["path"], i["source"], f"{i['bytes'] / 1e6:.1f}", fragment("<code>{}</code>", i["sha256"][:16])]
                 for i in manifest["inputs"]],
         sites=[[x["site"], x["url"], x.get("newest_question") or "unknown"] for x in manifest.get("sites") or []],
         licences=sorted(licences.items()), notices=manifest.get("notices") or [], bad_count=bad["count"],

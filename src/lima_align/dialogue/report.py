@@ -23,7 +23,7 @@ import numpy as np
 from ..charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
 from .intervals import paired_differences, share_cis
 from .judging import turn_of
-from ..html_parts import Markup, escape, format_pct, html_table, render_page, trusted
+from ..html_parts import escape, format_pct, fragment, html_table, render_page, trusted
 from ..jsonl import write_text_atomic
 from ..verdicts import FPE
 
@@ -452,7 +452,6 @@ def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list
     created = time.strftime("%Y-%m-%d %H:%M:%S")
     summary = {"title": title, "created": created, "files": [str(p) for p in judgment_paths], **numbers}
     write_text_atomic(out_dir / "dialogue.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    sub = Markup("{} turn ratings, {} conversation verdicts &middot; generated {}").format(len(turns), len(pairs),
-                                                                                        created)
+    sub = fragment("{} turn ratings, {} conversation verdicts &middot; generated {}", len(turns), len(pairs), created)
     page = render_page("page.html", title=title, sub=sub, sections=[trusted(section)])
     return write_text_atomic(out_dir / "dialogue.html", page)
