@@ -417,6 +417,9 @@ def make_parser() -> argparse.ArgumentParser:
     from .dialogue.cli import add_commands as add_dialogue  # `converse`, `dialogue train|eval|report`
 
     add_dialogue(sub)
+    from .export import add_command as add_export  # `export`: a checkpoint as a standalone model
+
+    add_export(sub)
     return p
 
 
