@@ -224,3 +224,12 @@ def test_an_output_layer_that_differs_from_the_embeddings_is_saved_untied_and_ke
     back = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     assert torch.equal(back.lm_head.weight, model.lm_head.weight)
     assert torch.equal(back.get_input_embeddings().weight, emb)
+
+
+def test_model_card_says_what_a_prepared_base_is(tmp_path):
+    from lima_align.model_card import base_note
+
+    (tmp_path / "lima_align_model.json").write_text(json.dumps({"note": "pretrained Gemma 3 270M",
+                                                                "source": "PyPI pkg", "gguf_sha256": "ab12"}))
+    assert base_note(str(tmp_path)) == " (pretrained Gemma 3 270M; PyPI pkg; GGUF sha256 `ab12`)"
+    assert base_note(str(tmp_path / "nope")) == "" and base_note("org/model") == ""

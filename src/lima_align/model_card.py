@@ -76,6 +76,20 @@ def _example(tok: Any, template: str) -> str:
         tok.chat_template = old
 
 
+def base_note(base: str) -> str:
+    """' (what it is)' for a base lima-align prepared itself (the embedded Gemma: its source and GGUF hash)."""
+    try:
+        info = json.loads((Path(base) / "lima_align_model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(info, dict):
+        return ""
+    parts = [str(info[k]) for k in ("note", "source") if info.get(k)]
+    if info.get("gguf_sha256"):
+        parts.append(f"GGUF sha256 `{info['gguf_sha256']}`")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def card_text(*, title: str, base: str, method: str | None, kind: str, eot: str, stop_ids: list[int],
               tok: Any, template: str, mismatches: list[str], data: str, recipe_yaml: str | None,
               adapter: bool, note: str = "") -> str:
@@ -94,8 +108,8 @@ def card_text(*, title: str, base: str, method: str | None, kind: str, eot: str,
                  f"`stop_strings=[{json.dumps(ROLE_STOP)}], tokenizer=tok` to `generate` (lima-align cuts the answer "
                  f"there)." if kind == "plain" else "")
     lines = front + ["---", "", f"# {title}", "",
-                     f"Fine-tuned from `{base}` with [lima-align](https://pypi.org/project/lima-align/) "
-                     f"({how}), following LIMA's recipe (Zhou et al., 2023).", ""]
+                     f"Fine-tuned from `{base}`{base_note(base)} with [lima-align](https://pypi.org/project/"
+                     f"lima-align/) ({how}), following LIMA's recipe (Zhou et al., 2023).", ""]
     if note:
         lines += [note, ""]
     if adapter:
