@@ -14,7 +14,7 @@ from .dialogue import report as dialogue_report
 from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from .html_parts import escape, estimate, format_pct, html_table, render_page, trusted
+from .html_parts import escape, estimate, format_pct, fragment, html_table, render_page, trusted
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
@@ -83,37 +83,28 @@ def _fmt_p(p: float | None) -> str:
     return f"<span class=sig>{text}</span>" if p < 0.05 else text
 
 
-def _cards(pairwise: list[dict[str, Any]]) -> str:
-    out = []
-    for p in pairwise:
-        r = p["rates"]
-        seg = "".join(f'<span style="width:{100 * (r[k]["value"] or 0):.2f}%;background:{c}"></span>'
-                      for k, c in (("a", C_A), ("tie", C_TIE), ("b", C_B)))
-        score = r["score"]["value"]
-        out.append(f'<div class=card><div class=k>{escape(p["label"])}</div>'
-                   f'<div class=v>{format_pct(score, 0)} <span class=ci>preference for '
-                   f'{escape(p["model_a"])}</span></div>'
-                   f'<div class=bar>{seg}</div><div class=k>{format_pct(r["a"]["value"], 0)} wins &middot; '
-                   f'{format_pct(r["tie"]["value"], 0)} ties &middot; {format_pct(r["b"]["value"], 0)} losses &middot; '
-                   f'sign test p = {_fmt_p(p["sign_test"]["p_value"])}</div></div>')
-    return f"<div class=cards>{''.join(out)}</div>" if out else ""
+def _card(p: dict[str, Any]) -> dict[str, Any]:
+    r = p["rates"]
+    return {"label": p["label"], "model_a": p["model_a"], "p": trusted(_fmt_p(p["sign_test"]["p_value"])),
+            "segments": [(f"{100 * (r[k]['value'] or 0):.2f}", c) for k, c in (("a", C_A), ("tie", C_TIE), ("b", C_B))],
+            **{k: trusted(format_pct(r[name]["value"], 0)) for k, name in (("score", "score"), ("a", "a"),
+                                                                          ("tie", "tie"), ("b", "b"))}}
 
 
 def _muted(text: str) -> str:
     return f"<br><span class=ci>{text}</span>"
 
 
-def _summary_table(pairwise: list[dict[str, Any]]) -> str:
+def _summary_rows(pairwise: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for p in pairwise:
         r, st = p["rates"], p["sign_test"]
         small = _muted("Wilson CIs: few decisive prompts") if p.get("interval", "").startswith("Wilson") else ""
-        rows.append([f"{escape(p['model_a'])} vs {escape(p['model_b'])}", escape(short_judge(p["judge"])),
-                     f"{p['n']}{small}",
-                     *(estimate(r[k]) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
-                     f"{st['wins']}&ndash;{st['losses']}", _fmt_p(st["p_value"])])
-    return html_table(["comparison (a vs b)", "judge", "prompts", "a wins", "tie", "b wins", "a wins or ties", "score",
-                       "unparsed", "wins&ndash;losses", "sign test p"], rows, text_cols=2)
+        rows.append([fragment("{} vs {}", p["model_a"], p["model_b"]), short_judge(p["judge"]),
+                     trusted(f"{p['n']}{small}"),
+                     *(trusted(estimate(r[k])) for k in ("a", "tie", "b", "a_or_tie", "score")), p["counts"]["null"],
+                     trusted(f"{st['wins']}&ndash;{st['losses']}"), trusted(_fmt_p(st["p_value"]))])
+    return rows
 
 
 def _bias_table(pairwise: list[dict[str, Any]]) -> str:
@@ -266,17 +257,9 @@ def preference_sections(inputs: ReportInputs) -> Section | None:
         return None
     chart = win_rate_chart(pw, inputs.charts_dir / "win_rates.png")
     boot = pw[0]["bootstrap"]
-    return Section(
-        _cards(pw)
-        + f"<section><h2>Pairwise preference</h2>{_img(chart, 'win / tie / loss shares')}"
-        "<p class=note>Shares of parsed verdicts; unparsed judge outputs are counted beside each bar and "
-        "in the tables, never dropped.</p></section>"
-        f"<section><h2>Win rates, confidence intervals and significance</h2>{_summary_table(pw)}"
-        "<p class=note>95% percentile bootstrap intervals resampling prompts "
-        f"({boot['n_boot']} replicates, "
-        f"seed {boot['seed']}). Score = (wins + ties/2) / prompts: 50% means no preference. The sign test "
-        "is the two-sided exact binomial test on decisive prompts (ties left out); p &lt; 0.05 in green."
-        f"</p>{inputs.left_out}</section>", charts=("win_rates",))
+    return Section(render_page("report_preference.html", cards=[_card(p) for p in pw], chart=chart,
+                               rows=_summary_rows(pw), n_boot=boot["n_boot"], seed=boot["seed"],
+                               left_out=trusted(inputs.left_out)), charts=("win_rates",))
 
 
 def pooled_sections(inputs: ReportInputs) -> Section | None:
