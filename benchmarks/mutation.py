@@ -144,10 +144,16 @@ def verdicts(work: Path) -> dict[str, str]:
     return found
 
 
-def run_module(module: str, max_minutes: float | None, fresh: bool) -> dict:
-    work = prepare(module, fresh)
+def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_only: bool = False,
+               matching: list[str] = ()) -> dict:
+    # survivors_only: test again only the previous run's survivors (after adding tests), or those of them whose
+    # name contains one of `matching`; the other verdicts stand
+    names = json.loads((SCRATCH / module / "result.json").read_text())["survivors"] if survivors_only else []
+    if matching:
+        names = [n for n in names if any(m in n for m in matching)]
+    work = prepare(module, fresh and not survivors_only)
     started = time.monotonic()
-    run = mutmut(work, "run", "--max-children", "1", timeout=max_minutes * 60 if max_minutes else None,
+    run = mutmut(work, "run", "--max-children", "1", *names, timeout=max_minutes * 60 if max_minutes else None,
                  log=work / "run.log")
     elapsed = time.monotonic() - started
     status = verdicts(work)
@@ -185,6 +191,10 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, help="stop a module's run after this long; report what was measured")
     ap.add_argument("--resume", action="store_true", help="keep earlier verdicts in .mutation/<module>/ (re-runs only "
                     "mutants without one); by default each module starts afresh")
+    ap.add_argument("--survivors", action="store_true", help="test only the survivors of the last run of each "
+                    "module again (after adding tests); its other verdicts are kept")
+    ap.add_argument("--matching", nargs="+", default=[], help="with --survivors: only survivors whose name "
+                    "contains one of these strings (e.g. __call____mutmut_35)")
     args = ap.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -193,7 +203,8 @@ def main() -> int:
     shutil.rmtree(MODEL_CACHE, ignore_errors=True)
     MODEL_CACHE.mkdir(parents=True)
     for module in args.modules or list(MODULES):
-        r = run_module(module, args.max_minutes, fresh=not args.resume)
+        r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
+                       matching=args.matching)
         rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
         capped = " (time cap reached)" if r["time_capped"] else ""
         print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)

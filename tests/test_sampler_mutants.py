@@ -107,9 +107,9 @@ def test_any_penalty_other_than_one_is_applied():
 
 def test_prompts_of_different_lengths_are_penalised_under_scope_all():
     # left-padded to width 3: each row penalises its own prompt's tokens, never the padding id 0
-    sampler = LimaSampler(Decoding(repetition_penalty=2.0, repetition_penalty_scope="all"), [[5], [6, 7, 8]], 3, [])
-    out = sampler.adjust(torch.tensor([[0, 0, 5], [6, 7, 8]]), torch.ones(2, 10))
-    assert (out[0] == 0.5).nonzero().flatten().tolist() == [5]
+    sampler = LimaSampler(Decoding(repetition_penalty=2.0, repetition_penalty_scope="all"), [[5, 9], [6, 7, 8]], 3, [])
+    out = sampler.adjust(torch.tensor([[0, 5, 9], [6, 7, 8]]), torch.ones(2, 10))
+    assert (out[0] == 0.5).nonzero().flatten().tolist() == [5, 9]
     assert (out[1] == 0.5).nonzero().flatten().tolist() == [6, 7, 8]
 
 
