@@ -14,7 +14,7 @@ from .dialogue import report as dialogue_report
 from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from .html_parts import escape, estimate, format_pct, fragment, html_table, render_page, trusted
+from .html_parts import Markup, escape, estimate, format_pct, fragment, html_table, render_page, trusted
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
@@ -107,59 +107,53 @@ def _summary_rows(pairwise: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-def _bias_table(pairwise: list[dict[str, Any]]) -> str:
+def _bias_rows(pairwise: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for p in pairwise:
         pos, ln = p["position"], p["length"]
         lc = ln["length_controlled"] or {}
         first, longer = pos["first_position_share"], ln["longer_wins_share"]
-        rows.append([
-            escape(p["label"]), f"{format_pct(pos['consistency'])} <span class=ci>n={pos['n_pairs']}</span>",
+        rows.append([p["label"], *(trusted(cell) for cell in (
+            f"{format_pct(pos['consistency'])} <span class=ci>n={pos['n_pairs']}</span>",
             "&ndash;" if first is None else format_pct(first) + _muted(f"p={_fmt_p(pos['first_position_p_value'])}"),
             "&ndash;" if ln["mean_chars_a"] is None else f"{ln['mean_chars_a']:.0f} / {ln['mean_chars_b']:.0f}",
             "&ndash;" if longer is None else format_pct(longer) + _muted(f"p={_fmt_p(ln['longer_wins_p_value'])}"),
             format_pct(lc.get("raw_win_share")), estimate(lc.get("win_share_at_equal_length")),
-            estimate(lc.get("odds_ratio_per_doubling"), pct=False)])
-    return (html_table(["comparison", "same verdict in both orders", "first position wins", "mean chars a / b",
-                        "longer answer wins", "a win share (decisive)", "a win share at equal length",
-                        "odds ratio per doubling"], rows)
-            + "<p class=note>Position: each pair is judged in both orders; a judge without position bias gives the "
-            "same verdict either way and lets the first-shown answer win 50% of decisive votes. Length: among decisive "
-            "verdicts, how often the longer answer wins; the share at equal length comes from a logistic regression "
-            "of a-wins on log(chars a / chars b), read at equal length (weak ridge prior, bootstrap CI). An odds ratio "
-            "above 1 means the judge favours the relatively longer answer. This is our per-comparison fit, not "
-            "AlpacaEval 2's length-controlled win rate, whose fit needs instruction difficulties and length-gamed "
-            "baseline annotations that AlpacaEval precomputes for its own prompts, annotator and baseline. Records "
-            "imported without their answers are left out.</p>")
+            estimate(lc.get("odds_ratio_per_doubling"), pct=False)))])
+    return rows
 
 
-def _power_block(pairwise: list[dict[str, Any]]) -> str:
+def _power_rows(pairwise: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for p in pairwise:
         pa = p["power"]
         mds = pa["minimum_detectable_share"]
-        needs = [f"{t['decisive_prompts']}" + (_muted(f"&asymp;{t['prompts']} prompts") if t["prompts"] else "")
-                 for t in pa["needed"]]
-        rows.append([escape(p["label"]), pa["n_decisive"], "&ndash;" if mds is None else "&ge; " + format_pct(mds),
+        needs = [trusted(f"{t['decisive_prompts']}"
+                         + (_muted(f"&asymp;{t['prompts']} prompts") if t["prompts"] else "")) for t in pa["needed"]]
+        rows.append([p["label"], pa["n_decisive"], trusted("&ndash;" if mds is None else "&ge; " + format_pct(mds)),
                      *needs])
-    head = [f"to detect {format_pct(t['win_share'], 0)}" for t in pairwise[0]["power"]["needed"]]
-    return (html_table(["comparison", "decisive prompts now", "detectable win share", *head], rows)
-            + "<p class=note>Two-sided sign test at &alpha; = 0.05 with power 0.8, normal approximation: "
-            "n = ((z<sub>0.975</sub>&middot;0.5 + z<sub>0.8</sub>&middot;&radic;(p(1&minus;p))) / "
-            "(p &minus; 0.5))&sup2; "
-            "decisive (non-tie) prompts; the prompt count divides by the observed non-tie share. "
-            "&ldquo;Detectable&rdquo; is the smallest true win share this many decisive prompts would detect.</p>")
+    return rows
 
 
-def _ratings_table(absolute: list[dict[str, Any]]) -> str:
+def _most_decisive(pairwise: list[dict[str, Any]]) -> dict[str, Any]:
+    """The power sentence's numbers: the comparison with the most decisive prompts."""
+    p = max(pairwise, key=lambda q: q["power"]["n_decisive"])
+    pa = p["power"]
+    mds = pa["minimum_detectable_share"]
+    return {"n_decisive": pa["n_decisive"], "model_a": p["model_a"], "model_b": p["model_b"],
+            "judge": short_judge(p["judge"]), "detectable": None if mds is None else format_pct(mds),
+            "shares": " / ".join(format_pct(t["win_share"], 0) for t in pa["needed"]),
+            "needed": " / ".join(str(t["decisive_prompts"]) for t in pa["needed"])}
+
+
+def _ratings_rows(absolute: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for a in absolute:
-        dist = " &middot; ".join(f"{escape(k)}: {format_pct(v['value'], 0)}" for k, v in a["shares"].items())
+        dist = Markup(" &middot; ").join(fragment("{}: {}", k, trusted(format_pct(v["value"], 0)))
+                                         for k, v in a["shares"].items())
         key = estimate(a["pass_or_better"]) if "pass_or_better" in a else estimate(a["mean"], pct=False)
-        rows.append([escape(a["model"]), escape(short_judge(a["judge"])), escape(a["scale"]), dist, a["n"], a["null"],
-                     key])
-    return html_table(["model", "judge", "scale", "distribution", "prompts", "unparsed", "pass or better / mean score"],
-                      rows, text_cols=4)
+        rows.append([a["model"], short_judge(a["judge"]), a["scale"], dist, a["n"], a["null"], trusted(key)])
+    return rows
 
 
 def _pooled_section(pooled: dict[str, Any]) -> str:
@@ -246,10 +240,6 @@ def items_section(records: list[dict[str, Any]], index: int) -> str:
     return render_page("report_items.html", index=index, a=a, b=b, buttons=buttons, rows=rows)
 
 
-def _img(data: str, alt: str) -> str:
-    return f'<img src="data:image/png;base64,{data}" class=chart alt="{escape(alt)}">'
-
-
 def preference_sections(inputs: ReportInputs) -> Section | None:
     """The headline cards, LIMA Figure 1's win / tie / loss bars and the win-rate table."""
     pw = inputs.shown["pairwise"]
@@ -271,14 +261,14 @@ def rating_sections(inputs: ReportInputs) -> Section | None:
     ab = inputs.shown["absolute"]
     if not ab:
         return None
-    imgs, charts = "", []
+    images, charts = [], []
     if any(a["scale"] == "fail_pass_excellent" for a in ab):
-        imgs += _img(rating_chart(ab, inputs.charts_dir / "ratings.png"), "fail / pass / excellent shares")
+        images.append((rating_chart(ab, inputs.charts_dir / "ratings.png"), "fail / pass / excellent shares"))
         charts.append("ratings")
     if any(a["scale"] == "helpfulness_6" and a["mean"]["value"] is not None for a in ab):
-        imgs += _img(mean_score_chart(ab, inputs.charts_dir / "mean_scores.png"), "mean helpfulness scores")
+        images.append((mean_score_chart(ab, inputs.charts_dir / "mean_scores.png"), "mean helpfulness scores"))
         charts.append("mean_scores")
-    return Section(f"<section><h2>Absolute ratings</h2>{imgs}{_ratings_table(ab)}</section>", charts=tuple(charts))
+    return Section(render_page("report_ratings.html", images=images, rows=_ratings_rows(ab)), charts=tuple(charts))
 
 
 def judge_sections(inputs: ReportInputs) -> Section | None:
@@ -286,9 +276,11 @@ def judge_sections(inputs: ReportInputs) -> Section | None:
     pw = inputs.shown["pairwise"]
     if not pw:
         return None
+    power_head = ["comparison", "decisive prompts now", "detectable win share",
+                  *(trusted(f"to detect {format_pct(t['win_share'], 0)}") for t in pw[0]["power"]["needed"])]
     parts = [agreement_section(inputs.summary),
-             f"<section><h2>Position consistency and length bias</h2>{_bias_table(pw)}</section>",
-             f"<section><h2>Statistical power</h2>{_power_sentence(pw)}{_power_block(pw)}</section>"]
+             render_page("report_bias_power.html", bias=_bias_rows(pw), most=_most_decisive(pw), power=_power_rows(pw),
+                         power_head=power_head)]
     seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in comparisons(inputs.records):
         seen.setdefault((c["model_a"], c["model_b"]), []).extend(c["records"])
@@ -329,19 +321,6 @@ def render_report(summary: dict[str, Any], records: list[dict[str, Any]], out_di
                        files=[Path(f).name for f in summary.get("files", [])],
                        sections=[trusted(s.html) for s in sections])
     return write_text_atomic(out_dir / "report.html", page)
-
-
-def _power_sentence(pairwise: list[dict[str, Any]]) -> str:
-    p = max(pairwise, key=lambda q: q["power"]["n_decisive"])
-    pa = p["power"]
-    needed = " / ".join(str(t["decisive_prompts"]) for t in pa["needed"])
-    shares = " / ".join(format_pct(t["win_share"], 0) for t in pa["needed"])
-    mds = pa["minimum_detectable_share"]
-    which = f"{escape(p['model_a'])} vs {escape(p['model_b'])} judged by {escape(short_judge(p['judge']))}"
-    now = (f"With {pa['n_decisive']} decisive prompts (the most here: {which}), the sign test reliably detects only a "
-           f"true win share of {format_pct(mds)} or more" if mds is not None else
-           f"With {pa['n_decisive']} decisive prompts (the most here: {which}), no win share can be reliably detected")
-    return f"<p>{now}; detecting {shares} needs about {needed} decisive prompts.</p>"
 
 
 def build_report(judgment_paths: list[Path], out_dir: Path, *, title: str = "lima-align evaluation report",
