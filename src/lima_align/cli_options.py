@@ -1,6 +1,6 @@
-"""Command-line pieces several command modules share: recipe overrides, range checks on numeric
-flags (`in_recipe_range` for flags that stand for recipe settings), and the judge flags with the
-judges they build (cli.py's `judge` commands, dialogue/cli.py's `judge turns|conversations` and
+"""Command-line pieces several command modules share: recipe overrides and the recipe they give, range
+checks on numeric flags (`in_recipe_range` for flags that stand for recipe settings), and the judge flags with the
+judges they build (judgments_cli.py's `judge` commands, dialogue/cli.py's `judge turns|conversations` and
 `dialogue eval`)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
+from .config import load_recipe
 from .errors import LimaError, ProblemList
 from .judge import Price
 from .judge_kinds import KINDS, JudgeSpec, kind_names, kinds_help, make_judges, unmet
@@ -21,6 +22,12 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     """The trailing key=value recipe overrides every recipe-reading command takes."""
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe overrides, e.g. train.epochs=3 train.lr=2e-5 data.train=[my.jsonl]")
+
+
+def recipe_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> Any:
+    """The recipe a command's --recipe (or recipe argument) names, with `extra` overrides (what its flags stand
+    for) before the key=value overrides typed after it."""
+    return load_recipe(getattr(args, "recipe", None), list(extra or []) + list(getattr(args, "overrides", []) or []))
 
 
 def at_least(value: float, minimum: float, flag: str, fix: str) -> None:
