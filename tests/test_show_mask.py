@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 
+from lima_align import checkpoint as ck
 from lima_align.cli import main
+from lima_align.config import TurnsConfig
 
 FIRST_ANSWER = "Put it in boiling water for nine minutes, then cool it."
 
@@ -79,3 +83,19 @@ def test_bad_index_and_bad_override_are_clean_errors(tiny_llama, examples_file, 
     assert rc == 2 and "out of range" in err and "Traceback" not in err
     rc, _, err = show(capsys, str(examples_file), "--recipe", "quickstart", "data.max_seq_length=5")
     assert rc == 2 and "data.max_seq_len" in err and "Traceback" not in err
+
+
+def test_a_plain_format_checkpoint_keeps_plain_turns_under_auto(tiny_llama, examples_file, capsys, tmp_path):
+    # Checkpoints now save a chat template written from their plain format (hf_folder.py); going on training
+    # from one with turns.format=auto must keep the plain format it was trained in, not switch to the template.
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_llama, folder)
+    config = folder / "tokenizer_config.json"
+    cfg = json.loads(config.read_text())
+    cfg["chat_template"] = "{% for m in messages %}<<{{ m['role'] }}>>{{ m['content'] }}{% endfor %}"
+    config.write_text(json.dumps(cfg))
+    ck.write_meta(folder, ck.CheckpointMeta(TurnsConfig(format="plain", eot="<eos>"), base_model=str(tiny_llama),
+                                            method="full", epoch=1, step=1, loss=1.0))
+    rc, out, _ = show(capsys, str(examples_file), "--model", str(folder))
+    assert rc == 0
+    assert "<<assistant>>" not in out and "User:" in out

@@ -19,7 +19,7 @@ Only "turns" (with "format" and "eot") is needed to read one; checkpoints from b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,16 @@ def turns_for(folder: str | Path, requested: TurnsConfig) -> TurnsConfig:
     if requested.eot == "auto":
         return TurnsConfig(format=requested.format, eot="eos", system=requested.system)
     return requested
+
+
+def turns_to_continue(folder: str | Path, requested: TurnsConfig) -> TurnsConfig:
+    """The turn settings to train with from `folder`: under format 'auto', a run checkpoint keeps the format it
+    was trained in. Its saved tokenizer carries a chat template written from that format (hf_folder.py), so
+    'auto' would otherwise switch a plain-format checkpoint to template mode when training goes on from it."""
+    meta = read_meta(folder)
+    if meta is None or requested.format != "auto":
+        return requested
+    return replace(requested, format=meta.turns.format)
 
 
 def trained_method(folder: str | Path) -> str | None:

@@ -16,9 +16,10 @@ FLAGS = {"model": "model.name", "format": "turns.format", "eot": "turns.eot", "m
 
 
 def cmd_show_mask(args: argparse.Namespace) -> int:
+    from .checkpoint import turns_to_continue
     from .config import load_recipe
-    from .models import load_tokenizer, resolve_model_path
     from .dataset_specs import load_dataset
+    from .models import load_tokenizer, resolve_model_path
     from .train import load_training_conversations, prepare_data
     from .turns import TurnFormat, training_method
 
@@ -32,8 +33,9 @@ def cmd_show_mask(args: argparse.Namespace) -> int:
     if not 0 <= args.index < len(convs):
         raise LimaError(f"--index {args.index} is out of range ({len(convs)} records)", where="--index",
                         fix=f"use 0..{len(convs) - 1}")
-    tok = load_tokenizer(resolve_model_path(r.model.name, r.model.cache_dir), r.model.revision)
-    fmt = TurnFormat(tok, r.turns, method=training_method(r.train))  # as train() builds it
+    folder = resolve_model_path(r.model.name, r.model.cache_dir)
+    tok = load_tokenizer(folder, r.model.revision)
+    fmt = TurnFormat(tok, turns_to_continue(folder, r.turns), method=training_method(r.train))  # as train() builds it
     d, conv = r.data, convs[args.index]
     full = fmt.encode(conv, d.loss_on)
     try:

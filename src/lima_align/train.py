@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointMeta, checkpoint_path, is_done, write_done, write_meta
+from .checkpoint import CheckpointMeta, checkpoint_path, is_done, turns_to_continue, write_done, write_meta
 from .config import Recipe, TurnsConfig, dump_recipe, recipe_to_dict
 from . import tracking
 from .dropout import ResidualDropout
@@ -265,7 +265,8 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
     else:
         base = load_model(recipe.model.name, dtype="float32", revision=recipe.model.revision,
                           cache_dir=recipe.model.cache_dir)
-    fmt = TurnFormat(base.tokenizer, recipe.turns, method=training_method(t))
+    turns = turns_to_continue(base.adapter or base.path, recipe.turns)  # a checkpoint keeps its own format
+    fmt = TurnFormat(base.tokenizer, turns, method=training_method(t))
     data = prepare_data(recipe, fmt, convs)
     model = build_model(recipe, fmt, base)
     wrapped = TrainedPositionLoss(model)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..checkpoint import final_checkpoint, is_done
+from ..checkpoint import final_checkpoint, is_done, turns_to_continue
 from ..config import GenerateConfig, ModelConfig, Recipe, TurnsConfig, load_recipe, recipe_to_dict, setting
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic, write_text_atomic
@@ -189,8 +189,9 @@ def load_pool(spec: str, base: Recipe) -> list[dict[str, Any]]:
         from ..models import load_tokenizer, resolve_model_path
         from ..turns import TurnFormat, training_method
 
-        tok = load_tokenizer(resolve_model_path(base.model.name, base.model.cache_dir), base.model.revision)
-        fmt = TurnFormat(tok, base.turns, method=training_method(base.train))
+        folder = resolve_model_path(base.model.name, base.model.cache_dir)
+        tok = load_tokenizer(folder, base.model.revision)
+        fmt = TurnFormat(tok, turns_to_continue(folder, base.turns), method=training_method(base.train))
         convs = [c for c in convs if len(fmt.encode(c, base.data.loss_on).input_ids) <= cap]
     return [c.to_dict() for c in convs]
 
