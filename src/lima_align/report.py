@@ -14,7 +14,7 @@ from .dialogue import report as dialogue_report
 from .analyze.report_sections import analysis_sections, split_section_files
 from .compare_page import side_by_side_html  # noqa: F401  (re-exported: the side-by-side page lives there)
 from .charts import C_A, C_B, C_EXC, C_FAIL, C_PASS, C_TIE, new_figure, save_png, stacked_bars, style_axes
-from .html_parts import Markup, escape, estimate, format_pct, fragment, html_table, render_page, trusted
+from .html_parts import Markup, estimate, format_pct, fragment, render_page, trusted
 from .jsonl import write_text_atomic
 from .pooled import COLLAPSE_OVER
 from .report_agreement import agreement_section, compact_view
@@ -158,42 +158,30 @@ def _ratings_rows(absolute: list[dict[str, Any]]) -> list[list[Any]]:
 
 def _pooled_section(pooled: dict[str, Any]) -> str:
     """The "people" rows (pooled.py): every person's votes pooled, prompt-cluster bootstrap intervals."""
-    def kappa(g: dict[str, Any]) -> str:
-        return f"n/a ({escape(g['kappa_note'])})" if g["kappa"] is None else format(g["kappa"], ".3f")
+    def kappa(g: dict[str, Any]) -> Any:
+        return fragment("n/a ({})", g["kappa_note"]) if g["kappa"] is None else format(g["kappa"], ".3f")
 
-    def agree(g: dict[str, Any]) -> str:
-        return format_pct(g["share"]["value"]) + _muted(f"{g['identical']} of {g['n']} prompts")
+    def agree(g: dict[str, Any]) -> Markup:
+        return trusted(format_pct(g["share"]["value"]) + _muted(f"{g['identical']} of {g['n']} prompts"))
 
-    parts = []
-    if pooled.get("pairwise"):
-        rows = [[f"{escape(p['model_a'])} vs {escape(p['model_b'])}", p["n_prompts"], p["n_votes"],
-                 *(estimate(p["rates"][k]) for k in ("a", "tie", "b", "score")),
-                 estimate(p["decisive"]) + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes"),
-                 _fmt_p(p["sign_test"]["p_value"]) + _muted(f"{p['sign_test']['wins']}&ndash;{p['sign_test']['losses']}"
-                                                            " prompts"), agree(p["agreement"]), kappa(p["agreement"])]
-                for p in pooled["pairwise"]]
-        parts.append(html_table(["comparison (a vs b)", "prompts", "votes", "a wins", "tie", "b wins", "score",
-                                 "a preferred (decisive votes)", "sign test p (prompt majorities)",
-                                 "first two ratings identical", "Cohen's &kappa;"], rows))
-    if pooled.get("absolute"):
-        rows = []
-        for a in pooled["absolute"]:
-            dist = " &middot; ".join(f"{escape(k)}: {estimate(v)}" for k, v in a["shares"].items())
-            m = a.get("majority_pass_or_better")
-            rows.append([escape(a["model"]), escape(a["scale"]), dist, a["n_prompts"], a["n"],
-                         estimate(a["pass_or_better"]) if "pass_or_better" in a else estimate(a["mean"], pct=False),
-                         estimate(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;",
-                         agree(a["agreement"]), kappa(a["agreement"])])
-        parts.append(html_table(["model", "scale", "distribution", "prompts", "ratings", "pass or better / mean",
-                                 "majority pass or better", "first two ratings identical", "Cohen's &kappa;"], rows,
-                                text_cols=3))
-    return ("<section><h2>People, pooled</h2>" + "".join(parts)
-            + "<p class=note>Every vote of every person counts once (a prompt judged by two people gives two votes). "
-            "Votes on one prompt are correlated, so the 95% intervals come from a cluster bootstrap that resamples "
-            "whole prompts. The sign test runs on per-prompt majority verdicts (strict majority; tie and split "
-            "prompts left out), not on the pooled votes. Majority pass or better: prompts where a strict majority "
-            "of ratings is Pass or Excellent (ties count as not), Wilson interval. Agreement: the first two "
-            "ratings of every prompt rated at least twice.</p></section>")
+    pairwise = [[fragment("{} vs {}", p["model_a"], p["model_b"]), p["n_prompts"], p["n_votes"],
+                 *(trusted(estimate(p["rates"][k])) for k in ("a", "tie", "b", "score")),
+                 trusted(estimate(p["decisive"])
+                         + _muted(f"{p['decisive']['a']} of {p['decisive']['n']} decisive votes")),
+                 trusted(_fmt_p(p["sign_test"]["p_value"])
+                         + _muted(f"{p['sign_test']['wins']}&ndash;{p['sign_test']['losses']} prompts")),
+                 agree(p["agreement"]), kappa(p["agreement"])] for p in pooled.get("pairwise") or []]
+    absolute = []
+    for a in pooled.get("absolute") or []:
+        m = a.get("majority_pass_or_better")
+        absolute.append([
+            a["model"], a["scale"],
+            Markup(" &middot; ").join(fragment("{}: {}", k, trusted(estimate(v))) for k, v in a["shares"].items()),
+            a["n_prompts"], a["n"],
+            trusted(estimate(a["pass_or_better"]) if "pass_or_better" in a else estimate(a["mean"], pct=False)),
+            trusted(estimate(m) + _muted(f"{m['prompts']} of {m['n']} prompts") if m else "&ndash;"),
+            agree(a["agreement"]), kappa(a["agreement"])])
+    return render_page("report_pooled.html", pairwise=pairwise, absolute=absolute)
 
 
 def _prompt_text(messages: Any) -> tuple[str, str]:
