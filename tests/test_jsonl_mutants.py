@@ -196,3 +196,14 @@ def test_output_folder_check_refuses_a_file_or_a_path_under_one(tmp_path):
         "    fix: choose a path in a folder you can write to")
     assert check_output_folder(tmp_path / "new" / "run") == tmp_path / "new" / "run"
     assert check_output_folder(str(tmp_path)) == tmp_path
+
+
+def test_a_resumed_job_refuses_a_file_written_for_another_model(tmp_path):
+    from lima_align.jsonl import done_keys
+
+    p = tmp_path / "gen.jsonl"
+    p.write_text('{"id": "a", "model": "m1"}\n')
+    assert str(error_of(done_keys, p, lambda r: r["id"], model="m2")) == (
+        f"{p}:1: already holds answers of model 'm1', not 'm2'\n"
+        f"    fix: write each model's answers to its own --output file, or delete {p} to start it over")
+    assert done_keys(p, lambda r: r["id"], model="m1") == {"a"}
