@@ -5,6 +5,7 @@ Run by hand (slow; nothing in CI calls it):
     pip install -e '.[mutation]'
     nice -n 19 python benchmarks/mutation.py decoding packing     # named modules, in order
     nice -n 19 python benchmarks/mutation.py --max-minutes 20 train
+    nice -n 19 python benchmarks/mutation.py sampler --survivors     # after adding tests: survivors only
 
 Each module gets its own scratch folder `.mutation/<module>/` holding links to src/ and tests/
 and a pyproject.toml with a [tool.mutmut] table that mutates only that module and runs only the
@@ -15,8 +16,8 @@ after the run this script writes `.mutation/<module>/result.json` (counts and ki
 `.mutation/<module>/survivors.txt` (the diff of every surviving mutant), and appends the row to
 `.mutation/summary.json`.
 
-The kill rate is killed / (killed + survived + timeout), counting a timeout as killed (the test
-run did not pass); mutants no selected test reaches ("no tests") are reported separately.
+The kill rate is (killed + timeout) / (killed + timeout + survived), a timeout counting as killed
+(the tests did not pass); mutants no selected test reaches ("no tests") are reported separately.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def prepare(module: str, fresh: bool) -> Path:
         # clean server that only imported and collected the tests.
         'process_isolation = "forkserver"',
         "use_git_change_detection = false",
+        # a mutant that loops forever (a binary search that stops narrowing) is stopped after 3x its tests'
+        # CPU time (mutmut's default of 15x let one such mutant hold the run for half an hour)
+        "timeout_multiplier = 3.0",
         "",
     ])
     base = (ROOT / "pyproject.toml").read_text()
