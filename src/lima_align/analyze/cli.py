@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli_options import in_recipe_range
+from ..config import GenerateConfig
+from .grid_cli import add_grid_commands
+from .retention import analyze_retention
+from .shift import analyze_shift
+
 
 def cmd_shift(args: argparse.Namespace) -> int:
-    from ..cli_options import in_recipe_range
-    from ..config import GenerateConfig
-    from .shift import analyze_shift
-
     in_recipe_range("generate", GenerateConfig, {
         "--temperature": ("temperature", args.temperature), "--repetition-penalty": ("repetition_penalty",
                                                                                      args.repetition_penalty),
@@ -29,8 +31,6 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from .retention import analyze_retention
-
     out = analyze_retention(args.base, args.aligned, args.output, texts=args.texts, mcq=args.mcq, dtype=args.dtype,
                             window=args.window, batch_tokens=args.batch_tokens, n_boot=args.n_boot)
     s = json.loads(out.read_text())
@@ -89,4 +89,4 @@ def add_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> 
     r.add_argument("--window", type=int, default=1024, help="sliding-window length for long texts")
     r.set_defaults(func=cmd_retention)
 
-    from .grid_cli import add_grid_commands; add_grid_commands(sub)  # noqa: E702  (grid: ablate, select)
+    add_grid_commands(sub)  # grid: ablate, select

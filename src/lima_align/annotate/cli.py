@@ -1,4 +1,6 @@
-"""Subcommands of the annotate stage, registered on the main parser by cli.make_parser."""
+"""Subcommands of the annotate stage, registered on the main parser by cli.make_parser. The database modules
+(SQLAlchemy) and the web app (FastAPI, uvicorn) are imported inside the commands that use them, so the rest
+of the CLI starts without them."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+from ..cli_options import in_recipe_range
+from ..config import GenerateConfig
 from ..errors import LimaError
 from ..jsonl import read_text
 from ..verdicts import SCALES
@@ -98,8 +102,6 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_create_study(args: argparse.Namespace) -> int:
-    from ..cli_options import in_recipe_range
-    from ..config import GenerateConfig
     from . import db, studies
 
     # the dialogue study's decoding flags take what the recipe's generate.* settings take (NaN passed argparse)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import load_recipe
+from .select_cli import add_select_commands
+
 
 def cmd_curate_run(args: argparse.Namespace) -> int:
-    from ..config import load_recipe
+    # the curation recipe and pipeline bring every source's parsers (about 70 ms): loaded when curation runs
     from .config import CurateRecipe
     from .pipeline import run_curate
 
@@ -37,6 +40,4 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="stop after candidates.jsonl (then compare strategies with `curate select`)")
     r.set_defaults(func=cmd_curate_run)
     # `curate select`, `curate review` and `curate apply-review` live beside the selection strategies.
-    from .select_cli import add_select_commands
-
     add_select_commands(c)

@@ -17,13 +17,22 @@ from ..decoding import Decoding
 from ..errors import LimaError
 from ..jsonl import check_output_folder
 from ..judge import can_rate
+from .conversations import (
+    ApiAssistant,
+    LocalAssistant,
+    LocalChatClient,
+    SimulatedUser,
+    converse,
+    load_scenarios,
+    load_scripts,
+    read_conversations_file,
+)
+from .judging import judge_conversations, judge_turns
 
 VARIANTS = ("single-turn", "with-dialogues")  # shipped recipes, trained and compared by `dialogue`
 
 
 def _plans(args: argparse.Namespace) -> list[Any]:
-    from .conversations import load_scenarios, load_scripts
-
     if args.simulate:
         if not args.scenarios:
             raise LimaError("--simulate needs --scenarios", fix="e.g. --scenarios dialogue_eval (our packaged ones)")
@@ -36,14 +45,10 @@ def _plans(args: argparse.Namespace) -> list[Any]:
 
 
 def _user(args: argparse.Namespace) -> Any:
-    from ..api import ChatClient
-    from .conversations import SimulatedUser
-
     if not args.simulate:
         return None
     if args.user_model:
-        from .conversations import LocalChatClient
-        from ..generate import Generator, load_for_generation
+        from ..generate import Generator, load_for_generation  # torch: loaded only when a local model is used
 
         if args.user_api_base or args.user_api_model:
             raise LimaError("the user model is either local (--user-model) or behind an API (--user-api-base)",
@@ -54,6 +59,7 @@ def _user(args: argparse.Namespace) -> Any:
     if not (args.user_api_base and args.user_api_model):
         raise LimaError("a simulated user needs --user-model, or --user-api-base and --user-api-model",
                         fix="a local model folder or run checkpoint, or any OpenAI-compatible endpoint")
+    from ..api import ChatClient  # httpx: loaded only when a model behind an API is asked
     return SimulatedUser(ChatClient(args.user_api_base, args.user_api_model, api_key_env=args.user_api_key_env,
                                     max_concurrency=args.concurrency))
 
@@ -61,8 +67,7 @@ def _user(args: argparse.Namespace) -> Any:
 def converse_local(model: str, recipe: Any, plans: list[Any], output: Path, label: str | None,
                    user: Any = None, batch_size: int | None = None) -> dict[str, int]:
     """Hold the planned conversations with a local model (a folder, a run checkpoint, or 'embedded')."""
-    from .conversations import LocalAssistant, converse
-    from ..generate import Generator, load_for_generation
+    from ..generate import Generator, load_for_generation  # torch, as above
 
     lm, fmt = load_for_generation(ModelConfig(name=model, dtype=recipe.model.dtype, cache_dir=recipe.model.cache_dir,
                                               revision=recipe.model.revision), recipe.turns)
@@ -76,8 +81,7 @@ def cmd_converse(args: argparse.Namespace) -> int:
     extra = [f"model.name={args.model}"] if args.model else []
     recipe = load_recipe(args.recipe, extra + list(args.overrides or []))
     if args.api_base or args.api_model:
-        from ..api import ChatClient
-        from .conversations import ApiAssistant, converse
+        from ..api import ChatClient  # httpx, as above
 
         if not (args.api_base and args.api_model) or args.model:
             raise LimaError("a model is either local (--model) or behind an API (--api-base with --api-model)",
@@ -98,9 +102,6 @@ def cmd_converse(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_turns(args: argparse.Namespace) -> int:
-    from .conversations import read_conversations_file
-    from .judging import judge_turns
-
     convs = [c for p in args.conversations for c in read_conversations_file(p)]
     summary = judge_turns(convs, judges_from_args(args), args.output, instructions_path=args.instructions,
                           cache_path=args.cache, max_concurrency=args.concurrency)
@@ -110,9 +111,6 @@ def cmd_judge_turns(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_conversations(args: argparse.Namespace) -> int:
-    from .conversations import read_conversations_file
-    from .judging import judge_conversations
-
     summary = judge_conversations(read_conversations_file(args.a), read_conversations_file(args.b),
                                   judges_from_args(args), args.output, instructions_path=args.instructions,
                                   cache_path=args.cache,
@@ -153,7 +151,7 @@ def planned_steps(recipe: Any) -> int:
 
 
 def cmd_dialogue_train(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..train import train  # torch, as above
 
     if any(o.split("=", 1)[0].strip() == "train.output_dir" for o in args.overrides or []):
         raise LimaError("train.output_dir cannot be overridden here: the two variants would share a folder",
@@ -180,9 +178,7 @@ def _final_checkpoint(variant: str, runs: str | None) -> str:
 
 
 def cmd_dialogue_eval(args: argparse.Namespace) -> int:
-    from .conversations import load_scripts, read_conversations_file
-    from .judging import judge_conversations, judge_turns
-    from .report import build
+    from .report import build  # the page's Jinja2 templates and charts (about 45 ms): loaded only for a report
 
     models = args.models or [_final_checkpoint(v, args.runs) for v in VARIANTS]
     labels = args.labels or (list(VARIANTS) if not args.models else [Path(m).name for m in models])
@@ -223,7 +219,7 @@ def cmd_dialogue_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_dialogue_report(args: argparse.Namespace) -> int:
-    from .report import build
+    from .report import build  # Jinja2 and charts, as above
 
     if not args.files and not args.conversations:
         raise LimaError("nothing to report", fix="pass judgment files (`judge turns` / `judge conversations` / "
