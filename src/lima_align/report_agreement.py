@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .agreement import WILSON
-from .html_parts import escape, format_pct, html_table
+from .html_parts import format_pct, fragment, render_page, trusted
 from .pooled import compact_pairwise
 from .verdicts import short_judge
 
@@ -38,46 +38,24 @@ def _cell(s: dict[str, Any]) -> str:
             f"<br><span class=ci>{s['agreed']} of {s['n']}</span>")
 
 
-def pooled_table(pa: dict[str, Any]) -> str:
-    rows = [["&ndash;" if r["turn"] is None else r["turn"],
-             f"{escape(r['group_1'])} ({r['members_1']})",
-             "within" if r["within"] else f"{escape(r['group_2'])} ({r['members_2']})",
-             r["with_ties"]["items"], _cell(r["with_ties"]), _cell(r["without_ties"]),
-             format_pct(r["tie_discounted_accuracy"]), "&ndash;" if r["kappa"] is None else f"{r['kappa']:.3f}"]
-            for r in pa["rows"]]
-    return (html_table(["turn", "group (members)", "against", "items", "agreement with ties", "without ties",
-                        "tie-discounted accuracy", "Cohen's &kappa;"], rows, text_cols=3)
-            + "<p class=note>Judges pooled into groups (default: all people together, each model judge alone). "
-            "Every pair of votes on the same item (prompt, turn, model pair) counts: across two groups every "
-            "pair of one vote from each, within a group every pair of votes by two different members. Without "
-            "ties: pairs where neither vote is a tie. 95% intervals bootstrap items; where that collapses (every "
-            "pair alike, or fewer than 20 items) Wilson's interval over pairs is given instead.</p>")
+def _pooled_rows(pa: dict[str, Any]) -> list[list[Any]]:
+    return [[trusted("&ndash;") if r["turn"] is None else r["turn"], fragment("{} ({})", r["group_1"], r["members_1"]),
+             "within" if r["within"] else fragment("{} ({})", r["group_2"], r["members_2"]),
+             r["with_ties"]["items"], trusted(_cell(r["with_ties"])), trusted(_cell(r["without_ties"])),
+             trusted(format_pct(r["tie_discounted_accuracy"])),
+             trusted("&ndash;") if r["kappa"] is None else f"{r['kappa']:.3f}"] for r in pa["rows"]]
 
 
-def _pair_table(agreement: list[dict[str, Any]]) -> str:
-    rows = [[f"{escape(g['model_a'])} vs {escape(g['model_b'])}", escape(short_judge(g["judge_1"])),
-             escape(short_judge(g["judge_2"])), g["n"], format_pct(g["tie_discounted_accuracy"]),
-             format_pct(g["with_ties"]),
-             f"{format_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>",
-             "&ndash;" if g["kappa"] is None else format(g["kappa"], ".3f"), g["n_null"]] for g in agreement]
-    return (html_table(["models", "judge 1", "judge 2", "shared prompts", "tie-discounted accuracy",
-                        "agreement w/ ties", "w/o ties", "Cohen's &kappa;", "unparsed"], rows, text_cols=3)
-            + "<p class=note>Tie-discounted accuracy (LIMA): 1 for the same verdict, 0.5 when exactly one judge says "
-            "tie, 0 for opposite verdicts. Agreement w/o ties counts only prompts where both judges picked a side "
-            "(MT-Bench). &kappa; uses the three classes a / tie / b.</p>")
+def _pair_rows(agreement: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[fragment("{} vs {}", g["model_a"], g["model_b"]), short_judge(g["judge_1"]), short_judge(g["judge_2"]),
+             g["n"], trusted(format_pct(g["tie_discounted_accuracy"])), trusted(format_pct(g["with_ties"])),
+             trusted(f"{format_pct(g['without_ties'])} <span class=ci>n={g['n_without_ties']}</span>"),
+             trusted("&ndash;") if g["kappa"] is None else format(g["kappa"], ".3f"), g["n_null"]] for g in agreement]
 
 
 def agreement_section(summary: dict[str, Any]) -> str:
+    """templates/report_agreement.html: pooled groups (all rows), judge pairs (the MAX_PAIR_ROWS sharing most)."""
     pairs, pa = summary["agreement"], summary.get("pooled_agreement") or {"rows": []}
-    if not pairs and not pa["rows"]:
-        body = ("<p class=note>No model pair was judged by two judges on the same prompts, so there is nothing to "
-                "compare. Judge the same generations with a second judge (or a human annotator) to see agreement.</p>")
-    else:
-        body = pooled_table(pa) if pa["rows"] else ""
-        shown = sorted(pairs, key=lambda g: -g["n"])[:MAX_PAIR_ROWS] if len(pairs) > MAX_PAIR_ROWS else pairs
-        if pairs:
-            body += "<h3>Per judge pair</h3>" + _pair_table(shown)
-        if len(shown) < len(pairs):
-            body += (f"<p class=note>The {len(shown)} judge pairs with the most shared prompts of {len(pairs)}; "
-                     "report.json holds every one.</p>")
-    return f"<section><h2>Judge agreement</h2>{body}</section>"
+    shown = sorted(pairs, key=lambda g: -g["n"])[:MAX_PAIR_ROWS] if len(pairs) > MAX_PAIR_ROWS else pairs
+    return render_page("report_agreement.html", pooled=_pooled_rows(pa), pairs=_pair_rows(shown),
+                       n_shown=len(shown), n_pairs=len(pairs))
