@@ -99,3 +99,21 @@ def test_analysis_sections_escape_labels_tokens_models_and_subjects(tmp_path):
     # are shown by their last path part, "script&gt;")
     assert text.count("&lt;script&gt;") == 9 and text.count("<td>script&gt;</td>") == 1
     assert "<td class=n>50.0%<br><span class=ci>[40.0%, 60.0%]</span></td>" in text  # estimates stay markup
+
+
+def test_report_agreement_and_pooled_rows_escape_people_and_models(tmp_path):
+    def vote(pid, v, judge):
+        return {"id": f"{judge}:{pid}", "type": "pairwise", "prompt_id": pid, "prompt": [{"role": "user", "content": "q"}],
+                "model_a": EVIL, "model_b": "base", "output_a": "x", "output_b": "y", "judge": judge,
+                "instructions": {"name": "pairwise", "sha256": "0" * 64},
+                "votes": [{"order": "ab", "raw": v, "verdict": v}, {"order": "ba", "raw": v, "verdict": v}],
+                "verdict": v, "consistent": True, "usage": {}, "created": 1.0}
+
+    recs = [vote(f"p{i}", v, f"human:{name}{EVIL}") for name, vs in (("ana", ["a", "a", "b", "tie"]),
+                                                                     ("bo", ["a", "b", "b", "tie"]))
+            for i, v in enumerate(vs)]
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    text = build_report([path], tmp_path / "out", n_boot=20).read_text()
+    assert "Judge agreement" in text and "People, pooled" in text and "Per judge pair" in text
+    assert text.count("<script>") == 1  # the page's own filter script
