@@ -282,10 +282,10 @@ def by_turn_chart(rows: list[dict[str, Any]], path: Path) -> str:
 # ----------------------------------------------------------------- html
 
 
-def _badge(score: Any, who: str = "") -> str:
+def _badge(score: Any, who: str = "") -> tuple[str, str, Any]:
+    """(css class, "judge: " or "", level or "unparsed") of one turn rating."""
     cls = f"dlg-{score}" if score in LEVELS else "dlg-none"
-    label = score if score in LEVELS else "unparsed"
-    return f"<span class='dlg-badge {cls}'>{escape(who + ': ' if who else '')}{escape(label)}</span>"
+    return cls, who + ": " if who else "", score if score in LEVELS else "unparsed"
 
 
 def _transcripts(turns: list[dict[str, Any]], conversations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -318,23 +318,20 @@ def side_by_side(turns: list[dict[str, Any]], pairs: list[dict[str, Any]],
             f"{r['judge'].split('@', 1)[0]}: {won}")
     blocks = []
     for cid, by_model in sorted(_transcripts(turns, list(conversations)).items()):
-        models = sorted(by_model)
-        cols = []
-        for model in models:
+        columns = []
+        for model in sorted(by_model):
             k, cells = 0, []
             for m in by_model[model]:
                 if m["role"] == "assistant":
                     k += 1
-                    badges = "".join(_badge(s, j) for j, s in ratings.get((cid, model, k), []))
-                    cells.append(f"<div class='dlg-turn dlg-asst'>{badges}<br>{escape(m['content'])}</div>")
+                    cells.append({"content": m["content"],
+                                  "badges": [_badge(s, j) for j, s in ratings.get((cid, model, k), [])]})
                 else:
-                    cells.append(f"<div class='dlg-turn dlg-user'><b>{escape(m['role'])}</b>: "
-                                 f"{escape(m['content'])}</div>")
-            cols.append(f"<div><b>{escape(model)}</b>{''.join(cells)}</div>")
-        v = f" &middot; conversation verdicts: {escape('; '.join(verdicts[cid]))}" if cid in verdicts else ""
-        blocks.append(f"<details class=dlg><summary>{escape(cid)}{v}</summary><div class=dlg-grid "
-                      f"style='grid-template-columns:repeat({len(models)},1fr)'>{''.join(cols)}</div></details>")
-    return "".join(blocks)
+                    cells.append({"role": m["role"], "content": m["content"], "badges": None})
+            columns.append({"model": model, "turns": cells})
+        blocks.append({"cid": cid, "columns": columns,
+                       "verdicts": "; ".join(verdicts[cid]) if cid in verdicts else None})
+    return render_page("dialogue_transcripts.html", blocks=blocks)
 
 
 def _signed(x: float | None) -> str:
