@@ -23,7 +23,7 @@ import numpy as np
 from ..charts import C_EXC, C_FAIL, C_PASS, new_figure, save_png, stacked_bars, style_axes
 from .intervals import paired_differences, share_cis
 from .judging import turn_of
-from ..html_parts import escape, format_pct, fragment, html_table, render_page, trusted
+from ..html_parts import format_pct, fragment, render_page, trusted
 from ..jsonl import write_text_atomic
 from ..verdicts import FPE
 
@@ -225,25 +225,21 @@ def format_summary(conversations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _format_table(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
-    if not rows:
-        return ""
+def _format_rows(rows: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The turn-format tables' rows (no judge needed): per model, per turn number, and B minus A."""
     turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
-    cell = lambda t: (f"{format_pct(t['ended_turn'])} ended &middot; {format_pct(t['spoke_for_user'])} spoke for user "
-                      f"(n={t['n']})")
-    html_ = ("<h3>Turn format by turn number (no judge needed)</h3>"
-             + html_table(["model", "turns", "ended its turn", "hit length cap", "spoke for the user"],
-                          [[escape(r["model"]), r["turns"]] + [_pct_ci(r[k], r["ci"][k]) for k in FORMAT]
-                           for r in rows])
-             + html_table(["model"] + [f"turn {t}" for t in turns],
-                          [[escape(r["model"])] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;")
-                                               for t in turns] for r in rows]))
-    if diffs:
-        html_ += html_table(["model A", "model B", "conversations", "ended its turn: B - A", "hit length cap: B - A",
-                             "spoke for the user: B - A"],
-                            [[escape(x["model_a"]), escape(x["model_b"]), x["conversations"]]
-                             + [_diff(x["difference"][k]) for k in FORMAT] for x in diffs], text_cols=2)
-    return html_
+
+    def cell(t: dict[str, Any]) -> Any:
+        return trusted(f"{format_pct(t['ended_turn'])} ended &middot; {format_pct(t['spoke_for_user'])} spoke for "
+                       f"user (n={t['n']})")
+
+    return {"formats": [[r["model"], r["turns"], *(trusted(_pct_ci(r[k], r["ci"][k])) for k in FORMAT)]
+                        for r in rows],
+            "format_turn_head": ["model"] + [f"turn {t}" for t in turns],
+            "format_by_turn": [[r["model"]] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t),
+                                                    trusted("&ndash;")) for t in turns] for r in rows],
+            "format_differences": [[x["model_a"], x["model_b"], x["conversations"],
+                                    *(trusted(_diff(x["difference"][k])) for k in FORMAT)] for x in diffs]}
 
 
 # ----------------------------------------------------------------- charts
@@ -360,34 +356,25 @@ def _early_cell(r: dict[str, Any]) -> str:
             "(unparsed ratings)")
 
 
-def _tables(rows: list[dict[str, Any]], wins: list[dict[str, Any]], diffs: list[dict[str, Any]] = ()) -> str:
-    parts = []
-    if rows:
-        parts.append(html_table(["model (judge)", "turns", "Excellent", "Pass", "Fail", "unparsed", "conversations",
-                                 "failed within 3 turns"],
-                                [[escape(r["label"]), r["n"], _with_ci(r, "excellent"), _with_ci(r, "pass"),
-                                  _with_ci(r, "fail"), r["null"], r["conversations"],
-                                  _early_cell(r)] for r in rows]))
-        turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
-        cell = lambda t: (f"E {format_pct(t['shares']['excellent'])} &middot; F {format_pct(t['shares']['fail'])} "
-                          f"(n={t['n']})")
-        parts.append(html_table(["model (judge)"] + [f"turn {t}" for t in turns],
-                                [[escape(r["label"])]
-                                 + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), "&ndash;") for t in turns]
-                                 for r in rows]))
-    if diffs:
-        parts.append("<h3>B minus A over the same conversations (percentage points, 95% interval)</h3>"
-                     + html_table(["model A", "model B", "judge", "conversations", "Excellent", "Pass", "Fail"],
-                                  [[escape(x["model_a"]), escape(x["model_b"]), escape(x["judge"].split("@", 1)[0]),
-                                    x["conversations"]]
-                                   + [_diff(x["difference"][k]) for k in ("excellent", "pass", "fail")]
-                                   for x in diffs], text_cols=3))
-    if wins:
-        parts.append(html_table(["model A", "model B", "judge", "A better", "tie", "B better", "unparsed"],
-                                [[escape(w["model_a"]), escape(w["model_b"]), escape(w["judge"].split("@", 1)[0]),
-                                  w["counts"]["a"], w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]]
-                                 for w in wins], text_cols=3))
-    return "".join(parts)
+def _table_rows(rows: list[dict[str, Any]], wins: list[dict[str, Any]],
+                diffs: list[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The turn-rating tables' rows: shares per model x judge, by turn, B minus A, conversation verdicts."""
+    turns = sorted({t["turn"] for r in rows for t in r["by_turn"]})
+
+    def cell(t: dict[str, Any]) -> Any:
+        return trusted(f"E {format_pct(t['shares']['excellent'])} &middot; F {format_pct(t['shares']['fail'])} "
+                       f"(n={t['n']})")
+
+    return {"ratings": [[r["label"], r["n"], *(trusted(_with_ci(r, k)) for k in ("excellent", "pass", "fail")),
+                         r["null"], r["conversations"], _early_cell(r)] for r in rows],
+            "by_turn_head": ["model (judge)"] + [f"turn {t}" for t in turns],
+            "by_turn": [[r["label"]] + [next((cell(x) for x in r["by_turn"] if x["turn"] == t), trusted("&ndash;"))
+                                        for t in turns] for r in rows],
+            "differences": [[x["model_a"], x["model_b"], x["judge"].split("@", 1)[0], x["conversations"],
+                             *(trusted(_diff(x["difference"][k])) for k in ("excellent", "pass", "fail"))]
+                            for x in diffs],
+            "verdicts": [[w["model_a"], w["model_b"], w["judge"].split("@", 1)[0], w["counts"]["a"],
+                          w["counts"]["tie"], w["counts"]["b"], w["counts"]["null"]] for w in wins]}
 
 
 def summarize(records: list[dict[str, Any]], conversations: list[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -408,25 +395,18 @@ def report_section(records: list[dict[str, Any]], charts_dir: Path,
         return ""
     summary = summary or summarize(records, conversations)
     rows, wins, diffs = summary["turns"], summary["conversations"], summary["turn_differences"]
-    imgs = ""
+    images = []
     # The charts show a model's pooled "people" row instead of each of its raters (the tables keep them all).
     pooled = {r["model"] for r in rows if r["judge"] == PEOPLE}
     charted = [r for r in rows if not (r["model"] in pooled and r["judge"].startswith("human:"))]
     if rows:
         for name, fn, alt in (("dialogue_shares", shares_chart, "turn rating shares"),
                               ("dialogue_by_turn", by_turn_chart, "quality by turn")):
-            data = fn(charted, Path(charts_dir) / f"{name}.png")
-            imgs += f'<img src="data:image/png;base64,{data}" class=chart alt="{alt}">'
-    return (f"<style>{CSS}</style><section><h2>Multi-turn dialogue (LIMA Figure 7)</h2>{imgs}{_tables(rows, wins, diffs)}"
-            f"{_format_table(summary['format'], summary['format_differences'])}"
-            "<p class=note>Every assistant turn rated in context; a conversation counts as failed within three turns "
-            "when any of its first three turns is rated Fail (by most of its raters, for the pooled people), and "
-            "as unknown when unparsed ratings there could decide it. "
-            "Intervals are 95%: a bootstrap that resamples whole conversations (their turns are not independent), "
-            "paired for the differences; where every rating falls on one side the bootstrap cannot move, so the "
-            "interval is Wilson's (Newcombe's for a difference) with n = conversations. Conversation verdicts "
-            "compare whole conversations in both orders.</p></section>"
-            f"<section><h2>Conversations side by side</h2>{side_by_side(turns, pairs, conversations)}</section>")
+            images.append((fn(charted, Path(charts_dir) / f"{name}.png"), alt))
+    return render_page("dialogue_section.html", dialogue_css=trusted(CSS), images=images,
+                       **_table_rows(rows, wins, diffs),
+                       **_format_rows(summary["format"], summary["format_differences"]),
+                       transcripts=trusted(side_by_side(turns, pairs, conversations)))
 
 
 def build(judgment_paths: list[Path], out_dir: Path, *, conversation_paths: list[Path] = (),
