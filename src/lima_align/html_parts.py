@@ -1,5 +1,5 @@
-"""HTML pieces shared by every report page: the page templates (templates/, Jinja2 with autoescape), the
-stylesheet, escaping, percentages and tables."""
+"""HTML pieces shared by every page: rendering the templates (templates/, Jinja2 with autoescape; parts.html
+holds the table), the stylesheet, escaping, trusted fragments, percentages and estimates with intervals."""
 
 from __future__ import annotations
 
@@ -66,9 +66,9 @@ def render_page(template: str, /, **context: Any) -> str:
     return PAGES.get_template(template).render(**context)
 
 
-def trusted(fragment: str) -> Markup:
-    """An HTML fragment built with escape() and our own tags, inserted into a template as it is."""
-    return Markup(fragment)
+def trusted(html_text: str) -> Markup:
+    """HTML our own code built (its values escaped, numbers formatted), inserted into a template as it is."""
+    return Markup(html_text)
 
 
 def fragment(fmt: str, *args: Any) -> Markup:
@@ -93,12 +93,3 @@ def estimate(e: dict[str, Any] | None, pct: bool = True) -> str:
     f = format_pct if pct else (lambda v: f"{v:.2f}")
     lo, hi = e["ci"]
     return f(e["value"]) + (f"<br><span class=ci>[{f(lo)}, {f(hi)}]</span>" if lo is not None else "")
-
-
-def html_table(head: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
-    """An HTML table in a horizontal scroller (the `table` macro of templates/parts.html, which page templates
-    call with plain values). Cells here are HTML already; the first `text_cols` columns hold text and the
-    rest numbers, which are right-aligned with tabular digits so columns line up."""
-    table = PAGES.get_template("parts.html").module.table
-    trusted_rows = [[Markup(v) for v in r] for r in rows]
-    return str(table([Markup(h) for h in head], trusted_rows, text_cols))
