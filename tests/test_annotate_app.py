@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from lima_align import stats
-from lima_align.annotate import accounts, db, export, studies
+from lima_align.annotate import accounts, assignment, chats, db, export, studies
 from lima_align.annotate.app import create_app
 from lima_align.annotate.client import Annotator, write_generations
 from lima_align.annotate.render import markdown
@@ -229,7 +229,7 @@ def test_dialogue_chat_rate_export(site, fake_openai):  # noqa: F811
     bob = person(site, "bob")
     bob.http.get(f"/s/{sid}")
     assert bob.http.post(f"/s/{sid}/new", data={"csrf": bob.csrf}).status_code == 303
-    cid = studies.latest_conversation(engine, sid, site["uids"]["bob"])["id"]
+    cid = chats.latest_conversation(engine, sid, site["uids"]["bob"])["id"]
     for text in ("hello", "again"):
         r = bob.http.post(f"/s/{sid}/say", data={"csrf": bob.csrf, "conversation": cid, "message": text})
         assert r.status_code == 303
@@ -242,7 +242,7 @@ def test_dialogue_chat_rate_export(site, fake_openai):  # noqa: F811
     fake_openai.queue(http_error(400, "context too long"))
     failed = bob.http.post(f"/s/{sid}/say", data={"csrf": bob.csrf, "conversation": cid, "message": "third"})
     assert failed.status_code == 502 and "did not answer" in failed.text
-    assert len(studies.latest_conversation(engine, sid, site["uids"]["bob"])["messages"]) == 4  # nothing half-stored
+    assert len(chats.latest_conversation(engine, sid, site["uids"]["bob"])["messages"]) == 4  # nothing half-stored
     page = bob.http.get(f"/s/{sid}")
     assert page.status_code == 200 and "Rated: excellent" in page.text and page.text.count('value="fail"') == 1
     alice = person(site, "alice")
@@ -317,9 +317,9 @@ def test_absolute_agreement_and_overlap_limit(site):
               "carol": []}
     for name in ("alice", "bob", "carol"):
         for label in labels[name]:
-            item = studies.next_item(engine, study, uids[name])
-            studies.record_vote(engine, study, uids[name], item["id"], label)
-    assert studies.next_item(engine, study, uids["carol"]) is None  # 4 items x k = 2, all taken
+            item = assignment.next_item(engine, study, uids[name])
+            assignment.record_vote(engine, study, uids[name], item["id"], label)
+    assert assignment.next_item(engine, study, uids["carol"]) is None  # 4 items x k = 2, all taken
     judge = [{"type": "absolute", "scale": "fail_pass_excellent", "judge": "api:j", "prompt_id": f"p{i}",
               "model": m, "score": "pass"} for i in range(4) for m in ("good", "someone-else")]
     table = export.agreement_table(engine, study, judge)
@@ -333,19 +333,19 @@ def test_an_abandoned_item_is_handed_out_again(site):
     sid = studies.create_study(engine, "one-each", "absolute", overlap=1, a=tmp / "a.jsonl")
     with db.read(engine) as c:
         study = studies.get_study(c, sid=sid)
-    left = studies.next_item(engine, study, uids["alice"])  # alice opens an item and closes the tab
+    left = assignment.next_item(engine, study, uids["alice"])  # alice opens an item and closes the tab
     for _ in range(3):
-        item = studies.next_item(engine, study, uids["bob"])
-        studies.record_vote(engine, study, uids["bob"], item["id"], "pass")
-    assert studies.next_item(engine, study, uids["carol"]) is None  # alice's slot is still fresh
+        item = assignment.next_item(engine, study, uids["bob"])
+        assignment.record_vote(engine, study, uids["bob"], item["id"], "pass")
+    assert assignment.next_item(engine, study, uids["carol"]) is None  # alice's slot is still fresh
     with engine.begin() as c:
         c.execute(db.assignments.update().where(db.assignments.c.user_id == uids["alice"])
                   .values(created=0.0))
-    again = studies.next_item(engine, study, uids["carol"])
+    again = assignment.next_item(engine, study, uids["carol"])
     assert again is not None and again["id"] == left["id"]
-    studies.record_vote(engine, study, uids["carol"], again["id"], "fail")
-    studies.record_vote(engine, study, uids["alice"], left["id"], "pass")  # alice came back after all: kept
-    assert studies.next_item(engine, study, uids["carol"]) is None
+    assignment.record_vote(engine, study, uids["carol"], again["id"], "fail")
+    assignment.record_vote(engine, study, uids["alice"], left["id"], "pass")  # alice came back after all: kept
+    assert assignment.next_item(engine, study, uids["carol"]) is None
 
 
 def test_admin_creates_a_study_from_the_page(site):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lima_align.annotate import accounts, db, export, studies
+from lima_align.annotate import accounts, assignment, db, export, studies
 from lima_align.annotate.client import free_port, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +67,7 @@ def test_annotator_completes_studies_in_a_browser(server):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, engine, tmp = server["base"], server["engine"], server["tmp"]
     # bob holds the first absolute item, so alice's forged vote for it below targets someone else's item
-    bobs = studies.next_item(engine, studies.get_study(db.read(engine), sid=server["abs"]), server["bob"])["id"]
+    bobs = assignment.next_item(engine, studies.get_study(db.read(engine), sid=server["abs"]), server["bob"])["id"]
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         page = browser.new_page()

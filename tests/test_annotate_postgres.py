@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from lima_align import stats
-from lima_align.annotate import accounts, db, export, studies
+from lima_align.annotate import accounts, assignment, db, export, studies
 from lima_align.annotate.app import create_app
 from lima_align.annotate.client import Annotator, write_generations
 
@@ -49,8 +49,8 @@ def test_postgres_votes_races_and_export(engine, tmp_path):
 
     def work(uid: int) -> None:
         try:
-            while (item := studies.next_item(engine, study, uid)) is not None:
-                studies.record_vote(engine, study, uid, item["id"], "A")
+            while (item := assignment.next_item(engine, study, uid)) is not None:
+                assignment.record_vote(engine, study, uid, item["id"], "A")
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 

@@ -312,7 +312,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def people_rate(db_url: str, name: str) -> None:
     """Stand-in annotators vote on every item of a study nobody has rated yet, cycling through the buttons."""
-    from lima_align.annotate import accounts, db, studies
+    from lima_align.annotate import accounts, assignment, db, studies
 
     engine = db.connect(db_url, create=False)
     try:
@@ -325,8 +325,8 @@ def people_rate(db_url: str, name: str) -> None:
         for n in range(RATERS):
             uid = accounts.create_user(engine, f"rater-{study['id']}-{n}", "pw-123456", "annotator")
             studies.add_member(engine, study["id"], uid)
-            while (item := studies.next_item(engine, study, uid)) is not None:
-                studies.record_vote(engine, study, uid, item["id"], choices[(item["id"] + n) % len(choices)])
+            while (item := assignment.next_item(engine, study, uid)) is not None:
+                assignment.record_vote(engine, study, uid, item["id"], choices[(item["id"] + n) % len(choices)])
     finally:
         engine.dispose()
 

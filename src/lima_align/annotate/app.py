@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from ..errors import LimaError
-from . import accounts, db, export, sessions, studies, throttle
+from . import accounts, assignment, chats, db, export, sessions, studies, throttle
 from .render import markdown
 from .studies import PAIRWISE_CHOICES, SCALES, Refused
 from .web import HERE, Guard, checked_form, csrf_token, current_user, form_id, login_session, require_user
@@ -173,12 +173,12 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
     def study_page(request: Request, sid: int) -> Response:
         with db.read(engine) as c:  # one read connection for the checks and the usual case, a pending item
             user, study = member_check(request, sid, c)
-            item = studies.pending_item(c, study, user["id"]) if study["kind"] != "dialogue" else None
+            item = assignment.pending_item(c, study, user["id"]) if study["kind"] != "dialogue" else None
         if study["kind"] != "dialogue" and item is None:  # (the read connection is back in the pool by now)
-            item = studies.next_item(engine, study, user["id"])
+            item = assignment.next_item(engine, study, user["id"])
         if study["kind"] == "dialogue":
-            conv = studies.latest_conversation(engine, sid, user["id"])
-            scores = studies.turn_scores(engine, conv["id"]) if conv else {}
+            conv = chats.latest_conversation(engine, sid, user["id"])
+            scores = chats.turn_scores(engine, conv["id"]) if conv else {}
             return page(request, "dialogue.html", user=user, study=study, conv=conv, scores=scores,
                         turns=_turns(conv))
         if item is None:
@@ -205,8 +205,8 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             edited = None
             if study["kind"] == "review" and choice == "edit":
                 edited = _edited_record(engine, sid, item_id, form)
-            studies.record_vote(engine, study, user["id"], item_id, choice, str(form.get("comment", ""))[:5000],
-                                edited)
+            assignment.record_vote(engine, study, user["id"], item_id, choice,
+                                   str(form.get("comment", ""))[:5000], edited)
 
         await run_in_threadpool(checked_and_stored)
         return see(f"/s/{sid}")
@@ -217,7 +217,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         user, study = await run_in_threadpool(member_study, request, sid)
         if study["kind"] != "dialogue":
             raise Refused(400, "Only dialogue studies have conversations.")
-        await run_in_threadpool(studies.new_conversation, engine, sid, user["id"])
+        await run_in_threadpool(chats.new_conversation, engine, sid, user["id"])
         return see(f"/s/{sid}")
 
     @app.post("/s/{sid:id}/say")
@@ -228,10 +228,10 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         if study["kind"] != "dialogue" or not text:
             raise Refused(400, "Write a message first.")
         with db.read(engine) as c:
-            conv = studies.conversation(c, cid, user["id"])
+            conv = chats.conversation(c, cid, user["id"])
         turn = {"role": "user", "content": text}
         reply = await _ask_model(study["config"], conv["messages"] + [turn])
-        await run_in_threadpool(studies.append_turns, engine, cid, user["id"],
+        await run_in_threadpool(chats.append_turns, engine, cid, user["id"],
                                 [turn, {"role": "assistant", "content": reply}])
         return see(f"/s/{sid}")
 
@@ -243,7 +243,7 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             turn = int(str(form.get("turn", "")))
         except ValueError:
             raise Refused(400, "The rating names no turn.") from None
-        await run_in_threadpool(studies.rate_turn, engine, str(form.get("conversation", "")), user["id"], turn,
+        await run_in_threadpool(chats.rate_turn, engine, str(form.get("conversation", "")), user["id"], turn,
                                 str(form.get("score", "")))
         return see(f"/s/{sid}")
 

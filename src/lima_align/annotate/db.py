@@ -9,7 +9,7 @@ Durability choices (a vote is a person's time; losing an acknowledged one is the
   slow disks (network or shared volumes) where fsync latency caps the votes per second.
 - SQLite write transactions (engine.begin()) start with BEGIN IMMEDIATE: the write lock is taken up front, so two requests never
   both read "item 7 has 2 of 3 annotators" and both take it; `busy_timeout` makes the loser wait instead
-  of failing. PostgreSQL gets the same effect from a row lock on the study (see studies.next_item).
+  of failing. PostgreSQL gets the same effect from a row lock on the study (see assignment.next_item).
 - The server's SQLite writers also queue on a lock of their own first (`write(engine)`): SQLite's busy
   handler waits by sleeping in growing steps (up to 100 ms), so 20 threads contending for the write lock
   made a vote's p95 latency ~1.7 s while the lock was mostly free. The lock is a threading.Lock (the
@@ -90,7 +90,7 @@ items = Table(
     Column("payload", Text, nullable=False),              # JSON: what is shown and exported
     Column("n_assigned", Integer, nullable=False, default=0),
     UniqueConstraint("study_id", "key", name="uq_item_key"))
-# studies._assign: the least-covered item first, then file order; this index hands it out without a sort.
+# assignment._assign: the least-covered item first, then file order; this index hands it out without a sort.
 ix_items_next = Index("ix_items_next", items.c.study_id, items.c.n_assigned, items.c.idx)
 
 assignments = Table(
