@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from lima_align.api import ChatClient  # noqa: E402
-from lima_align.judge import ApiJudge, judge_pairwise  # noqa: E402
+from lima_align.judge import judge_pairwise  # noqa: E402
+from lima_align.judges import ApiJudge  # noqa: E402
 
 
 def verdict_for(request: dict[str, Any]) -> str:

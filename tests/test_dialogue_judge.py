@@ -12,7 +12,7 @@ from lima_align.api import ChatClient
 from lima_align.dialogue.conversations import Plan, Turn, converse, read_conversations_file
 from lima_align.dialogue.judging import judge_conversations, judge_turns, turn_of
 from lima_align.errors import LimaError
-from lima_align.judge import ApiJudge, LongestJudge, Rating, Vote
+from lima_align.judges import ApiJudge, LongestJudge, Rating, Vote
 from lima_align.stats import read_judgments
 
 

@@ -151,6 +151,16 @@ def test_decoding_settings_import_without_torch():
     assert out.strip() == "[]"
 
 
+def test_building_the_command_line_parser_loads_no_heavy_module():
+    # `lima-align --help` builds every command's parser; the judge runner's asyncio and SQLite cache, the HTTP
+    # client and the model stack are loaded by the commands that use them, not by listing the flags.
+    heavy = ("asyncio", "sqlite3", "ssl", "httpx", "torch", "transformers")
+    code = ("import sys; from lima_align.cli import make_parser; make_parser(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_no_module_over_500_lines():
     lengths = {module_name(p): len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
     long = {m: n for m, n in lengths.items() if n > MAX_LINES}

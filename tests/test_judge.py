@@ -13,7 +13,8 @@ import pytest
 
 from lima_align.errors import LimaError
 from lima_align.jsonl import read_jsonl
-from lima_align.judge import ApiJudge, LongestJudge, Price, Rating, Vote, judge_absolute, judge_pairwise
+from lima_align.judge import judge_absolute, judge_pairwise
+from lima_align.judges import ApiJudge, LongestJudge, Price, Rating, Vote
 from lima_align.judge_text import (INSTRUCTIONS_DIR, RETRY_MARK, combine, load_instructions, parse_score, parse_verdict,
                                    show, unswap)
 

@@ -12,7 +12,7 @@ from lima_align.analyze.ablate import AblationRecipe, JudgeSettings
 from lima_align.cli import make_parser
 from lima_align.config import load_recipe
 from lima_align.errors import LimaError
-from lima_align.judge import Judge, can_rate
+from lima_align.judges import Judge, can_rate
 from lima_align.judge_kinds import KINDS, JudgeKind, JudgeSpec, KindName, kind_names, make_judges
 
 COMPARING = [("judge", "pairwise"), ("judge", "conversations"), ("dialogue", "eval"), ("select",)]

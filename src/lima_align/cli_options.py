@@ -12,8 +12,8 @@ from typing import Any
 
 from .config import load_recipe
 from .errors import LimaError, ProblemList
-from .judge import Price
 from .judge_kinds import KINDS, JudgeSpec, kind_names, kinds_help, make_judges, unmet
+from .judges import Price
 from .recipe_loading import range_of
 from .jsonl import check_output
 

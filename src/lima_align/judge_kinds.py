@@ -2,20 +2,19 @@
 them for every command that judges: `judge ...` and `dialogue eval` (cli_options.py), `ablate` and `select`
 (analyze/ablate.py).
 
-A new kind is a class following `judge.Judge` and one entry in `KINDS`; the CLI's choices, the ablation
+A new kind is a class following `judges.Judge` and one entry in `KINDS`; the CLI's choices, the ablation
 recipe's `judge.kind` values and the rating checks all read `KINDS`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import LimaError
-from .judge import ApiJudge, Judge, LongestJudge, Price
+from .judges import ApiJudge, Judge, LongestJudge, Price
 
 
 @dataclass(frozen=True)
@@ -116,6 +115,7 @@ def ping_judges(spec: JudgeSpec) -> None:
               for judge in make_judges(dataclasses.replace(spec, kinds=(name,)))]
     if not pinged:
         return
+    import asyncio  # here, not at the top: the command line parser lists KINDS and should not load asyncio
 
     async def ping_all() -> None:
         for ping, judge in pinged:

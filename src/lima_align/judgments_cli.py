@@ -16,7 +16,6 @@ from .cli_options import at_least, judge_options, judges_from_args
 from .errors import LimaError
 from .importers import import_alpaca_eval, import_fastchat_answers
 from .jsonl import check_output, check_output_folder, write_jsonl_atomic
-from .judge import judge_absolute, judge_pairwise
 from .judgment_import import (
     ALPACA_EVAL_PEOPLE,
     MT_BENCH_PEOPLE,
@@ -32,6 +31,8 @@ SOURCES = ("mt_bench_judgments", "alpaca_eval_annotations")
 
 
 def cmd_judge_pairwise(args: argparse.Namespace) -> int:
+    from .judge import judge_pairwise  # here: the runner loads asyncio and SQLite, which `--help` need not
+
     summary = judge_pairwise(read_generations(args.a), read_generations(args.b), judges_from_args(args), args.output,
                              instructions_path=args.instructions, cache_path=args.cache,
                              max_concurrency=args.concurrency, allow_partial=args.partial, sources=(args.a, args.b))
@@ -41,6 +42,8 @@ def cmd_judge_pairwise(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_absolute(args: argparse.Namespace) -> int:
+    from .judge import judge_absolute
+
     summary = judge_absolute(read_generations(args.generations), judges_from_args(args), args.output, scale=args.scale,
                              instructions_path=args.instructions, cache_path=args.cache,
                              max_concurrency=args.concurrency)

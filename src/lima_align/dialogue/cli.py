@@ -16,7 +16,7 @@ from ..config import ModelConfig, TurnsConfig, load_recipe
 from ..decoding import Decoding
 from ..errors import LimaError
 from ..jsonl import check_output_folder
-from ..judge import can_rate
+from ..judges import can_rate
 from .conversations import (
     ApiAssistant,
     LocalAssistant,

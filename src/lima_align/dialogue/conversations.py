@@ -26,7 +26,6 @@ record keeps the whole transcript and lists each trimmed turn in meta.trimmed, a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,6 +193,8 @@ class ApiAssistant:
         self.decoding = {**asdict(decoding), "repetition_penalty": None}  # not part of the OpenAI API
 
     async def reply_many(self, histories: list[list[Message]], seed_key: str) -> list[Turn | Exception]:
+        import asyncio  # imported where used: `lima-align --help` imports this module, and needs no asyncio
+
         from ..api import FINISH
 
         async def one(h: list[Message]) -> Turn:
@@ -264,6 +265,8 @@ async def _hold_batch(plans: list[Plan], assistant: Any, user: SimulatedUser | N
                       log: Any, on_turns: Any = None) -> list[dict[str, Any] | Exception]:
     """Hold a batch of conversations in lockstep, turn by turn; a failed one is returned as its error.
     on_turns(n): called after each turn with the number of conversations the assistant was asked to answer."""
+    import asyncio
+
     from ..api import ApiError
 
     msgs = [[Message("system", p.system)] if p.system else [] for p in plans]
@@ -319,6 +322,8 @@ def converse(plans: list[Plan], assistant: Any, output: str | Path, *, user: Sim
     """Hold every planned conversation not yet in `output`, appending each when it is complete.
 
     Returns {"conversations": written now, "existing": already there, "failed": failed for good}."""
+    import asyncio
+
     output = Path(output)
     if batch_size < 1:
         raise LimaError(f"batch size must be at least 1, got {batch_size}", fix="e.g. generate.batch_size=8")

@@ -24,7 +24,6 @@ from typing import Any
 
 from ..errors import LimaError, ProblemList
 from ..jsonl import read_jsonl, write_jsonl_atomic
-from ..judge import judge_absolute, judge_pairwise
 from ..judge_text import INSTRUCTIONS_DIR, render_conversation
 
 TURN_INSTRUCTIONS = INSTRUCTIONS_DIR / "turn.md"
@@ -86,6 +85,8 @@ def judge_turns(convs: list[dict[str, Any]], judges: list[Any], output: str | Pa
     def fields(r: dict[str, Any]) -> dict[str, Any] | None:
         t = turn_of(r) if r.get("type") == "absolute" else None
         return {"conversation_id": t[0], "turn": t[1]} if t else None
+
+    from ..judge import judge_absolute  # here: the runner loads asyncio and SQLite, which `--help` need not
 
     try:
         return judge_absolute(items, judges, output, scale="fail_pass_excellent",
@@ -150,6 +151,8 @@ def judge_conversations(convs_a: list[dict[str, Any]], convs_b: list[dict[str, A
         if r.get("type") == "pairwise" and r.get("prompt_id") in ids:
             return {"unit": "conversation", "conversation_id": r["prompt_id"]}
         return None
+
+    from ..judge import judge_pairwise
 
     try:
         return judge_pairwise(items(convs_a), items(convs_b), judges, output,
