@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,59 +116,66 @@ class _Dedup:
         return False
 
 
+def _entries(paths: Sequence[str | Path], kind: str, what: str, problems: ProblemList) -> Iterator[tuple[str, dict]]:
+    """Every object of every file of `kind`, with where it is; a non-object is a problem, and a file's entries
+    stop being read once MAX_PROBLEMS problems are listed."""
+    for path in map(Path, paths):
+        items = _objects(path)
+        _check_kind(items, kind)
+        for where, v in items:
+            if len(problems.problems) >= MAX_PROBLEMS:
+                break
+            if not isinstance(v, dict):
+                problems.add(where, f"expected an object, got {type(v).__name__}", f"each {what} is one {{...}}")
+                continue
+            yield where, v
+
+
 def import_mt_bench_judgments(paths: Sequence[str | Path], *,
                               people: Sequence[str] = MT_BENCH_PEOPLE) -> tuple[list[Record], list[dict[str, Any]]]:
     """MT-Bench pairwise votes -> (pairwise judgment records, repeated votes dropped); see the module docstring."""
     problems = ProblemList()
     dedup = _Dedup()
     out: list[Record] = []
-    for path in map(Path, paths):
-        items = _objects(path)
-        _check_kind(items, "mt_bench_judgments")
-        for where, v in items:
-            if len(problems.problems) >= MAX_PROBLEMS:
-                break
-            if not isinstance(v, dict):
-                problems.add(where, f"expected an object, got {type(v).__name__}", "each vote is one {...}")
-                continue
-            qid, turn, winner, judge = v.get("question_id"), v.get("turn"), v.get("winner"), v.get("judge")
-            if isinstance(judge, list) and judge and all(isinstance(j, str) for j in judge):
-                judge = "/".join(judge)  # the full release names GPT-4 as ["gpt-4", "pair-v2"]
-            bad = []
-            if isinstance(qid, bool) or not isinstance(qid, int | str) or str(qid) == "":
-                bad.append(("question_id", 'give "question_id": 81'))
-            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
-                bad.append(("turn", 'give "turn": 1 or 2'))
-            if winner not in MT_WINNERS:
-                bad.append(("winner", 'use "model_a", "model_b", "tie" or "tie (inconsistent)"'))
-            if not _text(judge):
-                bad.append(("judge", 'give "judge": "expert_0"'))
-            for key in ("model_a", "model_b"):
-                if not _text(v.get(key)):
-                    bad.append((key, f'give "{key}": "gpt-4"'))
-            if not bad and v["model_a"] == v["model_b"]:
-                bad.append(("model_b", "name a different model than model_a"))
-            for key, fix in bad:
-                problems.add(f"{where} {key}", f"missing or invalid ({v.get(key)!r})"[:120], fix)
-            if bad:
-                continue
-            pid = str(qid) if turn == 1 else f"{qid}-turn{turn}"
-            name = person_name(judge, people)
-            parts_a, parts_b = _turn_parts(v.get("conversation_a"), turn), _turn_parts(v.get("conversation_b"), turn)
-            meta: dict[str, Any] = {"source": "mt_bench", "where": where, "question_id": qid, "winner": winner,
-                                    "outputs": "conversation" if parts_a and parts_b else "absent"}
-            if parts_a and parts_b and parts_a[0] != parts_b[0]:  # a later turn: b answered after its own answers
-                meta["prompt_b"] = parts_b[0]
-            r: Record = {"id": f"mt_bench:{name}:{pid}:{v['model_a']}:{v['model_b']}", "type": "pairwise",
-                         "prompt_id": pid, "turn": turn, "model_a": v["model_a"], "model_b": v["model_b"],
-                         "judge": name, "prompt": parts_a[0] if parts_a and parts_b else [],
-                         "output_a": parts_a[1] if parts_a and parts_b else "",
-                         "output_b": parts_b[1] if parts_a and parts_b else "",
-                         "verdict": MT_WINNERS[winner], "votes": [], "meta": meta}
-            if name == judge:  # a model judge: MT-Bench's pairwise GPT-4 judged both orders, and says when they differ
-                r["consistent"] = winner != "tie (inconsistent)"
-            if dedup.keep(r):
-                out.append(r)
+    for where, v in _entries(paths, "mt_bench_judgments", "vote", problems):
+        qid, turn, winner, judge = v.get("question_id"), v.get("turn"), v.get("winner"), v.get("judge")
+        if isinstance(judge, list) and judge and all(isinstance(j, str) for j in judge):
+            judge = "/".join(judge)  # the full release names GPT-4 as ["gpt-4", "pair-v2"]
+        bad = []
+        if isinstance(qid, bool) or not isinstance(qid, int | str) or str(qid) == "":
+            bad.append(("question_id", 'give "question_id": 81'))
+        if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
+            bad.append(("turn", 'give "turn": 1 or 2'))
+        if winner not in MT_WINNERS:
+            bad.append(("winner", 'use "model_a", "model_b", "tie" or "tie (inconsistent)"'))
+        if not _text(judge):
+            bad.append(("judge", 'give "judge": "expert_0"'))
+        for key in ("model_a", "model_b"):
+            if not _text(v.get(key)):
+                bad.append((key, f'give "{key}": "gpt-4"'))
+        if not bad and v["model_a"] == v["model_b"]:
+            bad.append(("model_b", "name a different model than model_a"))
+        for key, fix in bad:
+            problems.add(f"{where} {key}", f"missing or invalid ({v.get(key)!r})"[:120], fix)
+        if bad:
+            continue
+        pid = str(qid) if turn == 1 else f"{qid}-turn{turn}"
+        name = person_name(judge, people)
+        parts_a, parts_b = _turn_parts(v.get("conversation_a"), turn), _turn_parts(v.get("conversation_b"), turn)
+        meta: dict[str, Any] = {"source": "mt_bench", "where": where, "question_id": qid, "winner": winner,
+                                "outputs": "conversation" if parts_a and parts_b else "absent"}
+        if parts_a and parts_b and parts_a[0] != parts_b[0]:  # a later turn: b answered after its own answers
+            meta["prompt_b"] = parts_b[0]
+        r: Record = {"id": f"mt_bench:{name}:{pid}:{v['model_a']}:{v['model_b']}", "type": "pairwise",
+                     "prompt_id": pid, "turn": turn, "model_a": v["model_a"], "model_b": v["model_b"],
+                     "judge": name, "prompt": parts_a[0] if parts_a and parts_b else [],
+                     "output_a": parts_a[1] if parts_a and parts_b else "",
+                     "output_b": parts_b[1] if parts_a and parts_b else "",
+                     "verdict": MT_WINNERS[winner], "votes": [], "meta": meta}
+        if name == judge:  # a model judge: MT-Bench's pairwise GPT-4 judged both orders, and says when they differ
+            r["consistent"] = winner != "tie (inconsistent)"
+        if dedup.keep(r):
+            out.append(r)
     _finish(problems, out, paths, "MT-Bench votes")
     return out, dedup.repeats
 
@@ -196,43 +203,35 @@ def import_alpaca_eval_annotations(paths: Sequence[str | Path], *, people: Seque
     problems = ProblemList()
     dedup = _Dedup()
     out: list[Record] = []
-    for path in map(Path, paths):
-        items = _objects(path)
-        _check_kind(items, "alpaca_eval_annotations")
-        for where, v in items:
-            if len(problems.problems) >= MAX_PROBLEMS:
-                break
-            if not isinstance(v, dict):
-                problems.add(where, f"expected an object, got {type(v).__name__}", "each annotation is one {...}")
-                continue
-            bad = [(k, f'give "{k}": "..."') for k in ("instruction", "generator_1", "generator_2")
-                   if not _text(v.get(k))]
-            bad += [(k, f'give "{k}": "..." ("" for an empty answer)') for k in ("output_1", "output_2")
-                    if not isinstance(v.get(k), str)]
-            annotator = v.get("annotator", judge)
-            if not _text(annotator):
-                bad.append(("annotator", "give the annotator's name, or pass --judge NAME for the whole file"))
-            verdict = preference_verdict(v.get("preference"))
-            if verdict is False:
-                bad.append(("preference", "use 1 (output_1 better), 2 (output_2 better), 1.5 or 0 (a draw), "
-                                          "a value between 1 and 2, or null"))
-            if not bad and v["generator_1"] == v["generator_2"]:
-                bad.append(("generator_2", "name a different model than generator_1"))
-            for key, fix in bad:
-                problems.add(f"{where} {key}", f"missing or invalid ({v.get(key)!r})"[:120], fix)
-            if bad:
-                continue
-            pid = alpaca_eval_id(v["instruction"])
-            name = person_name(annotator, people)
-            meta = {"source": "alpaca_eval", "where": where, "preference": v.get("preference"), "outputs": "given"}
-            if isinstance(v.get("dataset"), str):
-                meta["dataset"] = v["dataset"]
-            r = {"id": f"alpaca_eval:{name}:{pid}:{v['generator_1']}:{v['generator_2']}", "type": "pairwise",
-                 "prompt_id": pid, "model_a": v["generator_1"], "model_b": v["generator_2"], "judge": name,
-                 "prompt": [{"role": "user", "content": v["instruction"]}], "output_a": v["output_1"],
-                 "output_b": v["output_2"], "verdict": verdict, "votes": [], "meta": meta}
-            if dedup.keep(r):
-                out.append(r)
+    for where, v in _entries(paths, "alpaca_eval_annotations", "annotation", problems):
+        bad = [(k, f'give "{k}": "..."') for k in ("instruction", "generator_1", "generator_2")
+               if not _text(v.get(k))]
+        bad += [(k, f'give "{k}": "..." ("" for an empty answer)') for k in ("output_1", "output_2")
+                if not isinstance(v.get(k), str)]
+        annotator = v.get("annotator", judge)
+        if not _text(annotator):
+            bad.append(("annotator", "give the annotator's name, or pass --judge NAME for the whole file"))
+        verdict = preference_verdict(v.get("preference"))
+        if verdict is False:
+            bad.append(("preference", "use 1 (output_1 better), 2 (output_2 better), 1.5 or 0 (a draw), "
+                                      "a value between 1 and 2, or null"))
+        if not bad and v["generator_1"] == v["generator_2"]:
+            bad.append(("generator_2", "name a different model than generator_1"))
+        for key, fix in bad:
+            problems.add(f"{where} {key}", f"missing or invalid ({v.get(key)!r})"[:120], fix)
+        if bad:
+            continue
+        pid = alpaca_eval_id(v["instruction"])
+        name = person_name(annotator, people)
+        meta = {"source": "alpaca_eval", "where": where, "preference": v.get("preference"), "outputs": "given"}
+        if isinstance(v.get("dataset"), str):
+            meta["dataset"] = v["dataset"]
+        r = {"id": f"alpaca_eval:{name}:{pid}:{v['generator_1']}:{v['generator_2']}", "type": "pairwise",
+             "prompt_id": pid, "model_a": v["generator_1"], "model_b": v["generator_2"], "judge": name,
+             "prompt": [{"role": "user", "content": v["instruction"]}], "output_a": v["output_1"],
+             "output_b": v["output_2"], "verdict": verdict, "votes": [], "meta": meta}
+        if dedup.keep(r):
+            out.append(r)
     _finish(problems, out, paths, "AlpacaEval annotations")
     return out, dedup.repeats
 
