@@ -177,18 +177,27 @@ def test_concurrent_requests_both_succeed_one_generation_at_a_time(client, serve
     assert peak[0] == 1
 
 
-def test_a_client_that_disconnects_stops_its_generation(served):
-    url, gen = served
+@contextmanager
+def slow_and_endless(gen):
+    """While inside: the model never ends its turn by itself and takes 20 ms a token; yields the token count."""
     calls = [0]
 
-    def slow_and_endless(module, args, output):  # never end the turn by itself, take 20 ms a token
+    def hook(module, args, output):
         calls[0] += 1
         time.sleep(0.02)
         output[..., gen.fmt.stop_ids] -= 1e4
         return output
 
-    handle = gen.model.get_output_embeddings().register_forward_hook(slow_and_endless)
+    handle = gen.model.get_output_embeddings().register_forward_hook(hook)
     try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_a_client_that_disconnects_stops_its_generation(served):
+    url, gen = served
+    with slow_and_endless(gen) as calls:
         body = {"messages": ASK, "max_tokens": 400, "stream": True, "temperature": 1.0}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
             data = (line for line in r.iter_lines() if line.startswith("data: "))
@@ -197,8 +206,6 @@ def test_a_client_that_disconnects_stops_its_generation(served):
         while httpx.get(url + "/health").json()["busy"]:
             assert time.monotonic() < deadline, "generation went on after the client left"
             time.sleep(0.02)
-    finally:
-        handle.remove()
     assert calls[0] < 100  # far from the 400 tokens asked for
 
 

@@ -20,7 +20,7 @@ from lima_align.records import Message
 from lima_align.serve import create_app
 from lima_align.serve_protocol import ChatRequest
 from lima_align.turns import TurnFormat
-from test_serve import ASK, NAME, running, tiny_generator
+from test_serve import ASK, NAME, running, slow_and_endless, tiny_generator
 
 URL = "/v1/chat/completions"
 
@@ -257,21 +257,10 @@ def test_a_client_that_leaves_while_waiting_gives_up_its_place(served, monkeypat
 
 def test_a_client_that_leaves_a_plain_request_stops_its_generation(served):
     url, gen, _ = served
-    calls = [0]
-
-    def slow_and_endless(module, args, output):  # never end the turn by itself, take 20 ms a token
-        calls[0] += 1
-        time.sleep(0.02)
-        output[..., gen.fmt.stop_ids] -= 1e4
-        return output
-
-    handle = gen.model.get_output_embeddings().register_forward_hook(slow_and_endless)
-    try:
+    with slow_and_endless(gen) as calls:
         with pytest.raises(httpx.ReadTimeout):
             post(url, {"messages": ASK, "max_tokens": 400}, timeout=httpx.Timeout(30, read=0.5))
         wait_until(lambda: not httpx.get(url + "/health").json()["busy"], "generation went on after the client left")
-    finally:
-        handle.remove()
     assert calls[0] < 150  # far from the 400 tokens asked for
 
 
