@@ -29,29 +29,17 @@ import threading
 import time
 from pathlib import Path
 
+from bench_measure import cpu_seconds, percentile
+
 from lima_align.annotate import accounts, db, studies
 from lima_align.annotate.client import Annotator, free_port, start_server, write_generations
 
 PW = "benchmark password"
 
 
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its reaped children (Linux /proc); 0.0 elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process and its live children (uvicorn --workers: the worker processes)."""
-    total = _cpu_s(pid)
+    total = cpu_seconds(pid, reaped_children=True)
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
@@ -133,8 +121,8 @@ def run(db_url: str, clients: int, votes: int, overlap: int, workdir: Path, sqli
     return {"db": db_url.split("://")[0], "sqlite_sync": sqlite_sync if db_url.startswith("sqlite") else None, "workers": workers, "clients": clients, "votes_per_client": votes, "overlap": overlap,
             "votes": len(vote_ms), "errors": errors[:5], "wall_s": round(wall, 2),
             "votes_per_s": round(len(vote_ms) / wall, 1),
-            "next_item_ms": {"p50": round(_pct(next_ms, 0.5), 1), "p95": round(_pct(next_ms, 0.95), 1)},
-            "vote_ms": {"p50": round(_pct(vote_ms, 0.5), 1), "p95": round(_pct(vote_ms, 0.95), 1)},
+            "next_item_ms": {"p50": round(percentile(next_ms, 0.5), 1), "p95": round(percentile(next_ms, 0.95), 1)},
+            "vote_ms": {"p50": round(percentile(vote_ms, 0.5), 1), "p95": round(percentile(vote_ms, 0.95), 1)},
             # Where the CPU went during the voting phase (server and the client threads share this machine):
             "cpu_s": {"server": round(server_cpu, 2), "clients": round(client_cpu, 2),
                       "server_ms_per_vote": round(1000 * server_cpu / max(1, len(vote_ms)), 2),

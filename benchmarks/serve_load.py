@@ -25,7 +25,6 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,22 +32,11 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_measure import cpu_seconds, percentile
+
+from lima_align.annotate.client import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc); 0.0 elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
 def tiny_model(out: Path) -> Path:
@@ -56,12 +44,6 @@ def tiny_model(out: Path) -> Path:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.build_model(out, "llama")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: Path, port: int, max_tokens: int, log: Path) -> subprocess.Popen:
@@ -129,7 +111,7 @@ async def phase(url: str, clients: int, duration: float, huge_turns: int | None,
 
 def summary(small_ms: list[float], wall: float, errors: list[str]) -> dict:
     return {"requests": len(small_ms), "per_s": round(len(small_ms) / wall, 1),
-            "p50_ms": round(_pct(small_ms, 0.5), 1), "p95_ms": round(_pct(small_ms, 0.95), 1),
+            "p50_ms": round(percentile(small_ms, 0.5), 1), "p95_ms": round(percentile(small_ms, 0.95), 1),
             "max_ms": round(max(small_ms, default=float("nan")), 1), "errors": errors[:5]}
 
 
@@ -148,10 +130,10 @@ def run(clients: int, duration: float, rounds: int, huge_turns: int, max_tokens:
         cpu = {"quiet": 0.0, "huge": 0.0}
         for _ in range(rounds):
             for kind in ("quiet", "huge"):
-                cpu0 = _cpu_s(proc.pid)
+                cpu0 = cpu_seconds(proc.pid)
                 wall[kind] += asyncio.run(phase(url, clients, duration / rounds, huge_turns if kind == "huge" else None,
                                                 lat[kind], lat["huge_client"], errors[kind]))
-                cpu[kind] += _cpu_s(proc.pid) - cpu0
+                cpu[kind] += cpu_seconds(proc.pid) - cpu0
     finally:
         proc.terminate()
         try:
@@ -163,7 +145,7 @@ def run(clients: int, duration: float, rounds: int, huge_turns: int, max_tokens:
     huge = summary(lat["huge"], wall["huge"], errors["huge"])
     huge["huge_client"] = {"requests": len(lat["huge_client"]),
                            "body_mb": round(len(huge_body(huge_turns, 0)) / 1e6, 2),
-                           "p50_ms": round(_pct(lat["huge_client"], 0.5), 1),
+                           "p50_ms": round(percentile(lat["huge_client"], 0.5), 1),
                            "max_ms": round(max(lat["huge_client"], default=float("nan")), 1)}
     return {"clients": clients, "duration_s": duration, "rounds": rounds, "max_tokens": max_tokens,
             "huge_turns": huge_turns, "quiet": quiet, "with_huge_client": huge,
