@@ -77,9 +77,6 @@ CAPS = {
     ("dialogue", "eval"): ["--limit", "2", "generate.max_new_tokens=4"],
     ("analyze", "shift"): ["--n-boot", "50"],
     ("analyze", "retention"): ["--n-boot", "50", "--window", "256"],
-    # The tiny dumps hold a handful of questions, not the hundreds the README's quotas ask for.
-    ("curate", "run"): ["select.shortfall=take_all"],
-    ("curate", "select"): ["shortfall=take_all"],
     ("stats",): ["--n-boot", "50"],
     ("report",): ["--n-boot", "50"],
 }
