@@ -50,7 +50,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "train": ("src/lima_align/train.py", ["tests/test_train.py", "tests/test_loss.py", "tests/test_packing.py"]),
     "generate": ("src/lima_align/generate.py", ["tests/test_generate.py"]),
     "judge": ("src/lima_align/judge.py", ["tests/test_judge.py"]),
-    "serve": ("src/lima_align/serve.py", ["tests/test_serve.py"]),
+    # serve's tests run uvicorn in a thread of the test process itself, so they reach the mutants
+    "serve": ("src/lima_align/serve.py", ["tests/test_serve.py", "tests/test_serve_hardening.py"]),
+    "serve_protocol": ("src/lima_align/serve_protocol.py", ["tests/test_serve.py", "tests/test_serve_hardening.py"]),
     "app": ("src/lima_align/annotate/app.py", ["tests/test_annotate_app.py", "tests/test_annotate_turns.py"]),
 }
 
