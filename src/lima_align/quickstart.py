@@ -79,9 +79,9 @@ def quickstart(recipe: Recipe, *, log: Any = print) -> Path:
 
 
 def _print_summary(summary: dict[str, Any], base: list[dict], aligned: list[dict], page: Path, log: Any) -> None:
-    from rich.console import Console
+    from .crash import console as pipe_aware_console
 
-    console = Console()
+    console = pipe_aware_console()
     console.print(rich_table([summary["base"], summary["aligned"]], ["base", "aligned"],
                              "quickstart: base vs aligned on held-out prompts (95% intervals, k/n)"))
     by_id = {r["prompt_id"]: r for r in aligned}

@@ -415,8 +415,9 @@ def pick_axis(r: AblationRecipe) -> str:
 
 
 def print_summary(summaries: list[dict[str, Any]], log: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from .. import crash
 
     table = Table(title="ablation grid: score with 95% interval per cell")
     for col in ("cell", "source", "strategy", "examples", "epochs", "dialogues", "trained", "loss", "score"):
@@ -425,7 +426,7 @@ def print_summary(summaries: list[dict[str, Any]], log: Any) -> None:
         table.add_row(s["id"], s["source"], s["strategy"], str(s["examples"] or "all"), str(s["epochs"]),
                       "yes" if s["dialogues"] else "no", str(s["trained_examples"]),
                       "-" if s["final_loss"] is None else f"{s['final_loss']:.3f}", format_score(s["score"]))
-    console = Console()
+    console = crash.console()
     if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
-        console = Console(width=170)
+        console = crash.console(width=170)
     console.print(table)

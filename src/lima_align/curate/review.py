@@ -175,9 +175,9 @@ def review(selected: str | Path, decisions: str | Path, *, read_key: Callable[[s
            read_line: Callable[[str], str] | None = None, editor: str | None = None, console: Any = None,
            reviewer: str | None = None) -> dict[str, int]:
     """Run the review loop until every example is decided, `q`, or end of input. Returns the tallies."""
-    from rich.console import Console
+    from ..crash import console as pipe_aware_console
 
-    console = console or Console()
+    console = console or pipe_aware_console()  # `| head` ends quietly with 141, as every command does
     read_key = read_key or _tty_key
     read_line = read_line or (input if read_key is _tty_key else read_key)
     editor = (os.environ.get("VISUAL") or os.environ.get("EDITOR") or "") if editor is None else editor
