@@ -154,7 +154,7 @@ def test_decoding_settings_import_without_torch():
 def test_building_the_command_line_parser_loads_no_heavy_module():
     # `lima-align --help` builds every command's parser; the judge runner's asyncio and SQLite cache, the HTTP
     # client and the model stack are loaded by the commands that use them, not by listing the flags.
-    heavy = ("asyncio", "sqlite3", "ssl", "httpx", "torch", "transformers")
+    heavy = ("asyncio", "sqlite3", "ssl", "httpx", "torch", "transformers", "numpy")
     code = ("import sys; from lima_align.cli import make_parser; make_parser(); "
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

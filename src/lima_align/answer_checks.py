@@ -32,7 +32,7 @@ from typing import Any
 
 from .errors import LimaError
 from .jsonl import read_jsonl, write_text_atomic
-from .stats import wilson
+from .intervals import wilson
 
 # ------------------------------------------------------------------ the list/steps heuristic
 

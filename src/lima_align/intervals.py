@@ -9,9 +9,10 @@ honest at 0 and n.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the bootstrap helpers that need it, not with `wilson` (the CLI's parser)
+    import numpy as np
 
 MIN_DECISIVE = 20
 SMALL_SAMPLE = (f"Wilson score intervals over prompts: the bootstrap collapses here (every parsed verdict alike, or "
@@ -69,6 +70,8 @@ def wilson_rates(counts: dict[str, int], n: int | None = None) -> dict[str, dict
 
 def percentile_ci(samples: np.ndarray, confidence: float) -> list[float | None]:
     """Percentile interval of bootstrap samples (NaN samples, from resamples with nothing to measure, ignored)."""
+    import numpy as np
+
     samples = samples[~np.isnan(samples)]
     if samples.size == 0:
         return [None, None]
@@ -79,10 +82,14 @@ def percentile_ci(samples: np.ndarray, confidence: float) -> list[float | None]:
 
 def resample_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) indices drawn with replacement: each row is one bootstrap replicate of the prompts."""
+    import numpy as np
+
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), int)
 
 
 def nan_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den elementwise, NaN where den is 0 (a resample with nothing to measure; percentile_ci skips it)."""
+    import numpy as np
+
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)

@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import stats
-from .agreement import parse_groups
 from .cli_options import at_least, judge_options, judges_from_args
 from .errors import LimaError
 from .importers import import_alpaca_eval, import_fastchat_answers
@@ -24,7 +22,6 @@ from .judgment_import import (
     import_mt_bench_judgments,
 )
 from .records import read_generations
-from .stats_text import format_summary
 from .verdicts import SCALES
 
 SOURCES = ("mt_bench_judgments", "alpaca_eval_annotations")
@@ -54,6 +51,11 @@ def cmd_judge_absolute(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")
+    # numpy comes with these: loaded by the command, not by `lima-align --help`
+    from . import stats
+    from .agreement import parse_groups
+    from .stats_text import format_summary
+
     s = stats.summarize_files(args.files, n_boot=args.n_boot, seed=args.seed, groups=parse_groups(args.group))
     print(json.dumps(s, indent=2) if args.json else format_summary(s, full=args.full, by_pair=args.by_pair))
     return 0
@@ -61,6 +63,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     # the page's modules (Jinja2 templates, matplotlib charts) load only when a report is written
+    from .agreement import parse_groups
     from .report import build_report
 
     at_least(args.n_boot, 0, "--n-boot", "use 2000 (default), or 0 for no intervals")

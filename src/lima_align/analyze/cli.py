@@ -8,8 +8,6 @@ import json
 from ..cli_options import in_recipe_range
 from ..config import GenerateConfig
 from .grid_cli import add_grid_commands
-from .retention import analyze_retention
-from .shift import analyze_shift
 
 
 def cmd_shift(args: argparse.Namespace) -> int:
@@ -17,6 +15,8 @@ def cmd_shift(args: argparse.Namespace) -> int:
         "--temperature": ("temperature", args.temperature), "--repetition-penalty": ("repetition_penalty",
                                                                                      args.repetition_penalty),
         "--max-new-tokens": ("max_new_tokens", args.max_new_tokens), "--limit": ("limit", args.limit)})
+    from .shift import analyze_shift
+
     out = analyze_shift(args.base, args.output, generations=args.aligned, aligned_model=args.aligned_model,
                         prompts=args.prompts, limit=args.limit, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, repetition_penalty=args.repetition_penalty,
@@ -31,6 +31,8 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
+    from .retention import analyze_retention
+
     out = analyze_retention(args.base, args.aligned, args.output, texts=args.texts, mcq=args.mcq, dtype=args.dtype,
                             window=args.window, batch_tokens=args.batch_tokens, n_boot=args.n_boot)
     s = json.loads(out.read_text())
