@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from bench_measure import cpu_seconds, percentile
 
-from lima_align.annotate.client import free_port
+from lima_align.annotate.client import free_port, start_child
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,21 +47,8 @@ def tiny_model(out: Path) -> Path:
 
 
 def start_server(model: Path, port: int, max_tokens: int, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "lima_align", "serve", "--model", str(model), "--port", str(port),
-                             f"generate.max_new_tokens={max_tokens}"], stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the server did not answer within 120 s; see {log}")
+    return start_child(["serve", "--model", str(model), "--port", str(port), f"generate.max_new_tokens={max_tokens}"],
+                       port, "/health", name="the server", log=log, timeout_s=120, poll_s=0.2)
 
 
 def huge_body(turns: int, round_: int) -> bytes:

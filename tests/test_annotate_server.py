@@ -147,3 +147,13 @@ def test_kill_9_mid_study_loses_no_acknowledged_vote(tmp_path):
         proc.wait()
         for ann in people.values():
             ann.close()
+
+
+def test_a_child_server_that_exits_is_reported_with_its_status_and_log(tmp_path):
+    from lima_align.annotate.client import start_child
+
+    log = tmp_path / "child.log"
+    with pytest.raises(RuntimeError) as err:
+        start_child(["no-such-stage"], free_port(), "/health", name="the test server", log=log, timeout_s=60)
+    assert str(err.value) == f"the test server exited with 2; see {log}"
+    assert "no-such-stage" in log.read_text()  # argparse's complaint went to the log, not to the terminal

@@ -25,24 +25,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db_url: str, port: int, *, log: Path | None = None, timeout_s: float = 60.0,
-                 extra_args: list[str] | None = None) -> subprocess.Popen:
-    """`lima-align annotate serve` in a child process, returned once /healthz answers."""
+def start_child(args: list[str], port: int, health_path: str, *, name: str, log: Path | None = None,
+                timeout_s: float = 60.0, poll_s: float = 0.1) -> subprocess.Popen:
+    """`lima-align ARGS` in a child process, returned once http://127.0.0.1:PORT/HEALTH_PATH answers 200.
+    The annotation app's tests and both load benchmarks (serve, annotate) start their servers this way."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "lima_align", "annotate", "serve", "--db", db_url,
-                             "--port", str(port), *(extra_args or [])], stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "lima_align", *args], stdout=out, stderr=subprocess.STDOUT)
+    see = f"; see {log}" if log else ""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the annotation server exited with {proc.returncode}" + (f"; see {log}" if log else ""))
+            raise RuntimeError(f"{name} exited with {proc.returncode}{see}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{health_path}", timeout=1.0).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
+        time.sleep(poll_s)
     proc.kill()
-    raise RuntimeError(f"the annotation server did not answer within {timeout_s:.0f} s")
+    raise RuntimeError(f"{name} did not answer within {timeout_s:.0f} s{see}")
+
+
+def start_server(db_url: str, port: int, *, log: Path | None = None, timeout_s: float = 60.0,
+                 extra_args: list[str] | None = None) -> subprocess.Popen:
+    """`lima-align annotate serve` in a child process, returned once /healthz answers."""
+    return start_child(["annotate", "serve", "--db", db_url, "--port", str(port), *(extra_args or [])], port,
+                       "/healthz", name="the annotation server", log=log, timeout_s=timeout_s)
 
 
 def write_generations(path: Path, model: str, n: int, answer: str = "answer {i} from {model}") -> Path:
