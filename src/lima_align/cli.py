@@ -13,7 +13,7 @@ from .answer_checks import add_commands as add_answers
 from .curate import cli as curate_cli
 from .dialogue import cli as dialogue_cli
 from .errors import LimaError
-from .export import add_command as add_export
+from .export import add_commands as add_export
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -121,7 +121,7 @@ def cmd_export(args: Any) -> int:
     return 0
 
 
-def add_command(sub: Any) -> None:
+def add_commands(sub: Any) -> None:
     e = sub.add_parser("export", help="write a run checkpoint as a standalone Hugging Face model (LoRA merged)",
                        description="Write a run checkpoint as a standalone Hugging Face model folder: a LoRA "
                        "adapter merged into its base weights, with the chat template, generation config and "

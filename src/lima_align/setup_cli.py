@@ -16,7 +16,7 @@ from .jsonl import check_output_folder, write_jsonl_atomic, write_text_atomic
 from .models import cache_root, list_models, load_tokenizer, prepare_embedded, resolve_model_path
 from .records import stats, to_format
 from .dataset_specs import load_dataset
-from .show_mask import add_command as add_show_mask
+from .show_mask import add_commands as add_show_mask
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def cmd_show_mask(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_command(data_sub: Any) -> None:
+def add_commands(data_sub: Any) -> None:
     """Register `show-mask` under `lima-align data`."""
     x = data_sub.add_parser(
         "show-mask", help="print an example with its trained tokens marked, as a recipe's training builds it",
