@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import LimaError, Problem, ProblemList
 from .jsonl import json_error, read_jsonl, read_text
-from .records import Conversation, Message
+from .records import Conversation, Message, imported_record
 
 
 def alpaca_eval_id(instruction: str) -> str:
@@ -89,9 +89,8 @@ def import_alpaca_eval(path: str | Path) -> list[dict[str, Any]]:
         meta: dict[str, Any] = {"source": "alpaca_eval", "generator": item["generator"], "file": path.name}
         if "dataset" in item:
             meta["dataset"] = item["dataset"]
-        records.append({"id": f"{item['generator']}:{pid}", "prompt_id": pid, "model": item["generator"],
-                        "messages": [{"role": "user", "content": item["instruction"]}], "output": item["output"],
-                        "finish_reason": None, "tokens": None, "decoding": None, "created": created, "meta": meta})
+        records.append(imported_record(pid, item["generator"], [{"role": "user", "content": item["instruction"]}],
+                                       item["output"], created=created, meta=meta))
     return records
 
 
@@ -206,8 +205,6 @@ def import_fastchat_answers(path: str | Path, questions_path: str | Path | None 
         meta = {"source": "fastchat", "file": path.name, "question_id": qid, "answer_id": obj.get("answer_id"),
                 "turn": len(answers), "category": question.get("category")}
         pid = qid if len(answers) == 1 else f"{qid}-turn{len(answers)}"
-        records.append({"id": f"{model}:{pid}", "prompt_id": pid, "model": model, "messages": messages,
-                        "output": answers[-1], "finish_reason": None, "tokens": None, "decoding": None,
-                        "created": created, "meta": meta})
+        records.append(imported_record(pid, model, messages, answers[-1], created=created, meta=meta))
     problems.raise_if_any()
     return records

@@ -307,6 +307,16 @@ def generation_record(c: Conversation, r: Reply, label: str, decoding: Decoding 
     return rec
 
 
+def imported_record(prompt_id: str, model: str, messages: list[dict[str, str]], output: str, *, created: float,
+                    meta: dict[str, Any]) -> dict[str, Any]:
+    """An answer written by another tool (AlpacaEval, FastChat) as a generations-file record: the same fields
+    as `generation_record`, with what the other tool did not record (finish reason, token counts, decoding)
+    null rather than guessed."""
+    return {"id": f"{model}:{prompt_id}", "prompt_id": prompt_id, "model": model, "messages": messages,
+            "output": output, "finish_reason": None, "tokens": None, "decoding": None, "created": created,
+            "meta": meta}
+
+
 def read_generations(path: str | Path) -> list[dict[str, Any]]:
     """Read a generations file, checking each record has what later stages need."""
     out = []
