@@ -11,8 +11,8 @@ Then the answer rules run, in the order listed in rules.py, and each drop is cou
 Meta sites (meta.stackexchange.com, cooking.meta.stackexchange.com ...) hold questions about the
 site itself, not about its subject: they are left out unless `include_meta` is set.
 
-Licences: each post carries the licence of its current revision. Newer dumps say it in the row
-(ContentLicense); older ones do not, so it follows from the revision's date by the cut-over dates
+Licences: newer dumps give each post's licence in the row (ContentLicense); older ones do not, so it
+follows from the post's creation date by the cut-over dates
 Stack Exchange published (https://meta.stackexchange.com/q/347758): before 2011-04-08 CC BY-SA 2.5,
 before 2018-05-02 CC BY-SA 3.0, from then on CC BY-SA 4.0.
 """
@@ -99,12 +99,13 @@ class SiteDump:
 
 
 def post_license(attrs: dict[str, str]) -> str | None:
-    """The licence of a post's current revision: the row's ContentLicense, else from the date of its
-    last edit (or creation); None when the row says neither. (A tag-only edit also moves
-    LastEditDate; rows from such dumps predate ContentLicense, so this is the closest the row tells.)"""
+    """The licence of a post: the row's ContentLicense, else from its creation date; None when the row
+    says neither. Not from LastEditDate: retags and the Community bot's link rewrites move it without
+    changing the licence. In a 2024 dump that carries ContentLicense (datascience.meta, 624 rows) the
+    creation date gives the row's licence for 622 rows, the last edit's date for 601."""
     if attrs.get("ContentLicense"):
         return attrs["ContentLicense"].strip()
-    date = (attrs.get("LastEditDate") or attrs.get("CreationDate") or "")[:10]
+    date = (attrs.get("CreationDate") or "")[:10]
     if len(date) != 10:
         return None
     return next((lic for cut, lic in LICENSE_CUTOVERS if date < cut), LATEST_LICENSE)
