@@ -266,7 +266,10 @@ POINTS_AT_IMAGE = re.compile(
     r"\b(?:see|in|on|from|check) (?:the|this|my|attached) (?:image|picture|screenshot|screen shot|photo|diagram|"
     r"figure|graph|chart|plot)s?\b|\b(?:as|is) shown (?:below|above|here|in the (?:image|picture|screenshot|figure))"
     r"|\b(?:image|picture|screenshot|photo|diagram|figure|graph|chart|plot)s? (?:below|above)\b"
-    r"|\blike (?:this|so):\s*$|\bthe following (?:image|picture|screenshot|figure)", re.IGNORECASE | re.MULTILINE)
+    r"|\blike (?:this|so):\s*$|\bthe following (?:image|picture|screenshot|figure)"
+    r"|\bthe (?:above|below) (?:image|picture|screenshot|screen shot|photo|diagram|figure|graph|chart|plot)s?\b"
+    r"|\b(?:above|below) (?:is|are|shows?) (?:an? |the |my )?(?:image|picture|screenshot|screen shot|photo|diagram|"
+    r"figure|graph|chart|plot)s?\b", re.IGNORECASE | re.MULTILINE)
 
 
 def convert_post(html: str, strike: str = "drop") -> tuple[str, bool]:
@@ -275,15 +278,18 @@ def convert_post(html: str, strike: str = "drop") -> tuple[str, bool]:
     md = _convert(html, strike)
     if IMAGE not in md:
         return md, False
-    points = bool(re.search(r":\s*" + IMAGE, md)) or bool(POINTS_AT_IMAGE.search(md.replace(IMAGE, "\n")))
+    # the colon may end the line before a quote or list item that holds the image ("This is it:\n\n> img")
+    points = bool(re.search(r":(?:[\s>]|[-*+]\s|\d+[.)]\s)*" + IMAGE, md)) or bool(POINTS_AT_IMAGE.search(md.replace(IMAGE, "\n")))
     return _strip_images(md), points
 
 
 def _strip_images(md: str) -> str:
     """Markdown without the image markers: a paragraph that was only images goes whole, an image in
     a line leaves one space (none at either end of the line)."""
-    only = rf"[ \t>]*{IMAGE}(?:[ \t]*{IMAGE})*[ \t]*"
+    only = rf"[ \t>]*(?:(?:[-*+]|\d+[.)])[ \t]+)?{IMAGE}(?:[ \t]*{IMAGE})*[ \t]*"
     md = re.sub(rf"(?:^|\n\n){only}(?=\n\n|$)", "", md)
+    # a list item that held only images goes with its marker (no empty "-" item is left)
+    md = re.sub(rf"(?m)^[ \t>]*(?:[-*+]|\d+[.)])[ \t]+{IMAGE}(?:[ \t]*{IMAGE})*[ \t]*(?:\n|$)", "", md)
     md = re.sub(rf"(?m)^[ \t]*{IMAGE}[ \t]*|[ \t]*{IMAGE}[ \t]*$", "", md)
     return re.sub(rf"[ \t]*{IMAGE}[ \t]*", " ", md).strip()
 
