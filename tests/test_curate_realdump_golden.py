@@ -32,3 +32,56 @@ MD = MarkdownIt("commonmark")
 ])
 def test_removed_image_in_a_quote_or_list_is_noticed(html, expected):
     assert convert_post(html) == expected
+
+
+# ------------------------------------------------------------------ URLs shown as themselves
+
+
+@pytest.mark.parametrize("html, expected", [
+    # the sentence leads into the URL or goes on after it: dropped, it would point at nothing
+    ('<p>The method is described in the paper (source: <a href="https://papers.example.org/2301">'
+     "https://papers.example.org/2301</a>).</p>",
+     "The method is described in the paper (source: <https://papers.example.org/2301>)."),
+    ('<p>For gensim the vocabulary is a model attribute (see this answer: <a href="https://q.example.net/a/5">'
+     "https://q.example.net/a/5</a>).</p>",
+     "For gensim the vocabulary is a model attribute (see this answer: <https://q.example.net/a/5>)."),
+    ('<p>As <a href="https://q.example.net/users/7">user7</a> notes, <a href="https://blog.example.org/p">'
+     "https://blog.example.org/p</a> gives a good definition:</p>",
+     "As user7 notes, <https://blog.example.org/p> gives a good definition:"),
+    ("<p>Start studying from https://learn.example.com/course.</p>",
+     "Start studying from <https://learn.example.com/course>."),
+    ('<ul><li><a href="https://a.example.org/1">https://a.example.org/1</a></li><li>the printed manual</li></ul>',
+     "- <https://a.example.org/1>\n- the printed manual"),
+    ("<p><strong>www.hops.example.co.uk</strong> ships within a week.</p>",
+     "www.hops.example.co.uk ships within a week."),
+    # after a finished sentence, or alone in parentheses, it goes as before (and takes the parentheses along)
+    ("<p>Gluten free brewing is covered well. https://gf.example.org/guide</p>", "Gluten free brewing is covered well."),
+    ('<p>Read the original proposal (<a href="https://p.example.org/x">https://p.example.org/x</a>), most of it '
+     "still holds.</p>",
+     "Read the original proposal, most of it still holds."),
+])
+def test_url_shown_as_itself_stays_where_its_sentence_needs_it(html, expected):
+    assert convert_post(html) == (expected, False)
+
+
+# ------------------------------------------------------------------ emphasis that CommonMark still reads
+
+
+@pytest.mark.parametrize("html, expected, rendered", [
+    ("<p><b> Pirates (normal forms)</b>. Five pirates share a chest.</p>",
+     "**Pirates (normal forms)**. Five pirates share a chest.",
+     "<p><strong>Pirates (normal forms)</strong>. Five pirates share a chest.</p>"),
+    ("<p><strong>Note: </strong>the kiln must be cold.</p>", "**Note:** the kiln must be cold.",
+     "<p><strong>Note:</strong> the kiln must be cold.</p>"),
+    ("<p>It is<em> not </em>safe.</p>", "It is *not* safe.", "<p>It is <em>not</em> safe.</p>"),
+    ("<p><strong>x</strong><strong>y</strong> wins.</p>", "**xy** wins.", "<p><strong>xy</strong> wins.</p>"),
+    # emphasis whose only content was removed leaves no "** **"
+    ('<p>Good stout. <strong><img src="https://example.org/s.png"></strong></p>', "Good stout.",
+     "<p>Good stout.</p>"),
+    ("<p><code><b>make</b> all</code> builds it.</p>", "`make all` builds it.",
+     "<p><code>make all</code> builds it.</p>"),
+])
+def test_emphasis_renders_as_emphasis(html, expected, rendered):
+    md = convert_post(html)[0]
+    assert md == expected
+    assert MD.render(md).strip() == rendered

@@ -3,11 +3,13 @@
 Kept: paragraphs, code blocks (fenced, indented with their list item) and inline code, lists
 (nested, numbered), headings, block quotes, bold/italic, tables (as GitHub tables), superscripts
 and subscripts (`10^6`, `H_2O`, so 10<sup>6</sup> does not read 106). Dropped: link URLs (the anchor
-text stays; an anchor that is itself a URL goes, and a bare URL in prose goes), images, scripts,
-styles, struck-out text (or `~~text~~` with strike="mark") and every other tag (its text stays).
-A link whose text only points at it ("here", "this link") keeps its URL as a Markdown link, since
-without it the sentence points at nothing. Entities are decoded once. Written on the standard
-library's html.parser: no extra dependency.
+text stays), images, scripts, styles, struck-out text (or `~~text~~` with strike="mark") and every
+other tag (its text stays). A URL is kept only where the sentence would point at nothing without it:
+a link whose text only points at it ("here", "this link") becomes a Markdown link, and a URL shown
+as itself (link text or bare) stays as `<URL>` on a line of its own, after a colon or a word leading
+into it ("available at", "see"), or when the sentence goes on after it; elsewhere it goes. Emphasis
+keeps its spaces outside the marks, as CommonMark needs. Entities are decoded once. Written on the
+standard library's html.parser: no extra dependency.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ DROP_WITH_CONTENT = {"script", "style", "head", "title", "svg", "noscript"}
 STRUCK = {"s", "strike", "del"}
 INLINE_MARKS = {"strong": "**", "b": "**", "em": "*", "i": "*"}
 # Containers rendered when they close; their text is collected on a stack.
-CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK
+CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK | set(INLINE_MARKS)
 PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 IMAGE = "\x01"  # where an image was removed (see convert_post)
 DROPPED = "\x02"  # where a URL or struck-out text was removed: no gap is left before punctuation there
+URL = "\x03"  # around a URL shown as itself (link text or bare): kept or dropped by its sentence, see _url
+URL_MARKED = re.compile(f"{URL}([^{URL}]*){URL}")
+# Words after which a sentence goes on into the URL ("available at", "see", "from"): without it, it points at nothing.
+URL_LEADS = {"at", "from", "see", "via", "visit", "in", "on", "to", "is", "are", "was", "were", "here", "there",
+             "under", "check", "read", "try", "download", "and", "or", "by", "of", "also"}
 URL_TEXT = re.compile(r"^(?:https?://|ftp://|www\.)\S*$", re.IGNORECASE)
 BARE_URL = re.compile(r"(?<![\w/])(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
 # Anchor texts that only point at the link: the URL is kept for these.
@@ -45,6 +52,7 @@ class _Converter(HTMLParser):
         self.lists: list[dict] = []
         self.dropping = 0
         self.strike = strike
+        self.marked: dict[int, str] = {}  # placeholders of emphasis, by number: their mark
 
     # -- helpers
     @property
@@ -124,7 +132,29 @@ class _Converter(HTMLParser):
                 self.parts.append(mark + (text if SIMPLE_SCRIPT.match(text) else f"({text})"))
         elif kind == "a":
             text = _anchor(self._block(parts), info.get("href", ""))
-            self.parts.append(self._placeholder(text) if text.strip(IMAGE + DROPPED) else text)
+            self.parts.append(self._placeholder(text) if text.strip(IMAGE + DROPPED) and URL not in text else text)
+        elif kind in INLINE_MARKS:
+            # CommonMark ignores "**Note: **text" and "** **": a space at either end goes outside the
+            # marks, and emphasis left empty (its URL or image removed) leaves no marks at all
+            raw = "".join(parts)
+            if URL_MARKED.fullmatch(raw.strip()):  # a bold URL: its sentence decides (see _url), no marks
+                self.parts.append(raw)
+                return
+            text = self._block(parts)
+            if not text.strip(IMAGE + DROPPED + " \n"):
+                self.parts.append(raw)
+                return
+            lead = " " if raw[:1].isspace() else ""
+            trail = " " if raw[-1:].isspace() else ""
+            mark = INLINE_MARKS[kind]
+            last = PLACEHOLDER.fullmatch(self.parts[-1]) if self.parts and not lead else None
+            if last and self.marked.get(int(last.group(1))) == mark:  # "**x****y**" is no bold: one run
+                n = int(last.group(1))
+                self.done[n] = self.done[n][: -len(mark)] + text + mark
+                self.parts.append(trail)
+                return
+            self.parts.append(lead + self._placeholder(f"{mark}{text}{mark}") + trail)
+            self.marked[len(self.done) - 1] = mark
         elif kind in STRUCK:  # only reached with strike="mark": dropped text never opens a container
             text = self._block(parts).strip()
             if text:
@@ -173,8 +203,8 @@ class _Converter(HTMLParser):
             self.parts.append("\n\n---\n\n")
         elif tag == "img":
             self.parts.append(IMAGE)
-        elif tag in INLINE_MARKS:
-            self.parts.append(INLINE_MARKS[tag])
+        elif tag in INLINE_MARKS and not self._in("code"):
+            self._push((tag, [], {}))
         # everything else: no markup (its text stays)
 
     def handle_endtag(self, tag: str) -> None:
@@ -195,8 +225,6 @@ class _Converter(HTMLParser):
             self.parts.append("\n\n")
         elif tag in HEADINGS or tag in BLOCK:
             self.parts.append("\n\n")
-        elif tag in INLINE_MARKS:
-            self.parts.append(INLINE_MARKS[tag])
 
     def handle_data(self, data: str) -> None:
         if self.dropping:
@@ -207,7 +235,7 @@ class _Converter(HTMLParser):
             self.parts.append(re.sub(r"\s+", " ", data))
         else:
             if "://" in data or "www." in data:
-                data = BARE_URL.sub(DROPPED, data)
+                data = BARE_URL.sub(lambda m: f"{URL}{m.group(0)}{URL}", data)
             self.parts.append(re.sub(r"\s+", " ", data))
 
     def result(self) -> str:
@@ -226,7 +254,9 @@ def _anchor(text: str, href: str) -> str:
     t = text.strip()
     bare = re.sub(r"^[a-z]+://", "", href, flags=re.IGNORECASE).rstrip("/")
     if not t or URL_TEXT.match(t) or t.rstrip("/") in (href.rstrip("/"), bare):
-        return IMAGE if IMAGE in text else DROPPED
+        if IMAGE in text or not t:
+            return IMAGE if IMAGE in text else DROPPED
+        return f"{URL}{t}{URL}"
     if t.lower().strip(".:") in STUB_ANCHORS and href.startswith(("http://", "https://")):
         return text.replace(t, f"[{t}]({href})")
     return text
@@ -243,7 +273,27 @@ def _table(rows: list[tuple[list[str], bool]]) -> str:
     return "\n".join(out)
 
 
+def _url(m: re.Match[str]) -> str:
+    """A URL shown as itself stays (as an autolink) where its sentence needs it: on a line or list item
+    of its own, after a colon or a word that leads into it ("available at", "see"), or when the sentence
+    goes on after it ("... gives a good definition"). Elsewhere it goes, as other URLs do; alone in
+    parentheses it takes them along."""
+    before = m.string[: m.start()].rsplit("\n", 1)[-1].rstrip(" \t")
+    after = m.string[m.end():].split("\n", 1)[0].lstrip(" \t")
+    url = m.group(1)
+    if before.endswith("(") and after.startswith(")"):
+        return DROPPED + "\x04"
+    words = re.findall(r"[A-Za-z]+", before[-12:])
+    if (not before.strip(DROPPED + IMAGE) or before.endswith(":") or (words and words[-1].lower() in URL_LEADS)
+            or re.match(r"[a-z]", after)):
+        return f"<{url}>" if re.match(r"(?:https?|ftp)://", url, re.IGNORECASE) else url
+    return DROPPED
+
+
 def _normalise(text: str) -> str:
+    if URL in text:
+        text = URL_MARKED.sub(_url, text)
+        text = re.sub(r"\(\s*" + DROPPED + "\x04\\s*\\)", DROPPED, text).replace("\x04", "")
     if DROPPED in text:  # a dropped URL or struck word leaves no gap before punctuation, one space elsewhere
         text = re.sub(f"[ \t]*{DROPPED}[{DROPPED} \t]*(?=[.,;:!?\n]|$)", "", text)
         text = re.sub(f"[ \t]*{DROPPED}[{DROPPED} \t]*", " ", text)
