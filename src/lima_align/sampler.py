@@ -14,6 +14,8 @@ seeded from the decoding seed and the prompt's token ids (`prompt_seed`, the sam
 so a prompt's sampled answer is the same alone, in any batch, and after a resume. The processor
 returns scores where only the drawn token is finite, and transformers runs in greedy mode, which
 then picks exactly that token.
+
+Scores and probabilities here are (rows, vocabulary) tensors: dimension 1 is the vocabulary.
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ def nucleus(probs: torch.Tensor, top_p: float, k: int = 4096) -> tuple[torch.Ten
     the nucleus nearly always lies within the k most likely tokens, and when their mass reaches
     p the cut found among them is the exact one, so the full sort is only the fallback.
     """
-    k = min(k, probs.shape[-1])
-    top, idx = probs.topk(k, dim=-1)
-    cum = top.cumsum(-1)
+    k = min(k, probs.shape[1])
+    top, idx = probs.topk(k)
+    cum = top.cumsum(1)
     if bool((cum[:, -1] < top_p).any()):
-        top, idx = probs.sort(-1, descending=True)
-        cum = top.cumsum(-1)
+        top, idx = probs.sort(descending=True)
+        cum = top.cumsum(1)
     keep = (cum - top) < top_p
     return top * keep, idx
 
@@ -48,6 +50,7 @@ class LimaSampler:
 
     prompt_ids: each row's prompt (without padding); rows are left-padded to `width`, so
     input_ids[:, width:] are the generated tokens. on_step(finished_rows) is called every step.
+    A sampler serves one generate call: one model, so one vocabulary size and one device.
     """
 
     def __init__(self, dec: Decoding, prompts: list[list[int]], width: int, banned: list[int], *,
@@ -69,25 +72,24 @@ class LimaSampler:
         scores = scores.float()
         p = self.dec.repetition_penalty
         if p != 1.0:
-            parts = [input_ids[:, self.width:]]
+            seen = input_ids[:, self.width:]
             if self.prompt_index is not None:
-                parts.insert(0, self.prompt_index.to(input_ids.device))
-            seen = torch.cat(parts, dim=1)
+                seen = torch.cat([self.prompt_index.to(seen.device), seen], dim=1)
             if seen.shape[1]:
                 s = scores.gather(1, seen)
                 scores = scores.scatter(1, seen, torch.where(s > 0, s / p, s * p))
         if self.banned:
-            if self.mask is None or self.mask.shape[-1] != scores.shape[-1] or self.mask.device != scores.device:
-                self.mask = torch.zeros(scores.shape[-1], device=scores.device)
-                self.mask[[i for i in self.banned if i < scores.shape[-1]]] = float("-inf")
+            if self.mask is None:
+                self.mask = scores.new_zeros(scores.shape[1])
+                self.mask[[i for i in self.banned if i < scores.shape[1]]] = -torch.inf
             scores = scores + self.mask
         return scores
 
     def distribution(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities, token ids) to draw from: softmax(logits / T), then the nucleus."""
-        probs = (scores / self.dec.temperature).softmax(-1)
+        probs = (scores / self.dec.temperature).softmax(1)
         if self.dec.top_p >= 1.0:
-            return probs, torch.arange(probs.shape[-1], device=probs.device).expand_as(probs)
+            return probs, torch.arange(probs.shape[1], device=probs.device).expand_as(probs)
         return nucleus(probs, self.dec.top_p)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -95,37 +97,34 @@ class LimaSampler:
             self.on_step(self.finished_rows(input_ids))
         adjusted = self.adjust(input_ids, scores)
         if self.dec.temperature <= 0:
-            chosen = adjusted.argmax(-1)
+            chosen = adjusted.argmax(1)
         else:
             probs, idx = self.distribution(adjusted)
             probs, idx = probs.cpu(), idx.cpu()
-            cum = probs.cumsum(-1)
+            cum = probs.cumsum(1)
             picks = []
             for row in range(probs.shape[0]):
-                # inverse CDF with one uniform from the row's own stream per step
+                # Inverse CDF with one uniform from the row's own stream per step: the first token whose
+                # cumulative mass reaches u. A token of probability 0 (banned, or cut from the nucleus)
+                # adds no mass, so it is never the first. The clamp only matters for a row of NaN logits.
                 u = torch.rand(1, generator=self.gens[row], dtype=torch.float64).item() * cum[row, -1].item()
-                j = min(int(torch.searchsorted(cum[row], torch.tensor([u], dtype=cum.dtype)).item()),
-                        probs.shape[-1] - 1)
-                while probs[row, j] == 0 and j > 0:  # never land on a token cut from the nucleus
-                    j -= 1
+                j = min(int(torch.searchsorted(cum[row], u)), probs.shape[1] - 1)
                 picks.append(int(idx[row, j]))
             chosen = torch.tensor(picks, device=scores.device)
-        out = torch.full_like(scores, float("-inf"))
+        out = torch.full_like(scores, -torch.inf)
         return out.scatter(1, chosen[:, None], 0.0)
 
     def finished_rows(self, input_ids: torch.Tensor) -> int:
         gen = input_ids[:, self.width:]
-        if not gen.shape[1] or not self.stop_ids:
-            return 0
-        stops = torch.tensor(self.stop_ids, device=gen.device)
-        return int(torch.isin(gen, stops).any(-1).sum())
+        return int(torch.isin(gen, gen.new_tensor(self.stop_ids)).any(1).sum())
 
 
 def generation_kwargs(sampler: LimaSampler) -> dict[str, Any]:
     """transformers.generate settings that leave every decision to the sampler: greedy over its
-    one-hot scores, and none of the model's own warpers or penalties (a model's
-    generation_config may set top_k, top_p or a penalty of its own)."""
+    one-hot scores, and none of the model's own penalties. A model's generation_config may set
+    do_sample, temperature, top_k, top_p or a repetition penalty of its own; transformers applies
+    the first four only when sampling (and then draws from torch's global random stream), the
+    penalty always."""
     from transformers import LogitsProcessorList
 
-    return dict(do_sample=False, temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-                logits_processor=LogitsProcessorList([sampler]))
+    return dict(do_sample=False, repetition_penalty=None, logits_processor=LogitsProcessorList([sampler]))
