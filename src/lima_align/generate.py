@@ -289,7 +289,6 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
     gen = Generator(lm, fmt, Decoding.from_config(g))
     print_fn(f"chatting with {lm.adapter or lm.path} ({fmt.describe()})\n/reset clears the history, /quit leaves")
     history: list[Message] = []
-    turn = 0
     while True:
         try:
             text = (input_fn or input)("you> ").strip()  # builtins.input looked up now, not at import
@@ -315,5 +314,4 @@ def chat(model_cfg: ModelConfig, turns_cfg: TurnsConfig, g: GenerateConfig, *, i
         if not streaming:
             print_fn(f"assistant> {reply.text}")
         history.append(Message("assistant", reply.text))
-        turn += 1
     return history
