@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 from markdown_it import MarkdownIt
+from test_curate_sources import a, prose, q, run_se, se_cfg, write_site
 
 from lima_align.curate.html_md import convert_post
+from lima_align.curate.stackexchange import leans_on_post_link
 
 MD = MarkdownIt("commonmark")
 
@@ -85,3 +87,42 @@ def test_emphasis_renders_as_emphasis(html, expected, rendered):
     md = convert_post(html)[0]
     assert md == expected
     assert MD.render(md).strip() == rendered
+
+
+# ------------------------------------------------------------------ answers that lean on another post
+
+
+@pytest.mark.parametrize("html, expected", [
+    ('<p>There are good answers <a href="https://brew.stackexchange.com/questions/12/why-foam">here</a>, '
+     "in short: pour slowly.</p>", "https://brew.stackexchange.com/questions/12/why-foam"),
+    ('<p>The vocabulary is a model attribute (see this answer: <a href="https://ds.stackexchange.com/a/77/3">'
+     "https://ds.stackexchange.com/a/77/3</a>).</p>", "https://ds.stackexchange.com/a/77/3"),
+    ('<ul><li><a href="https://tex.stackexchange.com/q/9">Is $ or \\( better for inline maths?</a></li></ul>',
+     "https://tex.stackexchange.com/q/9"),
+    ('<p>As <a href="https://genx.stackexchange.com/users/5/kim">kim</a> says, the cache is cold.</p>',
+     "https://genx.stackexchange.com/users/5/kim"),
+    ('<p>The <a href="https://stackoverflow.com/a/3">accepted answer there</a> covers locks.</p>',
+     "https://stackoverflow.com/a/3"),
+    # a post linked on an ordinary phrase: the sentence reads the same without the link
+    ('<p>Models learn from a <a href="https://genx.stackexchange.com/a/16/1">very large training set</a>.</p>', None),
+    ('<p>Read <a href="https://docs.example.org/questions/5">the FAQ</a> first.</p>', None),  # not a Stack Exchange site
+])
+def test_answer_leaning_on_a_post_link(html, expected):
+    assert leans_on_post_link(html, convert_post(html)[0]) == expected
+
+
+def test_post_link_rule_on_a_dump_counts_as_referring_to_other_answers(tmp_path):
+    rows = [
+        q(1, 90, "Why does a poured stout keep its head so long?"),
+        a(2, 1, 40, f"<p>{prose(1, 1300)}</p><p>More good answers are "
+                    '<a href="https://brew.stackexchange.com/questions/12">here</a>.</p>'),
+        q(3, 80, "How do brewers keep a lager clear without filtering?"),
+        a(4, 3, 40, f"<p>{prose(3, 1300)}</p><p>It needs "
+                    '<a href="https://brew.stackexchange.com/questions/40">cold conditioning</a>.</p>'),
+    ]
+    xml = write_site(tmp_path, "brew.stackexchange.com", rows)
+    recs, counts, _ = run_se(se_cfg([xml], prompt_from="title"))
+    assert [r["meta"]["original_id"] for r in recs] == ["3"]
+    assert counts.dropped["stackexchange"] == {"se_refers_to_other_answers": 1}
+    both, _, _ = run_se(se_cfg([xml], prompt_from="title", post_links=False))
+    assert [r["meta"]["original_id"] for r in both] == ["1", "3"]

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import html
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from typing import Any, Literal
 
 from ..config import setting
 from ..errors import LimaError, Problem
-from .html_md import convert_post
+from .html_md import STUB_ANCHORS, convert_post
 from .inputs import BadRows, extracted_member, iter_xml_rows, iter_xml_rows_by_id
 from .rules import RuleCounts, SourceRun, TitleRules, find_phrase, find_words, title_problem
 
@@ -52,8 +54,14 @@ DEFAULT_REFERS_TO_OTHERS = [
     "as mentioned", "as others have", "as others said", "other answers", "another answer", "answer above",
     "answer below", "above answer", "previous answer", "accepted answer", "the other answer", "stack exchange",
     "stackexchange", "this site", "this question", "edit:", "update:", "upvote", "downvote", "in the comments",
-    "see comment", "op's", "the op ",
+    "see comment", "op's", "the op ", "mentioned in the comment", "mentions in the comment",
 ]
+# A link to a post or a user on a Stack Exchange site (absolute, or relative to the site itself).
+SE_LINK = re.compile(
+    r'<a\s[^>]*?href="(?P<url>(?:(?:https?:)?//(?:[\w-]+\.)*(?:stackexchange\.com|stackoverflow\.com|serverfault\.com|'
+    r'superuser\.com|askubuntu\.com|mathoverflow\.net|stackapps\.com))?/(?P<kind>questions|q|a|users|u)/\d[^"]*)"'
+    r'[^>]*>(?P<text>.*?)</a>', re.IGNORECASE | re.DOTALL)
+NAMES_A_POST = re.compile(r"\b(?:answers?|questions?|posts?|threads?|discussions?|comments?)\b|\?\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -72,6 +80,9 @@ class StackExchangeConfig:
                                             "(outside code); [] disables the rule")
     refers_to_others: list[str] = setting(DEFAULT_REFERS_TO_OTHERS, "answers containing any of these phrases "
                                           "(as whole words, any case, outside code) are dropped; [] disables the rule")
+    post_links: bool = setting(True, "rule se_refers_to_other_answers also drops answers that lean on a link to "
+                               "another post or a user of a Stack Exchange site (linked as 'here', by a question's "
+                               "title or as 'this answer'); a link on an ordinary phrase stays")
     edit_notes: bool = setting(True, "rule se_refers_to_other_answers also drops edit and update notes written bold "
                                "or as headings ('**Edit**:', '**EDIT**', '## Update')")
     removed_image_rule: bool = setting(True, "rule se_refers_to_removed_image: drop records whose prompt or answer "
@@ -286,6 +297,21 @@ def site_records(dump: SiteDump, cfg: StackExchangeConfig, seed: int, counts: Ru
         yield rec
 
 
+def leans_on_post_link(body: str, markdown: str) -> str | None:
+    """The first link in an answer's HTML to another Stack Exchange post or user that the answer leans
+    on: a user, a link whose text names a post or is a question's title, or one whose URL the Markdown
+    kept because the sentence points at it ("here", "see this answer: URL"); None if there is none. A
+    post linked on an ordinary phrase ("a very large training set") reads fine without it."""
+    if "/questions/" not in body and "/q/" not in body and "/a/" not in body and "/u" not in body:
+        return None
+    for m in SE_LINK.finditer(body):
+        url, text = html.unescape(m.group("url")), html.unescape(re.sub(r"<[^>]+>", "", m.group("text"))).strip()
+        if (m.group("kind").lower() in ("users", "u") or NAMES_A_POST.search(text) or url in markdown
+                or text.lower().strip(".:") in STUB_ANCHORS):
+            return url
+    return None
+
+
 def _license(cfg: StackExchangeConfig, question: dict[str, str], answer: dict[str, str]) -> dict[str, Any]:
     if cfg.license != "auto":
         return {"license": cfg.license}
@@ -310,7 +336,8 @@ def _record(dump: SiteDump, domain: str, cfg: StackExchangeConfig, seed: int, qi
         return "se_answer_length", {}
     if find_words(answer, cfg.first_person_words):
         return "se_first_person", {}
-    if find_phrase(answer, cfg.refers_to_others, edit_notes=cfg.edit_notes):
+    if find_phrase(answer, cfg.refers_to_others, edit_notes=cfg.edit_notes) or (
+            cfg.post_links and leans_on_post_link(answer_row.get("Body", ""), answer)):
         return "se_refers_to_other_answers", {}
     rid = f"se:{dump.site}:{qid}"
     use = cfg.prompt_from
