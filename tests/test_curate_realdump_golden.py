@@ -9,7 +9,8 @@ from markdown_it import MarkdownIt
 from test_curate_sources import a, prose, q, run_se, se_cfg, write_site
 
 from lima_align.curate.html_md import convert_post
-from lima_align.curate.stackexchange import leans_on_post_link
+from lima_align.curate.rules import TitleRules, find_words, title_problem
+from lima_align.curate.stackexchange import StackExchangeConfig, leans_on_post_link
 
 MD = MarkdownIt("commonmark")
 
@@ -126,3 +127,29 @@ def test_post_link_rule_on_a_dump_counts_as_referring_to_other_answers(tmp_path)
     assert counts.dropped["stackexchange"] == {"se_refers_to_other_answers": 1}
     both, _, _ = run_se(se_cfg([xml], prompt_from="title", post_links=False))
     assert [r["meta"]["original_id"] for r in both] == ["1", "3"]
+
+
+# ------------------------------------------------------------------ titles and "I" that misfired
+
+
+@pytest.mark.parametrize("title, problem", [
+    ("Why does a shaken bottle foam over when tapped from above?", None),
+    ("Must a table wine stay below a certain alcohol level?", None),
+    ("Is a porter above 8% ABV still a porter?", None),
+    ("Can bread yeast survive below freezing?", None),
+    ("Why does the snippet below print twice?", "refers outside itself ('below')"),
+    ("What does the error above mean for my build?", "refers outside itself ('above')"),
+])
+def test_title_above_below_as_place_or_amount_is_self_contained(title, problem):
+    assert title_problem(title, TitleRules()) == problem
+
+
+@pytest.mark.parametrize("text, word", [
+    ("Schools place logarithms somewhere after Algebra I. Graphs come later.", None),
+    ("Good Algebra I tasks are hard to find.", None),
+    ("The Calculus I students meet twice a week.", None),
+    ("Calculus I, II and III share one textbook.", None),
+    ("In Physics I learned to estimate.", "I"),  # the writer: no course word follows
+])
+def test_course_numbered_i_is_not_first_person(text, word):
+    assert find_words(text, StackExchangeConfig().first_person_words) == word

@@ -79,6 +79,16 @@ ROMAN_AFTER = frozenset((
     "otto", "wilhelm", "victor", "step", "lemma", "theorem", "case", "option", "method", "problem", "exercise",
     "episode", "season", "round", "unit", "wave", "gen", "generation",
 ))
+# Courses numbered by a Roman numeral ("after Algebra I.", "Calculus I students"): only where the "I"
+# ends the phrase or a course word follows, since "In Physics I learned..." is the writer.
+COURSES = frozenset((
+    "algebra", "calculus", "calc", "precalculus", "geometry", "trigonometry", "analysis", "statistics", "probability",
+    "physics", "chemistry", "biology", "mechanics", "economics", "topology", "programming", "english", "spanish",
+    "french", "german", "latin", "chinese", "japanese", "math", "maths", "mathematics",
+))
+COURSE_FOLLOWS = re.compile(r"\s*(?:[.,;:!?)]|$|(?:course|class|student|exam|test|textbook|book|curriculum|sequence|"
+                            r"level|material|task|problem|topic|teacher|instructor|section|syllabus|lecture|final|"
+                            r"midterm|homework|content|grade|credit|requirement|prerequisite)s?\b)")
 NUMERAL_LIST = re.compile(r"\s*(?:,|and|or|&|/|-|–|to)\s*(?:II|III|IV|V|VI)\b")
 
 
@@ -115,6 +125,8 @@ def technical_i(text: str, start: int, end: int) -> bool:
         return True
     prev = re.search(r"([A-Za-z]+)\.?\s+$", before)
     if prev and prev.group(1)[0].isupper() and prev.group(1).lower() in ROMAN_AFTER:
+        return True
+    if prev and prev.group(1)[0].isupper() and prev.group(1).lower() in COURSES and COURSE_FOLLOWS.match(after):
         return True
     return bool(NUMERAL_LIST.match(after))
 
@@ -181,9 +193,26 @@ def title_problem(title: str, rules: TitleRules) -> str | None:
         return f"length {len(t)} outside {rules.min_chars}..{rules.max_chars}"
     if rules.require_question_mark and not t.endswith("?"):
         return "does not end with '?'"
-    word = find_words(t, rules.references)
+    word = _title_reference(t, rules.references)
     if word:
         return f"refers outside itself ({word!r})"
+    return None
+
+
+# "above"/"below" as a preposition or a direction point nowhere: "below a specific ABV", "above 5 %",
+# "overflow when hit from above" (real titles that were dropped); "the code below" does point.
+SPATIAL = re.compile(r"\s*(?:(?:a|an|the|zero|freezing|average|normal|room)\b|[\d$%\u00b0-])", re.IGNORECASE)
+
+
+def _title_reference(title: str, words: list[str]) -> str | None:
+    pat = _words_pattern(tuple(words))
+    if pat is None:
+        return None
+    for m in pat.finditer(title):
+        if m.group(0).lower() in ("above", "below") and (
+                SPATIAL.match(title, m.end()) or title[:m.start()].rstrip().lower().endswith("from")):
+            continue
+        return m.group(0)
     return None
 
 
