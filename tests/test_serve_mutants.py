@@ -12,7 +12,6 @@ import copy
 import json
 import logging
 import re
-import threading
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -210,7 +209,8 @@ def test_trimming_keeps_room_for_the_answer_but_at_most_a_quarter_of_the_context
 def too_long(tokens, dropped, context):
     return {"message": f"the prompt is {tokens} tokens or more (after dropping {dropped} older turns) but the "
                        f"model's context is {context} tokens; fix: shorten the last user message (or the system "
-                       "message)", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
+                       "message)", "type": "invalid_request_error", "param": "messages",
+            "code": "context_length_exceeded"}
 
 
 def test_a_prompt_that_cannot_fit_is_refused_saying_how_long_it_is(client, gen):
@@ -474,7 +474,7 @@ def test_serve_loads_the_model_and_hands_uvicorn_the_app(tiny_llama, monkeypatch
                     host=host, port=1234, max_body_mib=0.001)
     assert serve_mod.log.level == logging.INFO
     assert (ran["host"], ran["port"], ran["log_level"]) == (host, 1234, "info")
-    assert f"serving my-model (turn format 'plain'" in caplog.text and f"at http://{host}:1234/v1" in caplog.text
+    assert "serving my-model (turn format 'plain'" in caplog.text and f"at http://{host}:1234/v1" in caplog.text
     assert ("there is no authentication" in caplog.text) == warned
     client = TestClient(ran["app"])
     assert client.get("/v1/models").json()["data"][0]["id"] == "my-model"
