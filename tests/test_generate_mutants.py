@@ -242,6 +242,9 @@ class StandIn:
     def generate(self, conversations, *, on_step=None, encoded=None, streamer=None):
         self.batches.append([m[-1].content for m in conversations])
         assert encoded == [self.prompt_ids(m) for m in conversations]
+        for step in range(1, 9):  # eight steps: the bar shows the step and the answers still running
+            if on_step:
+                on_step(0 if step < 8 else len(conversations) - 1)
         return [Reply("re: " + m[-1].content, "eot", len(e), 2, [5, 6])
                 for m, e in zip(conversations, encoded)][self.short:]
 
@@ -313,8 +316,10 @@ def test_the_progress_bar_counts_prompts_done_before_and_now(tmp_path, capsys):
     answer_prompts(g, "runs/m1", lambda: StandIn(), step=3)
     err = capsys.readouterr().err
     shown = [int(n) for n in re.findall(r"\| (\d)/5 \[", err)]
-    assert [n for i, n in enumerate(shown) if i == 0 or n != shown[i - 1]] == [1, 4, 5]  # one answered before
+    assert [n for i, n in enumerate(shown) if i == 0 or n != shown[i - 1]] == [1, 3, 4, 5]  # one answered before
     assert err.lstrip("\r").startswith("generate m1: ") and "prompt/s" in err
+    assert "token 8, 1 answers running" in err  # the running batch's step, cleared once its answers are written
+    assert err.rstrip().endswith("prompt/s]")
 
 
 def test_batch_progress_moves_the_bar_as_answers_finish():
@@ -438,7 +443,8 @@ def chat_with(tiny_llama, monkeypatch, lines, **g):
 def test_chat_skips_blank_lines_and_exit_leaves(tiny_llama, monkeypatch):
     history, printed = chat_with(tiny_llama, monkeypatch, ["  ", "Hello?", "", "/exit", "Never read"])
     assert history == [Message("user", "Hello?"), Message("assistant", "")]
-    assert printed[1:] == ["assistant> "]
+    assert printed[0].startswith(f"chatting with {tiny_llama} (turn format 'plain'; end of turn = '<eos>'")
+    assert printed[0].endswith(")\n/reset clears the history, /quit leaves") and printed[1:] == ["assistant> "]
 
 
 def test_chat_keeps_a_quarter_of_the_context_for_a_long_answer(tiny_llama, monkeypatch):
@@ -481,4 +487,5 @@ def test_chat_in_a_terminal_streams_the_answer(tiny_llama, monkeypatch, capsys):
                    print_fn=printed.append)
     out = capsys.readouterr().out
     assert history == [Message("user", "Hello?"), Message("assistant", "Rome")]
-    assert out.startswith("you> assistant>  Rome") and not any(p.startswith("assistant>") for p in printed)
+    # the answer's tokens, not the prompt's or the end-of-turn token, right after the label; nothing via print_fn
+    assert out == "you> assistant>  Rome\nyou> " and len(printed) == 1
