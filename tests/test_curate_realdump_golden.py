@@ -153,3 +153,25 @@ def test_title_above_below_as_place_or_amount_is_self_contained(title, problem):
 ])
 def test_course_numbered_i_is_not_first_person(text, word):
     assert find_words(text, StackExchangeConfig().first_person_words) == word
+
+
+# ------------------------------------------------------------------ literal "*" and "_" the page showed
+
+
+@pytest.mark.parametrize("html, expected, rendered", [
+    ("<p>Of the products even*even, even*odd and odd*odd one is odd.</p>",
+     "Of the products even\\*even, even\\*odd and odd\\*odd one is odd.",
+     "<p>Of the products even*even, even*odd and odd*odd one is odd.</p>"),
+    ("<p>Python calls __init__ first; my_var stays.</p>", "Python calls \\_\\_init\\_\\_ first; my_var stays.",
+     "<p>Python calls __init__ first; my_var stays.</p>"),
+    # TeX maths and URLs keep their marks as written (Stack Exchange keeps maths out of Markdown)
+    ("<p>Reduce $3*3*7 \\over 3$ and $$x_1*x_2$$ first.</p>", "Reduce $3*3*7 \\over 3$ and $$x_1*x_2$$ first.", None),
+    ('<p>Get it from <a href="https://x.example.org/_raw/a*b">https://x.example.org/_raw/a*b</a>.</p>',
+     "Get it from <https://x.example.org/_raw/a*b>.", None),
+    ("<p>A lone * after a sentence stays.</p>", "A lone * after a sentence stays.", None),
+])
+def test_literal_marks_are_escaped_outside_maths_and_urls(html, expected, rendered):
+    md = convert_post(html)[0]
+    assert md == expected
+    if rendered:
+        assert MD.render(md).strip() == rendered

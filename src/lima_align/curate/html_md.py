@@ -8,7 +8,8 @@ other tag (its text stays). A URL is kept only where the sentence would point at
 a link whose text only points at it ("here", "this link") becomes a Markdown link, and a URL shown
 as itself (link text or bare) stays as `<URL>` on a line of its own, after a colon or a word leading
 into it ("available at", "see"), or when the sentence goes on after it; elsewhere it goes. Emphasis
-keeps its spaces outside the marks, as CommonMark needs. Entities are decoded once. Written on the
+keeps its spaces outside the marks, as CommonMark needs, and a literal "*" or "_" the page showed is
+escaped where it would read as emphasis (not in TeX maths or URLs). Entities are decoded once. Written on the
 standard library's html.parser: no extra dependency.
 """
 
@@ -232,16 +233,40 @@ class _Converter(HTMLParser):
         if self._in("pre") or self._in("code"):
             self.parts.append(data)
         elif self._in("a"):
-            self.parts.append(re.sub(r"\s+", " ", data))
+            data = re.sub(r"\s+", " ", data)
+            self.parts.append(data if URL_TEXT.match(data.strip()) else _escape_marks(data))
         else:
             if "://" in data or "www." in data:
                 data = BARE_URL.sub(lambda m: f"{URL}{m.group(0)}{URL}", data)
-            self.parts.append(re.sub(r"\s+", " ", data))
+            self.parts.append(_escape_marks(re.sub(r"\s+", " ", data)))
 
     def result(self) -> str:
         while len(self.stack) > 1:
             self._finish(*self._pop())
         return self._block(self.parts[:]).replace(DROPPED, "")  # any left inside finished blocks
+
+
+# Spans of text where "*" and "_" stay as written: URLs (marked) and TeX maths, which Stack Exchange
+# keeps out of Markdown ($...$, $$...$$).
+VERBATIM = re.compile(f"{URL}[^{URL}]*{URL}" + r"|\$\$.+?\$\$|\$[^$\n]+\$", re.DOTALL)
+LITERAL_MARK = re.compile(r"(?<=\S)\*|\*(?=\S)|(?<![^\W_])_+(?=\S)|(?<=\S)_+(?![^\W_])")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    return "".join("\\" + ch for ch in m.group(0))
+
+
+def _escape_marks(text: str) -> str:
+    """A literal "*" or "_" in the post's text (the page showed it) is escaped where Markdown would
+    read it as emphasis ("even*even, odd*odd" is no italic); in maths and URLs it stays."""
+    if "*" not in text and "_" not in text:
+        return text
+    out, at = [], 0
+    for m in VERBATIM.finditer(text):
+        out += [LITERAL_MARK.sub(_escaped, text[at:m.start()]), m.group(0)]
+        at = m.end()
+    out.append(LITERAL_MARK.sub(_escaped, text[at:]))
+    return "".join(out)
 
 
 def _longest_run(text: str, ch: str) -> int:
