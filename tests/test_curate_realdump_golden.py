@@ -8,7 +8,10 @@ import pytest
 from markdown_it import MarkdownIt
 from test_curate_sources import a, prose, q, run_se, se_cfg, write_site
 
+from lima_align.config import load_recipe
+from lima_align.curate.config import CurateRecipe
 from lima_align.curate.html_md import convert_post
+from lima_align.curate.pipeline import run_curate
 from lima_align.curate.rules import TitleRules, find_words, title_problem
 from lima_align.curate.stackexchange import StackExchangeConfig, leans_on_post_link
 
@@ -175,3 +178,22 @@ def test_literal_marks_are_escaped_outside_maths_and_urls(html, expected, render
     assert md == expected
     if rendered:
         assert MD.render(md).strip() == rendered
+
+
+# ------------------------------------------------------------------ the console says what the rules did
+
+
+def test_run_prints_each_rules_drops(tmp_path, capsys):
+    rows = [q(1, 90, "Why does a poured stout keep its head so long?"),
+            a(2, 1, 40, f"<p>{prose(1, 1300)}</p>"),
+            q(3, 80, "Head retention"),  # no question mark
+            q(5, 70, "Why does a lager taste flat after a week?"),
+            a(6, 5, 3, f"<p>{prose(5, 1300)}</p>"),
+            q(7, 60, "How cold should a wheat beer be served?"),
+            a(8, 7, 30, "<p>Cold.</p>")]
+    xml = write_site(tmp_path, "brew.stackexchange.com", rows)
+    run_curate(load_recipe(None, [f"output_dir={tmp_path / 'out'}", "report=false",
+                                  f"stackexchange.paths=[{xml}]", "stackexchange.prompt_from=title"], cls=CurateRecipe))
+    out = capsys.readouterr().out
+    assert ("stackexchange: 4 seen, 1 kept; dropped: se_answer_length 1, se_answer_score 1, "
+            "se_title_not_self_contained 1\n") in out
