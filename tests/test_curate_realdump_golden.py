@@ -197,3 +197,13 @@ def test_run_prints_each_rules_drops(tmp_path, capsys):
     out = capsys.readouterr().out
     assert ("stackexchange: 4 seen, 1 kept; dropped: se_answer_length 1, se_answer_score 1, "
             "se_title_not_self_contained 1\n") in out
+
+
+@pytest.mark.parametrize("html, expected", [
+    ('<p>The website <a href="https://prompt-attacks.example.org/">prompt-attacks.example.org</a>, for instance, '
+     "lists one.</p>", "The website prompt-attacks.example.org, for instance, lists one."),
+    ('<p>A friend runs <a href="http://smallbeerguide.example">smallbeerguide.example</a>, which tracks it.</p>',
+     "A friend runs smallbeerguide.example, which tracks it."),
+])
+def test_bare_domain_as_link_text_is_a_name_and_stays(html, expected):
+    assert convert_post(html) == (expected, False)

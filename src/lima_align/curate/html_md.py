@@ -33,6 +33,7 @@ URL_MARKED = re.compile(f"{URL}([^{URL}]*){URL}")
 # Words after which a sentence goes on into the URL ("available at", "see", "from"): without it, it points at nothing.
 URL_LEADS = {"at", "from", "see", "via", "visit", "in", "on", "to", "is", "are", "was", "were", "here", "there",
              "under", "check", "read", "try", "download", "and", "or", "by", "of", "also"}
+DOMAIN_NAME = re.compile(r"^(?!www\.)[\w-]+(?:\.[\w-]+)+$")
 URL_TEXT = re.compile(r"^(?:https?://|ftp://|www\.)\S*$", re.IGNORECASE)
 BARE_URL = re.compile(r"(?<![\w/])(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
 # Anchor texts that only point at the link: the URL is kept for these.
@@ -275,9 +276,12 @@ def _longest_run(text: str, ch: str) -> int:
 
 
 def _anchor(text: str, href: str) -> str:
-    """A link's Markdown: its text, nothing when the text is a URL, a link when the text is a stub."""
+    """A link's Markdown: its text, a URL marker when the text is a URL (see _url), a link when the
+    text is a stub. A bare domain as the text ("llm-attacks.org") is the site's name: it stays as text."""
     t = text.strip()
     bare = re.sub(r"^[a-z]+://", "", href, flags=re.IGNORECASE).rstrip("/")
+    if t and DOMAIN_NAME.match(t):
+        return text
     if not t or URL_TEXT.match(t) or t.rstrip("/") in (href.rstrip("/"), bare):
         if IMAGE in text or not t:
             return IMAGE if IMAGE in text else DROPPED
