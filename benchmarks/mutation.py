@@ -47,8 +47,10 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "jsonl": ("src/lima_align/jsonl.py", ["tests/test_jsonl.py"]),
     "turns": ("src/lima_align/turns.py", ["tests/test_turns.py", "tests/test_packing.py"]),
     "stats": ("src/lima_align/stats.py", ["tests/test_stats.py"]),
-    # test_loss.py and test_packing.py call no function of train.py (loss.py owns TrainedPositionLoss)
-    "train": ("src/lima_align/train.py", ["tests/test_train.py", "tests/test_train_reference.py"]),
+    # test_loss.py and test_packing.py call no function of train.py (loss.py owns TrainedPositionLoss);
+    # test_tracking.py checks what train() hands the trackers, a resumed run included
+    "train": ("src/lima_align/train.py", ["tests/test_train.py", "tests/test_train_reference.py",
+                                          "tests/test_tracking.py"]),
     "generate": ("src/lima_align/generate.py", ["tests/test_generate.py"]),
     "judge": ("src/lima_align/judge.py", ["tests/test_judge.py"]),
     # serve's tests run uvicorn in a thread of the test process itself, so they reach the mutants
