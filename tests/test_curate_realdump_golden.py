@@ -207,3 +207,22 @@ def test_run_prints_each_rules_drops(tmp_path, capsys):
 ])
 def test_bare_domain_as_link_text_is_a_name_and_stays(html, expected):
     assert convert_post(html) == (expected, False)
+
+
+# ------------------------------------------------------------------ <br> is a line break when rendered
+
+
+@pytest.mark.parametrize("html, expected, rendered", [
+    ("<p><strong>Small Brewery</strong><br>\nMain Street 3<br>\n12345 Town<br></p><p>Open daily.</p>",
+     "**Small Brewery**  \nMain Street 3  \n12345 Town\n\nOpen daily.",
+     "<p><strong>Small Brewery</strong><br />\nMain Street 3<br />\n12345 Town</p>\n<p>Open daily.</p>"),
+    # before a line that starts a list item the break is only a newline (the item starts anyway)
+    ("<p>1) Lecture briefly<br>2) Let them work</p>", "1) Lecture briefly\n2) Let them work",
+     "<ol>\n<li>Lecture briefly</li>\n<li>Let them work</li>\n</ol>"),
+    ("<table><tr><th>Step</th></tr><tr><td>mash<br>boil</td></tr></table>", "| Step |\n|---|\n| mash boil |", None),
+])
+def test_line_break_stays_a_line_break(html, expected, rendered):
+    md = convert_post(html)[0]
+    assert md == expected
+    if rendered:
+        assert MD.render(md).strip() == rendered

@@ -1,6 +1,6 @@
 """HTML posts -> clean Markdown, keeping what a training response needs and nothing else.
 
-Kept: paragraphs, code blocks (fenced, indented with their list item) and inline code, lists
+Kept: paragraphs, line breaks (<br> as a hard break), code blocks (fenced, indented with their list item) and inline code, lists
 (nested, numbered), headings, block quotes, bold/italic, tables (as GitHub tables), superscripts
 and subscripts (`10^6`, `H_2O`, so 10<sup>6</sup> does not read 106). Dropped: link URLs (the anchor
 text stays), images, scripts, styles, struck-out text (or `~~text~~` with strike="mark") and every
@@ -28,6 +28,7 @@ CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub"
 PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 IMAGE = "\x01"  # where an image was removed (see convert_post)
 DROPPED = "\x02"  # where a URL or struck-out text was removed: no gap is left before punctuation there
+BREAK = "\x05"  # a <br>: two spaces before the newline at the end (a hard line break), none at a block's end
 URL = "\x03"  # around a URL shown as itself (link text or bare): kept or dropped by its sentence, see _url
 URL_MARKED = re.compile(f"{URL}([^{URL}]*){URL}")
 # Words after which a sentence goes on into the URL ("available at", "see", "from"): without it, it points at nothing.
@@ -114,7 +115,7 @@ class _Converter(HTMLParser):
             quoted = "\n".join("> " + ln if ln else ">" for ln in body.split("\n"))
             self.parts.append("\n\n" + self._placeholder(quoted) + "\n\n")
         elif kind in ("td", "th"):
-            cell = re.sub(r"\s+", " ", self._block(parts)).strip().replace("|", "\\|")
+            cell = re.sub(r"\s+", " ", self._block(parts).replace(BREAK, "")).strip().replace("|", "\\|")
             self.stack[-1][2].setdefault("cells", []).append(cell)
             if kind == "th":
                 self.stack[-1][2]["header"] = True
@@ -128,7 +129,7 @@ class _Converter(HTMLParser):
             else:
                 self.parts.append("\n\n" + self._placeholder(_table(rows)) + "\n\n")
         elif kind in ("sup", "sub"):
-            text = re.sub(r"\s+", " ", self._block(parts)).strip()
+            text = re.sub(r"\s+", " ", self._block(parts).replace(BREAK, "")).strip()
             if text:
                 mark = "^" if kind == "sup" else "_"
                 self.parts.append(mark + (text if SIMPLE_SCRIPT.match(text) else f"({text})"))
@@ -143,7 +144,7 @@ class _Converter(HTMLParser):
                 self.parts.append(raw)
                 return
             text = self._block(parts)
-            if not text.strip(IMAGE + DROPPED + " \n"):
+            if not text.strip(IMAGE + DROPPED + BREAK + " \n"):
                 self.parts.append(raw)
                 return
             lead = " " if raw[:1].isspace() else ""
@@ -200,7 +201,7 @@ class _Converter(HTMLParser):
         elif tag in BLOCK:
             self.parts.append("\n\n")
         elif tag == "br":
-            self.parts.append("\n")
+            self.parts.append("\n" if self._in("code") else BREAK + "\n")
         elif tag == "hr":
             self.parts.append("\n\n---\n\n")
         elif tag == "img":
@@ -244,7 +245,10 @@ class _Converter(HTMLParser):
     def result(self) -> str:
         while len(self.stack) > 1:
             self._finish(*self._pop())
-        return self._block(self.parts[:]).replace(DROPPED, "")  # any left inside finished blocks
+        text = self._block(self.parts[:]).replace(DROPPED, "")  # any left inside finished blocks
+        # a line break before a blank line, a list item or the end breaks nothing: only the newline stays
+        text = re.sub(BREAK + r"+(?=\n(?:\n|[ \t>]*(?:[-*+]|\d+[.)])[ \t])|\s*$)", "", text)
+        return text.replace(BREAK, "  ")
 
 
 # Spans of text where "*" and "_" stay as written: URLs (marked) and TeX maths, which Stack Exchange
