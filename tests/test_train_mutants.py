@@ -553,3 +553,25 @@ def test_continuing_from_a_checkpoint_keeps_its_turn_format(trained, tmp_path):
     run = train(recipe(ckpt, trained["recipe"].data.train[0], tmp_path / "more", "train.epochs=1",
                        "train.batch_size=8", "train.save_from_epoch=1", "train.save_to_epoch=1"), log=lambda *_: None)
     assert json.loads((run / "run.json").read_text())["turn_format"].startswith(f"turn format {kind!r};")
+
+
+def test_a_run_killed_before_its_first_state_save_logs_each_step_once(tiny_llama, examples_file, tmp_path,
+                                                                      monkeypatch):
+    """Killed in step 2 of an epoch of 2 with no state saved yet: the rerun starts from step 0, and
+    metrics.jsonl must not keep the killed run's line for step 1 next to the new one."""
+    real_lr_at = train_mod.lr_at
+
+    def dies_in_step_2(step, total, recipe):
+        if step == 1:
+            raise KeyboardInterrupt("killed")
+        return real_lr_at(step, total, recipe)
+
+    r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=4", "train.epochs=1",
+               "train.save_from_epoch=1", "train.save_to_epoch=1")
+    monkeypatch.setattr(train_mod, "lr_at", dies_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, log=lambda *_: None)
+    assert [x["step"] for x in metrics(tmp_path / "run")] == [1] and not (tmp_path / "run" / "state").exists()
+    monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
+    run = train(r, log=lambda *_: None)
+    assert [x["step"] for x in metrics(run)] == [1, 2]

@@ -299,9 +299,11 @@ def train(recipe: Recipe, *, restart: bool = False, log: Any = print) -> Path:
         acc.load_state(str(state_dir / "accelerate"))
         if main:
             log(f"resuming after step {step} of {total_steps}")
-            metrics = [r for _, r in read_jsonl(run / "metrics.jsonl", allow_partial_tail=True)] \
-                if (run / "metrics.jsonl").exists() else []
-            write_jsonl_atomic(run / "metrics.jsonl", [r for r in metrics if r["step"] <= step])
+    if main and (run / "metrics.jsonl").exists():
+        # The steps after the saved state are trained again: their lines go (all of them when the run was
+        # killed before its first state save, or they would be logged twice).
+        metrics = [r for _, r in read_jsonl(run / "metrics.jsonl", allow_partial_tail=True)]
+        write_jsonl_atomic(run / "metrics.jsonl", [r for r in metrics if r["step"] <= step])
     acc.wait_for_everyone()
     tracking.start(acc, t.report_to, recipe_to_dict(recipe), run, resumed_after=step)
 
