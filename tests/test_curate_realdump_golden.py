@@ -61,7 +61,8 @@ def test_removed_image_in_a_quote_or_list_is_noticed(html, expected):
     ("<p><strong>www.hops.example.co.uk</strong> ships within a week.</p>",
      "www.hops.example.co.uk ships within a week."),
     # after a finished sentence, or alone in parentheses, it goes as before (and takes the parentheses along)
-    ("<p>Gluten free brewing is covered well. https://gf.example.org/guide</p>", "Gluten free brewing is covered well."),
+    ("<p>Gluten free brewing is covered well. https://gf.example.org/guide</p>",
+     "Gluten free brewing is covered well."),
     ('<p>Read the original proposal (<a href="https://p.example.org/x">https://p.example.org/x</a>), most of it '
      "still holds.</p>",
      "Read the original proposal, most of it still holds."),
@@ -109,7 +110,8 @@ def test_emphasis_renders_as_emphasis(html, expected, rendered):
      "https://stackoverflow.com/a/3"),
     # a post linked on an ordinary phrase: the sentence reads the same without the link
     ('<p>Models learn from a <a href="https://genx.stackexchange.com/a/16/1">very large training set</a>.</p>', None),
-    ('<p>Read <a href="https://docs.example.org/questions/5">the FAQ</a> first.</p>', None),  # not a Stack Exchange site
+    # not a Stack Exchange site
+    ('<p>Read <a href="https://docs.example.org/questions/5">the FAQ</a> first.</p>', None),
 ])
 def test_answer_leaning_on_a_post_link(html, expected):
     assert leans_on_post_link(html, convert_post(html)[0]) == expected

@@ -1,16 +1,17 @@
 """HTML posts -> clean Markdown, keeping what a training response needs and nothing else.
 
-Kept: paragraphs, line breaks (<br> as a hard break), code blocks (fenced, indented with their list item) and inline code, lists
-(nested, numbered), headings, block quotes, bold/italic, tables (as GitHub tables), superscripts
-and subscripts (`10^6`, `H_2O`, so 10<sup>6</sup> does not read 106). Dropped: link URLs (the anchor
-text stays), images, scripts, styles, struck-out text (or `~~text~~` with strike="mark") and every
-other tag (its text stays). A URL is kept only where the sentence would point at nothing without it:
-a link whose text only points at it ("here", "this link") becomes a Markdown link, and a URL shown
-as itself (link text or bare) stays as `<URL>` on a line of its own, after a colon or a word leading
-into it ("available at", "see"), or when the sentence goes on after it; elsewhere it goes. Emphasis
-keeps its spaces outside the marks, as CommonMark needs, and a literal "*" or "_" the page showed is
-escaped where it would read as emphasis (not in TeX maths or URLs). Entities are decoded once. Written on the
-standard library's html.parser: no extra dependency.
+Kept: paragraphs, line breaks (<br> as a hard break), code blocks (fenced, indented with their list
+item) and inline code, lists (nested, numbered), headings, block quotes, bold/italic, tables (as
+GitHub tables), superscripts and subscripts (`10^6`, `H_2O`, so 10<sup>6</sup> does not read 106).
+Dropped: link URLs (the anchor text stays), images, scripts, styles, struck-out text (or `~~text~~`
+with strike="mark") and every other tag (its text stays). A URL is kept only where the sentence
+would point at nothing without it: a link whose text only points at it ("here", "this link")
+becomes a Markdown link, and a URL shown as itself (link text or bare) stays as `<URL>` on a line
+of its own, after a colon or a word leading into it ("available at", "see"), or when the sentence
+goes on after it; elsewhere it goes. Emphasis keeps its spaces outside the marks, as CommonMark
+needs, and a literal "*" or "_" the page showed is escaped where it would read as emphasis (not in
+TeX maths or URLs). Entities are decoded once. Written on the standard library's html.parser: no
+extra dependency.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ DROP_WITH_CONTENT = {"script", "style", "head", "title", "svg", "noscript"}
 STRUCK = {"s", "strike", "del"}
 INLINE_MARKS = {"strong": "**", "b": "**", "em": "*", "i": "*"}
 # Containers rendered when they close; their text is collected on a stack.
-CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK | set(INLINE_MARKS)
+CONTAINERS = {"pre", "li", "blockquote", "table", "tr", "td", "th", "sup", "sub", "a", "code"} | STRUCK
+CONTAINERS |= set(INLINE_MARKS)
 PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 IMAGE = "\x01"  # where an image was removed (see convert_post)
 DROPPED = "\x02"  # where a URL or struck-out text was removed: no gap is left before punctuation there
@@ -362,7 +364,8 @@ def convert_post(html: str, strike: str = "drop") -> tuple[str, bool]:
     if IMAGE not in md:
         return md, False
     # the colon may end the line before a quote or list item that holds the image ("This is it:\n\n> img")
-    points = bool(re.search(r":(?:[\s>]|[-*+]\s|\d+[.)]\s)*" + IMAGE, md)) or bool(POINTS_AT_IMAGE.search(md.replace(IMAGE, "\n")))
+    points = (bool(re.search(r":(?:[\s>]|[-*+]\s|\d+[.)]\s)*" + IMAGE, md))
+              or bool(POINTS_AT_IMAGE.search(md.replace(IMAGE, "\n"))))
     return _strip_images(md), points
 
 
