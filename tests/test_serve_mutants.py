@@ -12,6 +12,7 @@ import copy
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 from lima_align import serve as serve_mod
 from lima_align.config import GenerateConfig, ModelConfig, TurnsConfig
 from lima_align.decoding import Decoding, Reply
+from lima_align.errors import LimaError, Problem
 from lima_align.generate import Generator, trim_history
 from lima_align.records import Message
 from lima_align.serve import TRIMMED_HEADER, create_app
@@ -37,22 +39,24 @@ ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 class Scripted(Generator):
     """The tiny model's generator with a fixed answer; every generation is recorded in `calls`.
 
-    A streamer gets the prompt and then the answer token by token, as model.generate feeds it.
+    A streamer gets the prompt, then the answer token by token and the end-of-turn token, as
+    model.generate feeds it (`streamed`: what the model wrote, when the final answer is cut from it).
     `fail` makes a generation raise; `endless` makes it feed tokens until the streamer stops it."""
 
     answer = ANSWER
+    streamed: str | None = None
     finish = "eot"
     fail: Exception | None = None
     endless = False
 
     def generate(self, conversations, *, streamer=None, **kw):
         ids = self.prompt_ids(conversations[0])
-        self.calls.append((self.dec, list(ids), conversations[0]))
+        self.calls.append((self.dec, list(ids), conversations[0], threading.current_thread().name))
         if self.fail is not None:
             raise self.fail
         if streamer is not None:
             streamer.put(torch.tensor([ids]))
-            pieces = self.tok(self.answer, add_special_tokens=False)["input_ids"]
+            pieces = self.tok(self.streamed or self.answer, add_special_tokens=False)["input_ids"]
             while True:
                 for t in pieces:
                     self.fed[0] += 1  # a list: the server generates with a copy of this object
@@ -61,6 +65,8 @@ class Scripted(Generator):
                         time.sleep(0.005)
                 if not self.endless or self.fed[0] > 20000:
                     break
+            if self.finish == "eot":
+                streamer.put(torch.tensor([self.tok.eos_token_id]))
             streamer.end()
         return [Reply(self.answer, self.finish, len(ids), 7)]
 
@@ -425,20 +431,23 @@ def call(app, body, leave, turn_held=False):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_client_that_leaves_while_waiting_is_never_generated_for(app, gen, stream):
+def test_a_client_that_leaves_while_waiting_is_never_generated_for(app, gen, stream, caplog):
     left_at = time.monotonic() + 0.3
-    status, data, waiting = call(app, {"messages": ASK, "stream": stream}, lambda: time.monotonic() > left_at,
-                                 turn_held=True)
+    with caplog.at_level(logging.INFO, logger="lima_align.serve"):
+        status, data, waiting = call(app, {"messages": ASK, "stream": stream}, lambda: time.monotonic() > left_at,
+                                     turn_held=True)
     server = app.state.server
     assert 1 in waiting and server.waiting == 0
     assert gen.calls == [] and server.turn.value == 1  # the turn is neither kept nor handed out twice
     if stream:
         assert status == 200 and [json.loads(x[6:])["choices"][0]["delta"] for x in data.decode().split("\n\n") if x] \
             == [{"role": "assistant", "content": ""}]
-    else:
+    else:  # (a stream's request may be cancelled by starlette before it notices itself: no log line then)
         assert status == 499 and json.loads(data) == {"error": {
             "message": "the client closed the request", "type": "invalid_request_error", "param": None,
             "code": "client_closed_request"}}
+        [line] = messages_logged(caplog)
+        assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}: client disconnected while waiting; not generated", line)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -451,7 +460,10 @@ def test_a_client_that_leaves_mid_generation_stops_it(app, gen, stream, caplog):
             assert time.monotonic() < deadline, "the generation went on after the client left"
             time.sleep(0.01)
     assert gen.fed[0] < 5000 and app.state.server.turn.value == 1
-    assert "client disconnected; generation stopped" in caplog.text
+    [line] = [line for line in messages_logged(caplog) if "disconnected" in line]
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{32}: client disconnected; generation stopped", line)
+    if stream:
+        assert line.startswith(json.loads(data.decode().split("\n\n")[0][6:])["id"])
     if not stream:
         assert status == 499 and json.loads(data)["error"]["code"] == "client_closed_request"
     else:
@@ -512,3 +524,77 @@ def test_serve_with_vllm_serves_the_vllm_generator(monkeypatch, real):
     serve_mod.serve(ModelConfig(name="some/model"), TurnsConfig(), g)
     assert asked == [(ModelConfig(name="some/model"), TurnsConfig(), g)]
     assert ran["app"].state.server.gen is real and ran["app"].state.server.name == "v"
+
+
+def test_serve_refuses_a_body_limit_that_is_no_size_before_loading(monkeypatch):
+    with pytest.raises(LimaError) as e:
+        serve_mod.serve(ModelConfig(name="never/loaded"), TurnsConfig(), GenerateConfig(), max_body_mib=0)
+    assert e.value.problems == [Problem("serve --max-body-mib", "--max-body-mib is 0",
+                                        "give a positive size in MiB (the default 8 takes a 40,000-turn conversation)")]
+
+
+@pytest.mark.parametrize("root, own, configured", [(False, False, True), (True, False, False), (False, True, False)])
+def test_serve_sets_up_logging_only_where_nobody_has(monkeypatch, real, root, own, configured):
+    import uvicorn
+
+    from lima_align import vllm_backend
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    monkeypatch.setattr(vllm_backend, "load_generator", lambda *a: (real, "label"))
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()] if root else [])
+    monkeypatch.setattr(serve_mod.log, "handlers", [logging.NullHandler()] if own else [])
+    serve_mod.serve(ModelConfig(name="some/model"), TurnsConfig(), GenerateConfig(backend="vllm"))
+    assert calls == ([{"level": logging.INFO, "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}]
+                     if configured else [])
+
+
+# ----------------------------------------------------------------- what the log and the threads say
+
+
+def messages_logged(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "lima_align.serve"]
+
+
+def test_each_answer_is_logged_with_its_sizes(client, caplog):
+    with caplog.at_level(logging.INFO, logger="lima_align.serve"):
+        body = client.post(URL, json={"messages": ASK}).json()
+        r = client.post(URL, json={"messages": chat(40), "max_tokens": 5, "stream": True})
+    chunk = events(r)[0]
+    trimmed = int(r.headers[TRIMMED_HEADER])
+    prompt = body["usage"]["prompt_tokens"]
+    plain, streamed = messages_logged(caplog)
+    assert re.fullmatch(rf"{body['id']} json: 1 messages, {prompt} prompt \+ 7 completion tokens, finish stop, "
+                        r"\d+\.\d\ds", plain), plain
+    assert re.fullmatch(rf"{chunk['id']} stream: {82 - trimmed} messages \({trimmed} oldest turns trimmed\), "
+                        r"\d+ prompt \+ 7 completion tokens, finish stop, \d+\.\d\ds", streamed), streamed
+
+
+def test_a_streamed_generation_runs_in_a_thread_named_after_its_request(client, gen):
+    chunk = events(client.post(URL, json={"messages": ASK, "stream": True}))[0]
+    assert gen.calls[0][3] == f"lima-serve-{chunk['id']}"  # what a stack dump of a stuck server shows
+
+
+def test_a_failed_stream_is_logged_with_its_traceback(client, gen, caplog):
+    gen.fail = RuntimeError("the accelerator caught fire")
+    with caplog.at_level(logging.INFO, logger="lima_align.serve"):
+        chunk = events(client.post(URL, json={"messages": ASK, "stream": True}))[0]
+    record = next(r for r in caplog.records if r.name == "lima_align.serve" and r.levelno == logging.ERROR)
+    assert record.getMessage() == f"{chunk['id']}: generation failed" and record.exc_info[1] is gen.fail
+
+
+def test_a_request_refused_without_a_field_to_name_has_no_param(client, monkeypatch):
+    def refuse(req, base):
+        raise LimaError("this server is read-only today", fix="come back tomorrow")
+
+    monkeypatch.setattr(serve_mod, "request_decoding", refuse)
+    assert error(client.post(URL, json={"messages": ASK})) == (400, {
+        "message": "this server is read-only today\n    fix: come back tomorrow", "type": "invalid_request_error",
+        "param": None, "code": "invalid_value"})
+
+
+def test_the_model_starting_the_users_turn_is_never_streamed(client, gen):
+    gen.streamed, gen.answer = "Boil it.\nUser: thanks", "Boil it."  # generate() cuts the final text there
+    chunks = events(client.post(URL, json={"messages": ASK, "stream": True}))
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == "Boil it."
