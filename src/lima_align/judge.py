@@ -68,17 +68,23 @@ class _Tally:
     priced: bool = False
     bar: Any = None
 
-    def answered(self, judge: Judge, raw: str, p: int, c: int, *, fresh: bool) -> None:
-        if fresh:
-            self.calls += 1
-            self.retried += RETRY_MARK in raw
-            self.prompt_tokens += p
-            self.completion_tokens += c
-            if judge.price is not None:
-                self.priced = True
-                self.cost_usd += judge.price.cost(p, c)
-        else:
-            self.cached += 1
+    def made(self, judge: Judge, raw: str, p: int, c: int) -> None:
+        """A judge answered just now."""
+        self.calls += 1
+        self.retried += RETRY_MARK in raw
+        self.prompt_tokens += p
+        self.completion_tokens += c
+        if judge.price is not None:
+            self.priced = True
+            self.cost_usd += judge.price.cost(p, c)
+        self._tick()
+
+    def reused(self) -> None:
+        """An answer came from the cache."""
+        self.cached += 1
+        self._tick()
+
+    def _tick(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(made=self.calls, cached=self.cached, refresh=False)
@@ -94,13 +100,13 @@ async def _cached_call(cache: JudgeCache, key: str, judge: Judge, sem: asyncio.S
                        call: Callable[[], Awaitable[Vote | Rating]]) -> tuple[str, int, int]:
     hit = cache.get(key)
     if hit is not None:
-        tally.answered(judge, *hit, fresh=False)
+        tally.reused()
         return hit
     async with sem:
         answer = await call()
     got = (answer.raw, answer.prompt_tokens, answer.completion_tokens)
     cache.put(key, judge.name, *got)
-    tally.answered(judge, *got, fresh=True)
+    tally.made(judge, *got)
     return got
 
 
