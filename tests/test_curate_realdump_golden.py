@@ -228,3 +228,22 @@ def test_line_break_stays_a_line_break(html, expected, rendered):
     assert md == expected
     if rendered:
         assert MD.render(md).strip() == rendered
+
+
+@pytest.mark.parametrize("html, expected", [
+    ('<blockquote><p>"Rhythm helps fractions." <em>Some Weekly</em>. 2012. <a href="https://w.example.org/r">'
+     "Article link</a>.</p></blockquote>",
+     '> "Rhythm helps fractions." *Some Weekly*. 2012. [Article link](https://w.example.org/r).'),
+    ('<p>Is there a standard for embeddings? reference - <a href="https://docs.example.org/emb">'
+     "https://docs.example.org/emb</a></p>",
+     "Is there a standard for embeddings? reference - <https://docs.example.org/emb>"),
+])
+def test_link_stub_and_dash_keep_their_url(html, expected):
+    assert convert_post(html) == (expected, False)
+
+
+def test_removed_animation_the_question_points_at_is_noticed():
+    html = ('<p>I made this below video with an online tool and attached here.</p>'
+            '<p><img src="https://example.org/clip.gif"></p><p>How can the mug stay the same in every frame?</p>')
+    assert convert_post(html) == ("I made this below video with an online tool and attached here.\n\n"
+                                  "How can the mug stay the same in every frame?", True)

@@ -292,7 +292,8 @@ def _anchor(text: str, href: str) -> str:
         if IMAGE in text or not t:
             return IMAGE if IMAGE in text else DROPPED
         return f"{URL}{t}{URL}"
-    if t.lower().strip(".:") in STUB_ANCHORS and href.startswith(("http://", "https://")):
+    stub = t.lower().strip(".:")
+    if (stub in STUB_ANCHORS or stub.endswith(" link")) and href.startswith(("http://", "https://")):
         return text.replace(t, f"[{t}]({href})")
     return text
 
@@ -319,7 +320,8 @@ def _url(m: re.Match[str]) -> str:
     if before.endswith("(") and after.startswith(")"):
         return DROPPED + "\x04"
     words = re.findall(r"[A-Za-z]+", before[-12:])
-    if (not before.strip(DROPPED + IMAGE) or before.endswith(":") or (words and words[-1].lower() in URL_LEADS)
+    if (not before.strip(DROPPED + IMAGE) or before.endswith((":", "-", "\u2013", "\u2014"))
+            or (words and words[-1].lower() in URL_LEADS)
             or re.match(r"[a-z]", after)):
         return f"<{url}>" if re.match(r"(?:https?|ftp)://", url, re.IGNORECASE) else url
     return DROPPED
@@ -347,14 +349,13 @@ def _expand(text: str, done: list[str]) -> str:
 
 
 # Phrases that point at a picture: with an image removed, the text around it refers to nothing.
+PICTURE = r"(?:image|picture|screenshot|screen shot|photo|diagram|figure|graph|chart|plot|video|gif|animation)s?"
 POINTS_AT_IMAGE = re.compile(
-    r"\b(?:see|in|on|from|check) (?:the|this|my|attached) (?:image|picture|screenshot|screen shot|photo|diagram|"
-    r"figure|graph|chart|plot)s?\b|\b(?:as|is) shown (?:below|above|here|in the (?:image|picture|screenshot|figure))"
-    r"|\b(?:image|picture|screenshot|photo|diagram|figure|graph|chart|plot)s? (?:below|above)\b"
-    r"|\blike (?:this|so):\s*$|\bthe following (?:image|picture|screenshot|figure)"
-    r"|\bthe (?:above|below) (?:image|picture|screenshot|screen shot|photo|diagram|figure|graph|chart|plot)s?\b"
-    r"|\b(?:above|below) (?:is|are|shows?) (?:an? |the |my )?(?:image|picture|screenshot|screen shot|photo|diagram|"
-    r"figure|graph|chart|plot)s?\b", re.IGNORECASE | re.MULTILINE)
+    rf"\b(?:see|in|on|from|check) (?:the|this|my|attached) {PICTURE}\b"
+    r"|\b(?:as|is) shown (?:below|above|here|in the (?:image|picture|screenshot|figure))"
+    rf"|\b{PICTURE} (?:below|above)\b|\blike (?:this|so):\s*$|\bthe following {PICTURE}"
+    rf"|\b(?:the|this) (?:above|below) {PICTURE}\b|\b(?:above|below) (?:is|are|shows?) (?:an? |the |my )?{PICTURE}\b"
+    r"|\battached (?:here|below|above)\b", re.IGNORECASE | re.MULTILINE)
 
 
 def convert_post(html: str, strike: str = "drop") -> tuple[str, bool]:
