@@ -155,6 +155,9 @@ def test_title_above_below_as_place_or_amount_is_self_contained(title, problem):
     ("The Calculus I students meet twice a week.", None),
     ("Calculus I, II and III share one textbook.", None),
     ("In Physics I learned to estimate.", "I"),  # the writer: no course word follows
+    ("> Baker, R. I., & Stone, M. (1990). Posing problems. New York.", None),  # initials in a citation
+    ("The pyramid by I. M. Pei stands in the court.", None),
+    ("Nobody was more surprised than I. The test passed.", "I"),
 ])
 def test_course_numbered_i_is_not_first_person(text, word):
     assert find_words(text, StackExchangeConfig().first_person_words) == word

@@ -123,6 +123,8 @@ def technical_i(text: str, start: int, end: int) -> bool:
         return True  # I/O, I/Q, I/II; I-beam, I-95 ("I/we" stays first person)
     if before[-1:] == "(" and after[:1] == ")":  # an enumerator "(I)"
         return True
+    if after[:1] == "." and (re.search(r"\b[A-Z]\.\s*$", before) or re.match(r"\.\s*[A-Z]\.", after)):
+        return True  # an initial among initials: "Brown, S. I., & Walter", "I. M. Pei"
     prev = re.search(r"([A-Za-z]+)\.?\s+$", before)
     if prev and prev.group(1)[0].isupper() and prev.group(1).lower() in ROMAN_AFTER:
         return True
