@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from markdown_it import MarkdownIt
-from test_curate_sources import a, prose, q, run_se, se_cfg, write_site
+from test_curate_sources import a, prose, q, row, run_se, se_cfg, write_site
 
 from lima_align.config import load_recipe
 from lima_align.curate.config import CurateRecipe
@@ -250,3 +250,20 @@ def test_removed_animation_the_question_points_at_is_noticed():
             '<p><img src="https://example.org/clip.gif"></p><p>How can the mug stay the same in every frame?</p>')
     assert convert_post(html) == ("I made this below video with an online tool and attached here.\n\n"
                                   "How can the mug stay the same in every frame?", True)
+
+
+# ------------------------------------------------------------------ attribution in every record
+
+
+def test_records_name_the_answer_and_both_authors(tmp_path):
+    rows = [row(Id=1, PostTypeId=1, CreationDate="2014-02-01T10:00:00.000", Score=50, OwnerUserId=17,
+                Title="Why does a poured stout keep its head so long?", Body="<p>Details.</p>", Tags="<x>"),
+            row(Id=2, PostTypeId=2, ParentId=1, CreationDate="2014-02-02T10:00:00.000", Score=40,
+                OwnerDisplayName="gone user", Body=f"<p>{prose(1, 1300)}</p>")]
+    xml = write_site(tmp_path, "brew.stackexchange.com", rows)
+    (rec,), _, _ = run_se(se_cfg([xml], prompt_from="title"))
+    meta = rec["meta"]
+    assert meta["url"] == "https://brew.stackexchange.com/questions/1"
+    assert meta["answer_url"] == "https://brew.stackexchange.com/a/2"
+    assert meta["authors"] == {"question": "https://brew.stackexchange.com/users/17", "answer": "gone user"}
+    assert meta["license"] == "CC BY-SA 3.0"

@@ -312,6 +312,14 @@ def leans_on_post_link(body: str, markdown: str) -> str | None:
     return None
 
 
+def _author(dump: SiteDump, row: dict[str, str]) -> str | None:
+    """Who wrote a post, for CC BY-SA attribution: their profile's URL, or the name a deleted user's
+    post keeps (OwnerDisplayName); None when the row says neither."""
+    if row.get("OwnerUserId"):
+        return f"https://{dump.host}/users/{row['OwnerUserId']}"
+    return row.get("OwnerDisplayName") or None
+
+
 def _license(cfg: StackExchangeConfig, question: dict[str, str], answer: dict[str, str]) -> dict[str, Any]:
     if cfg.license != "auto":
         return {"license": cfg.license}
@@ -355,7 +363,9 @@ def _record(dump: SiteDump, domain: str, cfg: StackExchangeConfig, seed: int, qi
         "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
         "meta": {"source": SOURCE, "group": f"{SOURCE}:{domain}", "stratum": dump.site, "domain": domain,
                  "site": dump.site, "original_id": str(qid), "answer_id": str(aid),
-                 "url": f"https://{dump.host}/questions/{qid}", **_license(cfg, question, answer_row),
+                 "url": f"https://{dump.host}/questions/{qid}", "answer_url": f"https://{dump.host}/a/{aid}",
+                 "authors": {"question": _author(dump, question), "answer": _author(dump, answer_row)},
+                 **_license(cfg, question, answer_row),
                  "score": score, "answer_score": a_score, "prompt_from": use, "title": title.strip()}}
 
 
