@@ -51,7 +51,8 @@ class Scripted(Generator):
 
     def generate(self, conversations, *, streamer=None, **kw):
         ids = self.prompt_ids(conversations[0])
-        self.calls.append((self.dec, list(ids), conversations[0], threading.current_thread().name))
+        me = threading.current_thread()
+        self.calls.append((self.dec, list(ids), conversations[0], me.name, me.daemon))
         if self.fail is not None:
             raise self.fail
         if streamer is not None:
@@ -574,6 +575,7 @@ def test_each_answer_is_logged_with_its_sizes(client, caplog):
 def test_a_streamed_generation_runs_in_a_thread_named_after_its_request(client, gen):
     chunk = events(client.post(URL, json={"messages": ASK, "stream": True}))[0]
     assert gen.calls[0][3] == f"lima-serve-{chunk['id']}"  # what a stack dump of a stuck server shows
+    assert gen.calls[0][4] is True  # Ctrl-C does not wait for a generation to end
 
 
 def test_a_failed_stream_is_logged_with_its_traceback(client, gen, caplog):
