@@ -125,6 +125,12 @@ def test_models_list_the_one_model_and_health_says_who_is_busy(gen):
         assert client.get("/health").json()["busy"] is True
 
 
+def test_the_app_names_its_model_and_takes_bodies_up_to_8_mib(client):
+    assert client.get("/openapi.json").json()["info"]["title"] == f"lima-align serve: {NAME}"
+    r = client.post(URL, content=b"x" * (8 * 2 ** 20 + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over 8,388,608 bytes" in r.json()["error"]["message"]
+
+
 # ----------------------------------------------------------------- plain answers
 
 
