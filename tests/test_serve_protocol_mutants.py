@@ -128,6 +128,7 @@ def test_cut_at_stops(text, stops, cut):
     ("Boil it. E", False, ["E"], "Boil it. "),  # a one-character stop: found, not held back
     ("Boil it.", False, ["", "Q"], "Boil it."),
     ("Boil it.", False, ["it.!"], "Boil "),  # the whole end may begin the stop
+    ("END of it", False, ["END"], ""),  # a stop right at the start
 ])
 def test_visible_so_far(raw, plain, stops, shown):
     assert visible_so_far(raw, plain, stops) == shown
@@ -205,3 +206,19 @@ def test_a_body_that_grows_over_the_limit_is_refused_as_it_arrives(declared):
 
 def test_other_connections_pass_untouched():
     assert through(0, [b"x"], kind="lifespan") == (["lifespan"], [])
+
+
+def test_a_client_that_leaves_mid_body_is_passed_on_to_the_app():
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(await receive())
+        seen.append(await receive())
+
+    messages = [{"type": "http.request", "body": b"x" * 10, "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    anyio.run(BodyLimit(inner, 1000), {"type": "http", "headers": []}, receive, None)
+    assert seen == [{"type": "http.request", "body": b"x" * 10, "more_body": True}, {"type": "http.disconnect"}]
