@@ -216,15 +216,19 @@ def test_state_is_saved_at_each_epochs_end_but_the_last_and_removed_when_done(tr
     assert not any(p.name.startswith("state") for p in trained["run"].iterdir())
 
 
-def test_a_finished_run_is_not_trained_again_and_bookkeeping_settings_may_change(trained):
+def test_a_finished_run_is_not_trained_again_and_bookkeeping_settings_may_change(trained, monkeypatch):
     run, r = trained["run"], trained["recipe"]
     before = (run / "metrics.jsonl").read_text()
     logs = []
     for extra in ("train.log_every_steps=2", "train.state_every_steps=5", "train.compile=true",
-                  "train.attn_implementation=eager"):
+                  "train.attn_implementation=eager", "train.report_to=[tensorboard]"):
         changed = load_recipe(None, _overrides(r) + [extra])
         assert train(changed, log=logs.append) == run
-    assert logs == [f"{run} is already finished; nothing to do (pass --restart to train again)"] * 4
+    monkeypatch.chdir(run.parent)  # the same folder, named relative to the working directory
+    relative = load_recipe(None, _overrides(r) + [f"train.output_dir={run.name}"])
+    assert train(relative, log=logs.append).resolve() == run
+    assert logs[:5] == [f"{run} is already finished; nothing to do (pass --restart to train again)"] * 5
+    assert len(logs) == 6 and "already finished" in logs[5]
     assert (run / "metrics.jsonl").read_text() == before
     with pytest.raises(LimaError) as e:
         train(load_recipe(None, _overrides(r) + ["train.lr=2e-3"]))
@@ -496,7 +500,8 @@ def test_save_checkpoint_replaces_an_old_checkpoint_and_a_half_written_one(tiny_
     assert {k: meta[k] for k in ("epoch", "step", "loss", "base_model", "method", "freeze_embeddings")} == \
         {"epoch": 1, "step": 2, "loss": 0.5, "base_model": str(tiny_llama), "method": "full",
          "freeze_embeddings": False}
-    assert meta["turns"]["eot"] == fmt.tok.convert_ids_to_tokens(fmt.eot_id)
+    assert meta["turns"] == {"format": fmt.kind, "eot": fmt.tok.convert_ids_to_tokens(fmt.eot_id),
+                             "system": fmt.system}
     other = tmp_path / "other" / "epoch-01"
     save_checkpoint(OneProcess(main=False), TrainedPositionLoss(model), fmt, r, str(tiny_llama), other, {})
     assert not other.parent.exists()  # only the first process writes
@@ -526,11 +531,13 @@ def test_state_is_swapped_in_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]  # no .tmp, no .old left
     assert sorted(p.name for p in state.iterdir()) == ["accelerate", "progress.json"]
     other = tmp_path / "other" / "state"
-    other.parent.mkdir()
+    (other.parent / "state.tmp" / "accelerate").mkdir(parents=True)
+    (other.parent / "state.tmp" / "accelerate" / "shard-0.bin").write_text("the first process's part")
     train_mod._save_state(OneProcess(main=False), other, 4)
-    # another process writes its own part into the temporary folder; the first one swaps it in
+    # another process adds its own part to the temporary folder, keeps the others'; the first one swaps it in
     assert sorted(p.name for p in other.parent.iterdir()) == ["state.tmp"]
-    assert (other.parent / "state.tmp" / "accelerate" / "optimizer.bin").exists()
+    assert sorted(p.name for p in (other.parent / "state.tmp" / "accelerate").iterdir()) == \
+        ["optimizer.bin", "shard-0.bin"]
     assert not (other.parent / "state.tmp" / "progress.json").exists()
 
 
