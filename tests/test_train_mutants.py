@@ -353,6 +353,10 @@ def test_eot_rows_name_the_output_row_only_when_it_is_not_tied(tiny_llama, tiny_
 def test_gradient_checkpointing_and_lora_feed_gradients_into_the_checkpointed_layers(tiny_llama):
     full, *_ = built(tiny_llama, "train.gradient_checkpointing=true")
     assert full.is_gradient_checkpointing and full.training
+    layer = full.get_decoder().layers[0]
+    assert layer._gradient_checkpointing_func.keywords == {"use_reentrant": False}  # works with frozen inputs
+    full(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+    assert layer.mlp.up_proj.weight.grad is not None  # the checkpointed layer was recomputed and got gradients
     lora, *_ = built(tiny_llama, "train.gradient_checkpointing=true", "train.method=lora", "turns.eot=eos")
     assert lora.is_gradient_checkpointing
     out = lora.get_input_embeddings()(torch.tensor([[1, 2, 3]]))
