@@ -489,3 +489,177 @@ def test_chat_in_a_terminal_streams_the_answer(tiny_llama, monkeypatch, capsys):
     assert history == [Message("user", "Hello?"), Message("assistant", "Rome")]
     # the answer's tokens, not the prompt's or the end-of-turn token, right after the label; nothing via print_fn
     assert out == "you> assistant>  Rome\nyou> " and len(printed) == 1
+
+
+def test_a_prompts_file_ending_in_an_assistant_turn_is_refused_before_starting(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "p0", "messages": [{"role": "user", "content": "Hi?"},
+                                                            {"role": "assistant", "content": "Hello."}]}) + "\n")
+    g = GenerateConfig(prompts=str(prompts), output=str(tmp_path / "g.jsonl"))
+    with pytest.raises(LimaError) as e:
+        answer_prompts(g, "m", lambda: pytest.fail("started"), step=8)
+    assert "a prompt must end with a user turn" in str(e.value)
+
+
+# ----------------------------------------------------------------- trim_history
+
+
+def counting_gen(tiny_llama, context):
+    """What trimming uses of a Generator (tok, prompt_ids, context), counting the prompts it renders."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    fmt = TurnFormat(tok, TurnsConfig(format="plain", eot="eos"), for_training=False)
+    g = SimpleNamespace(tok=tok, context=context, renders=0)
+
+    def prompt_ids(messages):
+        g.renders += 1
+        return fmt.encode_prompt(messages)
+
+    g.prompt_ids = prompt_ids
+    return g
+
+
+def history(turns, system=False):
+    sizes = [1, 3, 8, 2, 12, 5]
+    msgs = [Message("user" if i % 2 == 0 else "assistant", f"turn {i}" + " egg" * sizes[i % 6]) for i in range(turns)]
+    return ([Message("system", "Be brief.")] if system else []) + msgs
+
+
+def test_a_history_that_fits_is_kept_whatever_its_roles(tiny_llama):
+    g = counting_gen(tiny_llama, 10_000)
+    odd = [Message("user", "Hi?"), Message("system", "Be brief."), Message("user", "Bye?")]
+    assert generate.trim_history(g, odd, reserve=0) == (odd, 0)
+
+
+def test_a_history_ending_in_an_assistant_turn_that_cannot_fit_is_dropped_whole(tiny_llama):
+    # turns go two at a time, so an even number of turns can lose them all (as dropping pairs one by one did)
+    msgs = history(4, system=True)
+    g = counting_gen(tiny_llama, len(counting_gen(tiny_llama, 0).prompt_ids(msgs[:1] + msgs[3:])) - 1)
+    assert generate.trim_history(g, msgs, reserve=0) == (msgs[:1], 4)
+    g.context += 1  # the last exchange fits
+    assert generate.trim_history(g, msgs, reserve=0) == (msgs[:1] + msgs[3:], 2)
+
+
+@pytest.mark.parametrize("keep,renders", [(3, 4), (41, 7), (3001, 12)])  # measured: 2, 5 and 10 renders
+def test_a_long_history_is_trimmed_with_a_handful_of_renders(tiny_llama, keep, renders):
+    """Rendering 4,001 turns again for every dropped pair took minutes: turns are counted newest first and only
+    the few drops a lower bound on the kept part's length leaves open are bisected on the rendered prompt."""
+    msgs = history(4001, system=True)
+    g = counting_gen(tiny_llama, 0)
+    g.context = len(g.prompt_ids(msgs[:1] + msgs[-keep:]))  # exactly the newest `keep` turns fit
+    g.renders = 0
+    kept, dropped = generate.trim_history(g, msgs, reserve=0)
+    assert (kept, dropped) == (msgs[:1] + msgs[-keep:], 4001 - keep)
+    assert g.renders <= renders
+
+
+def test_chat_keeps_whole_tokens_free_and_prints_only_through_print_fn(tiny_llama, monkeypatch, capsys):
+    real = generate.load_for_generation
+
+    def loading(*a):  # a context that is no multiple of 4: a quarter of it is 127 tokens, not 127.5
+        lm, fmt = real(*a)
+        lm.model.config.max_position_embeddings = 510
+        return lm, fmt
+
+    monkeypatch.setattr(generate, "load_for_generation", loading)
+    g = tiny(tiny_llama)
+    first = [Message("user", "Hi?"), Message("assistant", "")]
+    n = next(n for n in range(600) if len(g.prompt_ids(first + words(n))) == 510 - 127)
+    history, printed = chat_with(tiny_llama, monkeypatch, ["Hi?", "Hi" + " the" * n, "/quit"], max_new_tokens=400)
+    assert len(history) == 4 and not any("context full" in p for p in printed)
+    assert capsys.readouterr().out == ""  # not a terminal: nothing streamed to stdout
+
+
+# ----------------------------------------------------------------- what reaches transformers' generate
+
+
+def raw_new_tokens(g, conversations):
+    """(replies, how many tokens generate() produced per row, end markers and padding included)."""
+    seen = []
+    real = g.model.generate
+
+    def spy(**kwargs):
+        out = real(**kwargs)
+        seen.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    g.model.generate = spy
+    try:
+        return g.generate(conversations), seen
+    finally:
+        g.model.generate = real
+
+
+def test_generation_stops_at_our_end_of_turn_when_the_model_names_no_eos(tiny_llama):
+    g = tiny(tiny_llama, max_new_tokens=8)
+    g.model.generation_config.eos_token_id = None
+    handle = scripted_rows(g.model, [[WORD, WORD, g.fmt.eot_id]])
+    replies, produced = raw_new_tokens(g, [words(1)])
+    handle.remove()
+    assert (replies[0].finish_reason, replies[0].output_tokens, produced) == ("eot", 2, [3])
+
+
+def test_rows_are_padded_with_our_pad_token_when_the_model_names_none(tiny_llama):
+    """A row that began a user turn is padded to its batch's length; padded with EOS (transformers' fallback)
+    it would read as an end of turn."""
+    g = tiny(tiny_llama, max_new_tokens=16)
+    g.model.generation_config.pad_token_id = None
+    answer = g.tok(ANSWER, add_special_tokens=False)["input_ids"]
+    user = g.tok("\nUser:", add_special_tokens=False)["input_ids"]
+    handle = scripted_rows(g.model, [answer + user + [WORD] * 20, [WORD] * 20])
+    first = g.generate([words(1), words(2)])[0]
+    handle.remove()
+    assert (first.text, first.finish_reason, first.output_tokens) == (ANSWER, "stop", len(answer + user))
+
+
+def test_the_step_callback_counts_rows_that_ended_their_turn(tiny_llama):
+    g = tiny(tiny_llama, max_new_tokens=4)
+    handle = scripted_rows(g.model, [[WORD, g.fmt.eot_id], [WORD] * 4])
+    seen = []
+    g.generate([words(1), words(2)], on_step=seen.append)
+    handle.remove()
+    assert seen == [0, 0, 1, 1]
+
+
+def test_a_tokenizer_without_a_pad_token_still_batches_without_changing_answers(tiny_llama, monkeypatch):
+    """The pad token is then EOS, which every user turn of the prompt ends with: only the attention mask tells
+    padding from the prompt."""
+    real = generate.load_model
+
+    def no_pad(name, **kw):
+        lm = real(name, **kw)
+        lm.tokenizer.pad_token = None
+        return lm
+
+    monkeypatch.setattr(generate, "load_model", no_pad)
+    g = tiny(tiny_llama, max_new_tokens=6, temperature=0.0)
+    assert g.tok.pad_token_id == g.fmt.eot_id
+    convs = [words(1), words(7), [Message("user", "What is the capital of Italy?")]]
+    alone = [g.generate([c])[0] for c in convs]
+    assert g.generate(convs) == alone
+
+
+class OnAnotherDevice:
+    """A model on the "meta" device: generate() records where its inputs are and answers with fixed ids."""
+
+    def __init__(self, tail):
+        self.config, self.device, self.tail, self.devices = SimpleNamespace(max_position_embeddings=512), \
+            torch.device("meta"), tail, []
+
+    def eval(self):
+        return self
+
+    def generate(self, *, input_ids, attention_mask, **kwargs):
+        self.devices.append((input_ids.device.type, attention_mask.device.type))
+        rows, width = input_ids.shape
+        return torch.cat([torch.zeros(rows, width, dtype=torch.long), torch.tensor([self.tail] * rows)], dim=1)
+
+
+def test_the_prompt_and_its_mask_are_moved_to_the_models_device(tiny_llama):
+    base = tiny(tiny_llama)
+    answer = base.tok(ANSWER, add_special_tokens=False)["input_ids"]
+    model = OnAnotherDevice(answer + [base.fmt.eot_id])
+    g = Generator(SimpleNamespace(model=model, tokenizer=base.tok), base.fmt, Decoding(max_new_tokens=16))
+    r = g.generate([words(1)])[0]
+    assert model.devices == [("meta", "meta")] and (r.text, r.finish_reason) == (ANSWER, "eot")
