@@ -135,6 +135,8 @@ def test_metrics_lines_count_each_steps_examples_and_tokens(trained):
         seen += x["tokens"]
         assert seen / (x["elapsed_s"] + 0.005) - 0.05 <= x["tokens_per_s"] <= seen / (x["elapsed_s"] - 0.005) + 0.05
     assert all(x["loss"] == round(x["loss"], 5) and x["grad_norm"] == round(x["grad_norm"], 4) for x in m)
+    assert all(x["elapsed_s"] == round(x["elapsed_s"], 2) and x["tokens_per_s"] == round(x["tokens_per_s"], 1)
+               for x in m)
 
 
 def test_gradients_are_clipped_to_max_grad_norm_and_the_norm_before_is_logged(trained):
@@ -588,4 +590,28 @@ def test_a_run_killed_before_its_first_state_save_logs_each_step_once(tiny_llama
     assert [x["step"] for x in metrics(tmp_path / "run")] == [1] and not (tmp_path / "run" / "state").exists()
     monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
     run = train(r, log=lambda *_: None)
+    assert [x["step"] for x in metrics(run)] == [1, 2]
+
+
+def test_a_resumed_run_says_so_and_drops_a_half_written_metrics_line(tiny_llama, examples_file, tmp_path,
+                                                                      monkeypatch):
+    real_lr_at = train_mod.lr_at
+
+    def dies_in_step_2(step, total, recipe):
+        if step == 1:
+            raise KeyboardInterrupt("killed")
+        return real_lr_at(step, total, recipe)
+
+    r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=8", "train.epochs=2",
+               "train.save_from_epoch=9", "train.save_to_epoch=9")
+    monkeypatch.setattr(train_mod, "lr_at", dies_in_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(r, log=lambda *_: None)
+    assert json.loads((tmp_path / "run" / "state" / "progress.json").read_text()) == {"step": 1}
+    with (tmp_path / "run" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 2, "epo')  # killed while writing the line of a step the state does not hold
+    monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
+    logs = []
+    run = train(r, log=logs.append)
+    assert "resuming after step 1 of 2" in logs
     assert [x["step"] for x in metrics(run)] == [1, 2]
