@@ -663,3 +663,13 @@ def test_the_prompt_and_its_mask_are_moved_to_the_models_device(tiny_llama):
     g = Generator(SimpleNamespace(model=model, tokenizer=base.tok), base.fmt, Decoding(max_new_tokens=16))
     r = g.generate([words(1)])[0]
     assert model.devices == [("meta", "meta")] and (r.text, r.finish_reason) == (ANSWER, "eot")
+
+
+def test_an_answer_that_begins_with_a_user_turn_is_empty(tiny_llama):
+    # the prompt ends with "Assistant:\n", so "User:" right away starts the next turn: nothing was answered
+    g = tiny(tiny_llama, max_new_tokens=16)
+    user = g.tok("User:", add_special_tokens=False)["input_ids"]
+    handle = scripted_rows(g.model, [user + [WORD] * 20])
+    r = g.generate([words(1)])[0]
+    handle.remove()
+    assert (r.text, r.finish_reason, r.output_tokens, r.output_ids) == ("", "stop", len(user), [])
