@@ -236,6 +236,18 @@ def test_the_templates_end_of_turn_is_the_special_token_after_the_assistant_text
                               "the chat template's own end-of-turn token")
 
 
+def test_special_tokens_before_the_reply_are_not_the_end_of_turn(tok):
+    # ChatML with an empty thinking block before each reply (as Qwen3 renders one): <|im_start|>, <think> and
+    # </think> come before the reply; the end of turn is the first special token after it.
+    think = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+             "<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n\n</think>\n\n{% endif %}")
+    fmt = TurnFormat(templated(tok, think, special=("<|im_start|>", "<|im_end|>", "<think>", "</think>")),
+                     TurnsConfig(format="auto"))
+    assert fmt.eot_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n[[Six minutes.<|im_end|>" in fmt.show_mask(CONV)
+
+
 def test_a_template_end_of_turn_under_lora_keeps_its_pretrained_row(tok):
     fmt = TurnFormat(templated(tok, BASIC), TurnsConfig(format="template"), method="lora")
     assert fmt.reason == "the chat template's own end-of-turn token; LoRA leaves its embedding row as pretrained"
