@@ -498,8 +498,10 @@ def test_serve_loads_the_model_and_hands_uvicorn_the_app(tiny_llama, monkeypatch
                     host=host, port=1234, max_body_mib=0.001)
     assert serve_mod.log.level == logging.INFO
     assert (ran["host"], ran["port"], ran["log_level"]) == (host, 1234, "info")
-    assert "serving my-model (turn format 'plain'" in caplog.text and f"at http://{host}:1234/v1" in caplog.text
-    assert ("there is no authentication" in caplog.text) == warned
+    describe = ran["app"].state.server.gen.fmt.describe()
+    assert describe.startswith("turn format 'plain'")
+    assert messages_logged(caplog) == [f"serving my-model ({describe}) at http://{host}:1234/v1"] + [
+        f"listening on {host}: there is no authentication, anyone who can reach this port can use the model"] * warned
     client = TestClient(ran["app"])
     assert client.get("/v1/models").json()["data"][0]["id"] == "my-model"
     server = ran["app"].state.server
