@@ -92,6 +92,15 @@ def test_the_model_is_loaded_as_configured_and_gets_a_pad_token(tiny_llama, monk
     assert fmt.kind == "plain" and fmt.stop_ids == [lm.tokenizer.eos_token_id]
 
 
+def test_an_end_of_turn_token_the_tokenizer_lacks_is_refused_not_added(tiny_llama):
+    # training adds a new end-of-turn token; a loaded model never learnt one, so generating with it is refused
+    with pytest.raises(LimaError) as e:
+        load_for_generation(ModelConfig(name=str(tiny_llama), dtype="float32"),
+                            TurnsConfig(format="plain", eot="<|im_end|>"))
+    p = e.value.problems[0]
+    assert p.where == "turns.eot" and p.what == "end-of-turn token '<|im_end|>' is not in this tokenizer"
+
+
 def test_a_model_config_without_a_context_length_gets_8192(tiny_llama):
     g = tiny(tiny_llama)
     assert g.context == 512 and g.cache == "dynamic"
