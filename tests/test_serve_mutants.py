@@ -585,8 +585,11 @@ def test_each_answer_is_logged_with_its_sizes(client, caplog):
                         r"\d+ prompt \+ 7 completion tokens, finish stop, \d+\.\d\ds", streamed), streamed
 
 
-def test_a_streamed_generation_runs_in_a_thread_named_after_its_request(client, gen):
-    chunk = events(client.post(URL, json={"messages": ASK, "stream": True}))[0]
+def test_a_streamed_generation_runs_in_a_thread_named_after_its_request(app, gen):
+    # sent from this (not a daemon) thread, as uvicorn runs the app in the main one: a new thread would
+    # inherit that
+    status, data, _ = call(app, {"messages": ASK, "stream": True}, lambda: False)
+    chunk = json.loads(data.decode().split("\n\n")[0][6:])
     assert gen.calls[0][3] == f"lima-serve-{chunk['id']}"  # what a stack dump of a stuck server shows
     assert gen.calls[0][4] is True  # Ctrl-C does not wait for a generation to end
 
