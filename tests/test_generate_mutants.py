@@ -426,6 +426,8 @@ def test_check_context_boundaries_and_words():
     assert e.value.problems[0].fix.endswith(", the prompt alone fills the context, so fewer answer tokens cannot help")
     with pytest.raises(LimaError) as e:
         check_context({"a": 511}, 2, 512, where="w")
+    assert e.value.problems[0].what == ("1 of 1 prompts do not fit: the longest ('a') is 511 tokens, plus "
+                                        "max_new_tokens 2 makes 513, more than the model's context of 512 tokens")
     assert e.value.problems[0].fix == ("shorten or leave out those prompts, or lower max_new_tokens "
                                        "(generate.max_new_tokens) to at most 1")
 
