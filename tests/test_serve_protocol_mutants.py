@@ -36,6 +36,16 @@ def test_every_unsupported_option_is_reported_at_once():
     ]
 
 
+def test_n_must_be_one_not_merely_at_most_one():
+    assert problems(messages=ASK, n=0) == [
+        Problem("n", "n=0 is not supported", "send n=1 (or omit it) and make several requests")]
+
+
+def test_empty_content_is_an_empty_turn_not_missing_content():
+    assert problems(messages=[{"role": "user", "content": ""}]) == [
+        Problem("messages[0].content", "empty user turn", "write the turn or remove the record")]
+
+
 def test_options_that_are_off_are_accepted():
     assert request_messages(ChatRequest(messages=ASK, n=1, tools=[], logprobs=False)) == [Message("user", "Hi")]
 
@@ -120,6 +130,7 @@ def test_cut_at_stops(text, stops, cut):
     ("User: hi", True, [], ""),  # the answer began the user's turn: nothing to show
     ("Ask User: hi", True, [], "Ask User: hi"),  # "User:" is a stop only at the start of a line
     ("Boil it.\nUser: more", False, [], "Boil it.\nUser: more"),  # a template format has no "User:" turns
+    ("Boil it.\nUs", False, [], "Boil it.\nUs"),
     ("  Boil it. E", False, ["END"], "Boil it. "),
     ("Boil it. EN", False, ["END", "X"], "Boil it. "),
     ("Boil it. END more", False, ["X", "END"], "Boil it. "),
