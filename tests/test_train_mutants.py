@@ -615,3 +615,15 @@ def test_a_resumed_run_says_so_and_drops_a_half_written_metrics_line(tiny_llama,
     run = train(r, log=logs.append)
     assert "resuming after step 1 of 2" in logs
     assert [x["step"] for x in metrics(run)] == [1, 2]
+
+
+def test_a_save_killed_before_it_cleared_the_old_state_does_not_block_the_next(tmp_path):
+    """A kill after the swap but during the removal of the previous state leaves state.old behind; the next
+    save must not fail on it (renaming a folder onto a non-empty one fails)."""
+    state = tmp_path / "state"
+    train_mod._save_state(OneProcess(), state, 2)
+    (tmp_path / "state.old" / "accelerate").mkdir(parents=True)
+    (tmp_path / "state.old" / "accelerate" / "optimizer.bin").write_text("half removed")
+    train_mod._save_state(OneProcess(), state, 4)
+    assert json.loads((state / "progress.json").read_text()) == {"step": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]

@@ -398,6 +398,8 @@ def _save_state(acc: Any, state_dir: Path, step: int) -> None:
     if acc.is_main_process:
         (tmp / "progress.json").write_text(json.dumps({"step": step}))
         old = state_dir.with_name("state.old")
+        if old.exists():  # left by a save killed while removing it; a folder cannot be renamed onto it
+            shutil.rmtree(old)
         if state_dir.exists():
             os.replace(state_dir, old)
         os.replace(tmp, state_dir)
