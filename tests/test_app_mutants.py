@@ -50,6 +50,15 @@ def test_the_session_cookie_is_named_signed_for_fourteen_days_httponly_and_lax(s
     assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
 
 
+def test_the_session_cookie_is_signed_with_the_key_kept_in_the_database(site):
+    from itsdangerous import BadSignature, TimestampSigner
+
+    cookie = TestClient(site["app"]).get("/login").cookies["lima_session"]
+    TimestampSigner(db.secret_key(site["engine"])).unsign(cookie)  # raises BadSignature if signed otherwise
+    with pytest.raises(BadSignature):
+        TimestampSigner("None").unsign(cookie)
+
+
 def test_there_are_no_api_docs_to_browse(site):
     client = TestClient(site["app"])
     for path in ("/openapi.json", "/docs", "/redoc"):
