@@ -30,12 +30,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutation"
-MODEL_CACHE = SCRATCH / "model-cache"  # see mutation_model_cache.py
+MODEL_CACHES = SCRATCH / "model-caches"  # one folder per invocation; see mutation_model_cache.py
 
 # module name -> (source file, the fast test files that exercise it). Slow-marked tests are
 # deselected; test files that start servers, browsers or worker processes are left out on
@@ -135,7 +136,7 @@ def prepare(module: str, fresh: bool) -> Path:
 
 def mutmut(work: Path, *args: str, timeout: float | None = None, log: Path | None = None) -> str:
     """Run `python -m mutmut ARGS` in `work`; its output (also streamed to `log`, to follow a long run)."""
-    env = {**os.environ, **QUIET_ENV, "LIMA_MUTATION_MODEL_CACHE": str(MODEL_CACHE),
+    env = {**os.environ, **QUIET_ENV,  # LIMA_MUTATION_MODEL_CACHE: set by main()
            "PYTHONPATH": os.pathsep.join(p for p in [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")] if p)}
     log = log or work / "last-command.log"
     with open(log, "w") as f:
@@ -223,15 +224,21 @@ def main() -> int:
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
-    # built afresh by each invocation, so a change to tests/conftest.py's models is never missed
-    shutil.rmtree(MODEL_CACHE, ignore_errors=True)
-    MODEL_CACHE.mkdir(parents=True)
-    for module in args.modules or list(MODULES):
-        r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
-                       matching=args.matching)
-        rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
-        capped = " (time cap reached)" if r["time_capped"] else ""
-        print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)
+    # Built afresh by each invocation, so a change to tests/conftest.py's models is never missed, and in a
+    # folder of its own: two runs at once (one per core) each deleted the shared folder the other was reading,
+    # and a run's stats step failed ("runner returned 1").
+    MODEL_CACHES.mkdir(parents=True, exist_ok=True)
+    cache = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=MODEL_CACHES))
+    os.environ["LIMA_MUTATION_MODEL_CACHE"] = str(cache)
+    try:
+        for module in args.modules or list(MODULES):
+            r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
+                           matching=args.matching)
+            rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
+            capped = " (time cap reached)" if r["time_capped"] else ""
+            print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     return 0
 
 
