@@ -571,10 +571,8 @@ def test_continuing_from_a_checkpoint_keeps_its_turn_format(trained, tmp_path):
     assert json.loads((run / "run.json").read_text())["turn_format"].startswith(f"turn format {kind!r};")
 
 
-def test_a_run_killed_before_its_first_state_save_logs_each_step_once(tiny_llama, examples_file, tmp_path,
-                                                                      monkeypatch):
-    """Killed in step 2 of an epoch of 2 with no state saved yet: the rerun starts from step 0, and
-    metrics.jsonl must not keep the killed run's line for step 1 next to the new one."""
+def kill_in_step_2(r, monkeypatch) -> None:
+    """Train the recipe until its second step starts, then stop it as a kill would; lr_at is restored after."""
     real_lr_at = train_mod.lr_at
 
     def dies_in_step_2(step, total, recipe):
@@ -582,35 +580,32 @@ def test_a_run_killed_before_its_first_state_save_logs_each_step_once(tiny_llama
             raise KeyboardInterrupt("killed")
         return real_lr_at(step, total, recipe)
 
-    r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=4", "train.epochs=1",
-               "train.save_from_epoch=1", "train.save_to_epoch=1")
     monkeypatch.setattr(train_mod, "lr_at", dies_in_step_2)
     with pytest.raises(KeyboardInterrupt):
         train(r, log=lambda *_: None)
-    assert [x["step"] for x in metrics(tmp_path / "run")] == [1] and not (tmp_path / "run" / "state").exists()
     monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
+
+
+def test_a_run_killed_before_its_first_state_save_logs_each_step_once(tiny_llama, examples_file, tmp_path,
+                                                                      monkeypatch):
+    """Killed in step 2 of an epoch of 2 with no state saved yet: the rerun starts from step 0, and
+    metrics.jsonl must not keep the killed run's line for step 1 next to the new one."""
+    r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=4", "train.epochs=1",
+               "train.save_from_epoch=1", "train.save_to_epoch=1")
+    kill_in_step_2(r, monkeypatch)
+    assert [x["step"] for x in metrics(tmp_path / "run")] == [1] and not (tmp_path / "run" / "state").exists()
     run = train(r, log=lambda *_: None)
     assert [x["step"] for x in metrics(run)] == [1, 2]
 
 
 def test_a_resumed_run_says_so_and_drops_a_half_written_metrics_line(tiny_llama, examples_file, tmp_path,
                                                                       monkeypatch):
-    real_lr_at = train_mod.lr_at
-
-    def dies_in_step_2(step, total, recipe):
-        if step == 1:
-            raise KeyboardInterrupt("killed")
-        return real_lr_at(step, total, recipe)
-
     r = recipe(tiny_llama, examples_file, tmp_path / "run", "train.batch_size=8", "train.epochs=2",
                "train.save_from_epoch=9", "train.save_to_epoch=9")
-    monkeypatch.setattr(train_mod, "lr_at", dies_in_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(r, log=lambda *_: None)
+    kill_in_step_2(r, monkeypatch)
     assert json.loads((tmp_path / "run" / "state" / "progress.json").read_text()) == {"step": 1}
     with (tmp_path / "run" / "metrics.jsonl").open("a") as f:
         f.write('{"step": 2, "epo')  # killed while writing the line of a step the state does not hold
-    monkeypatch.setattr(train_mod, "lr_at", real_lr_at)
     logs = []
     run = train(r, log=logs.append)
     assert "resuming after step 1 of 2" in logs
