@@ -45,119 +45,151 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
     app.add_middleware(Guard, max_body=max_body, max_upload=max_upload, upload_paths=("/judges", "/admin/studies"))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
-    def page(request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
+    site = Site(engine, templates, clock)
+    for exc, handler in site.error_handlers():
+        app.add_exception_handler(exc, handler)
+    for method, path, endpoint in site.routes():
+        app.add_api_route(path, endpoint, methods=[method])
+    return app
+
+
+class Site:
+    """The app's pages and actions over one database. They are registered from the tables in `routes` and
+    `error_handlers` rather than with @app.get/@app.post: one place lists every route (the CSRF and admin-role
+    tests walk it), and mutmut (benchmarks/mutation.py) mutates plain methods but skips decorated functions."""
+
+    def __init__(self, engine: Any, templates: Jinja2Templates, clock: Callable[[], float]):
+        self.engine, self.templates, self.clock = engine, templates, clock
+
+    def error_handlers(self) -> tuple[tuple[type[Exception], Callable[..., Response]], ...]:
+        return ((Refused, self.refused), (HTTPException, self.http_error), (RequestValidationError, self.bad_request),
+                (LimaError, self.user_error), (Exception, self.crashed))
+
+    def routes(self) -> tuple[tuple[str, str, Callable[..., Any]], ...]:
+        """(method, path, handler), in matching order."""
+        return (
+            ("GET", "/healthz", self.healthz),
+            ("GET", "/login", self.login_form),
+            ("POST", "/login", self.login),
+            ("POST", "/logout", self.logout),
+            ("GET", "/join/{token}", self.join_form),
+            ("POST", "/join/{token}", self.join),
+            ("GET", "/", self.home),
+            ("GET", "/s/{sid:id}", self.study_page),
+            ("POST", "/s/{sid:id}/vote", self.vote),
+            ("POST", "/s/{sid:id}/new", self.new_chat),
+            ("POST", "/s/{sid:id}/say", self.say),
+            ("POST", "/s/{sid:id}/rate", self.rate),
+            ("GET", "/admin", self.admin),
+            ("POST", "/admin/logins/unlock", self.unlock),
+            ("POST", "/admin/studies", self.create),
+            ("GET", "/admin/s/{sid:id}", self.admin_study),
+            ("POST", "/admin/s/{sid:id}/invite", self.invite),
+            ("POST", "/admin/s/{sid:id}/judges", self.attach),
+            ("GET", "/admin/s/{sid:id}/export", self.download),
+        )
+
+    def page(self, request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None,
              **ctx: Any) -> HTMLResponse:
         if "user" not in ctx:  # (setdefault would query the database even when the handler passed it)
             ctx["user"] = current_user(request)
-        return templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status,
-                                          headers=headers)
+        return self.templates.TemplateResponse(request, name, {"csrf": csrf_token(request), **ctx}, status_code=status,
+                                               headers=headers)
 
-    def see(url: str) -> RedirectResponse:
+    def see(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
 
     # ------------------------------------------------------------- errors
 
-    @app.exception_handler(Refused)
-    def refused(request: Request, exc: Refused) -> Response:
+    def refused(self, request: Request, exc: Refused) -> Response:
         if exc.status == 401 and request.method == "GET":
-            return see("/login")
-        return page(request, "error.html", exc.status, message=exc.what)
+            return self.see("/login")
+        return self.page(request, "error.html", exc.status, message=exc.what)
 
-    @app.exception_handler(HTTPException)
-    def http_error(request: Request, exc: HTTPException) -> Response:
+    def http_error(self, request: Request, exc: HTTPException) -> Response:
         message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
-        return page(request, "error.html", exc.status_code, message=message)
+        return self.page(request, "error.html", exc.status_code, message=message)
 
-    @app.exception_handler(RequestValidationError)
-    def bad_request(request: Request, exc: RequestValidationError) -> Response:
-        return page(request, "error.html", 400, message="The request was missing a field or had a malformed one.")
+    def bad_request(self, request: Request, exc: RequestValidationError) -> Response:
+        return self.page(request, "error.html", 400, message="The request was missing a field or had a malformed one.")
 
-    @app.exception_handler(LimaError)
-    def user_error(request: Request, exc: LimaError) -> Response:
-        return page(request, "error.html", 400, message=str(exc))
+    def user_error(self, request: Request, exc: LimaError) -> Response:
+        return self.page(request, "error.html", 400, message=str(exc))
 
-    @app.exception_handler(Exception)
-    def crashed(request: Request, exc: Exception) -> Response:
+    def crashed(self, request: Request, exc: Exception) -> Response:
         # No database access here: the database may be what failed. The traceback goes to the server log.
-        return templates.TemplateResponse(request, "error.html", {"user": None, "csrf": "", "message":
-                                          "Something went wrong on the server; your last vote may not be saved. "
-                                          "Go back and try again."}, status_code=500)
+        message = "Something went wrong on the server; your last vote may not be saved. Go back and try again."
+        return self.templates.TemplateResponse(request, "error.html", {"user": None, "csrf": "", "message": message},
+                                               status_code=500)
 
     # ------------------------------------------------------------- accounts
 
-    @app.get("/healthz")
-    def healthz() -> PlainTextResponse:
+    def healthz(self) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    @app.get("/login")
-    def login_form(request: Request) -> Response:
-        return page(request, "login.html", error=None)
+    def login_form(self, request: Request) -> Response:
+        return self.page(request, "login.html", error=None)
 
-    def start_session(request: Request, uid: int, keys: list[str] | None = None) -> str:
+    def start_session(self, request: Request, uid: int, keys: list[str] | None = None) -> str:
         """A new session for a login or a joining; the browser's previous session, if any, ends with it."""
-        with db.write(engine) as c:
+        with db.write(self.engine) as c:
             if keys:
                 throttle.succeeded(c, keys)
             sessions.end(c, request.session.get("token"))
-            return sessions.start(c, uid, clock())
+            return sessions.start(c, uid, self.clock())
 
-    @app.post("/login")
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         form = await checked_form(request)
         username = str(form.get("username", ""))
         keys = throttle.keys(username, request.client.host if request.client else "unknown")
-        wait = await run_in_threadpool(throttle.wait_s, engine, keys, clock())
+        wait = await run_in_threadpool(throttle.wait_s, self.engine, keys, self.clock())
         if wait:  # refused before the password is checked: a guess made now learns nothing
             minutes = -(-wait // 60)
-            return page(request, "login.html", 429, headers={"retry-after": str(wait)},
-                        error=f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}, "
-                              f"or ask an administrator to unlock it.")
-        user = await run_in_threadpool(accounts.authenticate, engine, username, str(form.get("password", "")))
+            return self.page(request, "login.html", 429, headers={"retry-after": str(wait)},
+                             error=f"Too many failed logins. Try again in {minutes} minute{'s' * (minutes > 1)}, "
+                                   f"or ask an administrator to unlock it.")
+        user = await run_in_threadpool(accounts.authenticate, self.engine, username, str(form.get("password", "")))
         if user is None:
-            await run_in_threadpool(throttle.failed, engine, keys, clock())
-            return page(request, "login.html", 401, error="Wrong name or password.")
-        login_session(request, await run_in_threadpool(start_session, request, user["id"], keys))
-        return see("/admin" if user["role"] == "admin" else "/")
+            await run_in_threadpool(throttle.failed, self.engine, keys, self.clock())
+            return self.page(request, "login.html", 401, error="Wrong name or password.")
+        login_session(request, await run_in_threadpool(self.start_session, request, user["id"], keys))
+        return self.see("/admin" if user["role"] == "admin" else "/")
 
-    def end_session(request: Request) -> None:
-        with db.write(engine) as c:
+    def end_session(self, request: Request) -> None:
+        with db.write(self.engine) as c:
             sessions.end(c, request.session.get("token"))
 
-    @app.post("/logout")
-    async def logout(request: Request) -> Response:
+    async def logout(self, request: Request) -> Response:
         await checked_form(request)
-        await run_in_threadpool(end_session, request)
+        await run_in_threadpool(self.end_session, request)
         request.session.clear()
-        return see("/login")
+        return self.see("/login")
 
-    @app.get("/join/{token}")
-    def join_form(request: Request, token: str) -> Response:
-        with db.read(engine) as c:
+    def join_form(self, request: Request, token: str) -> Response:
+        with db.read(self.engine) as c:
             if accounts.find_invite(c, token) is None:
                 raise Refused(404, "This invitation link is unknown or was already used. Ask for a new one.")
-        return page(request, "join.html", token=token, error=None)
+        return self.page(request, "join.html", token=token, error=None)
 
-    @app.post("/join/{token}")
-    async def join(request: Request, token: str) -> Response:
+    async def join(self, request: Request, token: str) -> Response:
         form = await checked_form(request)
         user = await run_in_threadpool(current_user, request)
         try:
-            joined = await run_in_threadpool(accounts.join, engine, token, uid=user["id"] if user else None,
+            joined = await run_in_threadpool(accounts.join, self.engine, token, uid=user["id"] if user else None,
                                              username=str(form.get("username", "")),
                                              password=str(form.get("password", "")))
         except LimaError as e:
-            return page(request, "join.html", 400, token=token, error=f"{e.problems[0].what}; {e.problems[0].fix}")
-        login_session(request, await run_in_threadpool(start_session, request, joined["user_id"]))
-        return see(f"/s/{joined['study_id']}" if joined["study_id"] else "/")
+            return self.page(request, "join.html", 400, token=token, error=f"{e.problems[0].what}; {e.problems[0].fix}")
+        login_session(request, await run_in_threadpool(self.start_session, request, joined["user_id"]))
+        return self.see(f"/s/{joined['study_id']}" if joined["study_id"] else "/")
 
     # ------------------------------------------------------------- annotators
 
-    @app.get("/")
-    def home(request: Request) -> Response:
+    def home(self, request: Request) -> Response:
         user = require_user(request)
-        return page(request, "home.html", mine=studies.studies_of(engine, user["id"]))
+        return self.page(request, "home.html", mine=studies.studies_of(self.engine, user["id"]))
 
-    def member_check(request: Request, sid: int, c: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    def member_check(self, request: Request, sid: int, c: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The logged-in user and the study, Refused unless they are one of its annotators (one connection)."""
         user = require_user(request, c=c)
         study = studies.get_study(c, sid=sid)
@@ -165,24 +197,23 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             raise Refused(403, "You are not an annotator of this study.")
         return user, study
 
-    def member_study(request: Request, sid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        with db.read(engine) as c:
-            return member_check(request, sid, c)
+    def member_study(self, request: Request, sid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        with db.read(self.engine) as c:
+            return self.member_check(request, sid, c)
 
-    @app.get("/s/{sid:id}")
-    def study_page(request: Request, sid: int) -> Response:
-        with db.read(engine) as c:  # one read connection for the checks and the usual case, a pending item
-            user, study = member_check(request, sid, c)
+    def study_page(self, request: Request, sid: int) -> Response:
+        with db.read(self.engine) as c:  # one read connection for the checks and the usual case, a pending item
+            user, study = self.member_check(request, sid, c)
             item = assignment.pending_item(c, study, user["id"]) if study["kind"] != "dialogue" else None
         if study["kind"] != "dialogue" and item is None:  # (the read connection is back in the pool by now)
-            item = assignment.next_item(engine, study, user["id"])
+            item = assignment.next_item(self.engine, study, user["id"])
         if study["kind"] == "dialogue":
-            conv = chats.latest_conversation(engine, sid, user["id"])
-            scores = chats.turn_scores(engine, conv["id"]) if conv else {}
-            return page(request, "dialogue.html", user=user, study=study, conv=conv, scores=scores,
-                        turns=_turns(conv))
+            conv = chats.latest_conversation(self.engine, sid, user["id"])
+            scores = chats.turn_scores(self.engine, conv["id"]) if conv else {}
+            return self.page(request, "dialogue.html", user=user, study=study, conv=conv, scores=scores,
+                             turns=_turns(conv))
         if item is None:
-            return page(request, "done.html", user=user, study=study)
+            return self.page(request, "done.html", user=user, study=study)
         p = item["payload"]
         ctx: dict[str, Any] = {"study": study, "item": item}
         if study["kind"] == "pairwise":
@@ -190,78 +221,73 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             ctx.update(shown=shown, choices=PAIRWISE_CHOICES)
         elif study["kind"] in studies.RATED:
             ctx.update(scale=SCALES[study["config"]["scale"]])
-        return page(request, f"{study['kind']}.html", user=user, **ctx)
+        return self.page(request, f"{study['kind']}.html", user=user, **ctx)
 
-    @app.post("/s/{sid:id}/vote")
-    async def vote(request: Request, sid: int) -> Response:
+    async def vote(self, request: Request, sid: int) -> Response:
         form = await checked_form(request)
 
         def checked_and_stored() -> None:  # one trip to the threadpool for the whole vote
-            user, study = member_study(request, sid)
+            user, study = self.member_study(request, sid)
             item_id = form_id(form.get("item"))
             if item_id is None:
                 raise Refused(404, "There is no such item.")
             choice = str(form.get("choice", ""))
             edited = None
             if study["kind"] == "review" and choice == "edit":
-                edited = _edited_record(engine, sid, item_id, form)
-            assignment.record_vote(engine, study, user["id"], item_id, choice,
+                edited = _edited_record(self.engine, sid, item_id, form)
+            assignment.record_vote(self.engine, study, user["id"], item_id, choice,
                                    str(form.get("comment", ""))[:5000], edited)
 
         await run_in_threadpool(checked_and_stored)
-        return see(f"/s/{sid}")
+        return self.see(f"/s/{sid}")
 
-    @app.post("/s/{sid:id}/new")
-    async def new_chat(request: Request, sid: int) -> Response:
+    async def new_chat(self, request: Request, sid: int) -> Response:
         await checked_form(request)
-        user, study = await run_in_threadpool(member_study, request, sid)
+        user, study = await run_in_threadpool(self.member_study, request, sid)
         if study["kind"] != "dialogue":
             raise Refused(400, "Only dialogue studies have conversations.")
-        await run_in_threadpool(chats.new_conversation, engine, sid, user["id"])
-        return see(f"/s/{sid}")
+        await run_in_threadpool(chats.new_conversation, self.engine, sid, user["id"])
+        return self.see(f"/s/{sid}")
 
-    @app.post("/s/{sid:id}/say")
-    async def say(request: Request, sid: int) -> Response:
+    async def say(self, request: Request, sid: int) -> Response:
         form = await checked_form(request)
-        user, study = await run_in_threadpool(member_study, request, sid)
+        user, study = await run_in_threadpool(self.member_study, request, sid)
         text, cid = str(form.get("message", "")).strip(), str(form.get("conversation", ""))
         if study["kind"] != "dialogue" or not text:
             raise Refused(400, "Write a message first.")
-        with db.read(engine) as c:
+        with db.read(self.engine) as c:
             conv = chats.conversation(c, cid, user["id"])
         turn = {"role": "user", "content": text}
         reply = await _ask_model(study["config"], conv["messages"] + [turn])
-        await run_in_threadpool(chats.append_turns, engine, cid, user["id"],
+        await run_in_threadpool(chats.append_turns, self.engine, cid, user["id"],
                                 [turn, {"role": "assistant", "content": reply}])
-        return see(f"/s/{sid}")
+        return self.see(f"/s/{sid}")
 
-    @app.post("/s/{sid:id}/rate")
-    async def rate(request: Request, sid: int) -> Response:
+    async def rate(self, request: Request, sid: int) -> Response:
         form = await checked_form(request)
-        user, _ = await run_in_threadpool(member_study, request, sid)
+        user, _ = await run_in_threadpool(self.member_study, request, sid)
         try:
             turn = int(str(form.get("turn", "")))
         except ValueError:
             raise Refused(400, "The rating names no turn.") from None
-        await run_in_threadpool(chats.rate_turn, engine, str(form.get("conversation", "")), user["id"], turn,
+        await run_in_threadpool(chats.rate_turn, self.engine, str(form.get("conversation", "")), user["id"], turn,
                                 str(form.get("score", "")))
-        return see(f"/s/{sid}")
+        return self.see(f"/s/{sid}")
 
     # ------------------------------------------------------------- admin
 
-    def admin_study_of(request: Request, sid: int) -> dict[str, Any]:
+    def admin_study_of(self, request: Request, sid: int) -> dict[str, Any]:
         """The study, for an administrator: Refused 401/403 for anyone else, 404 when there is no such study."""
         require_user(request, "admin")
-        with db.read(engine) as c:
+        with db.read(self.engine) as c:
             return studies.get_study(c, sid=sid)
 
-    @app.get("/admin")
-    def admin(request: Request) -> Response:
+    def admin(self, request: Request) -> Response:
         require_user(request, "admin")
-        return page(request, "admin.html", progress=studies.progress(engine), locked=throttle.locked(engine, clock()))
+        return self.page(request, "admin.html", progress=studies.progress(self.engine),
+                         locked=throttle.locked(self.engine, self.clock()))
 
-    @app.post("/admin/logins/unlock")
-    async def unlock(request: Request) -> Response:
+    async def unlock(self, request: Request) -> Response:
         form = await checked_form(request)
         require_user(request, "admin")
         key = form.get("key")
@@ -269,11 +295,10 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
             key = None
         elif not isinstance(key, str) or not key:
             raise Refused(400, "Say which login to unlock.")
-        await run_in_threadpool(throttle.clear, engine, key)
-        return see("/admin")
+        await run_in_threadpool(throttle.clear, self.engine, key)
+        return self.see("/admin")
 
-    @app.post("/admin/studies")
-    async def create(request: Request) -> Response:
+    async def create(self, request: Request) -> Response:
         form = await checked_form(request)
         require_user(request, "admin")
         kind = str(form.get("kind", ""))
@@ -293,34 +318,31 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
                         paths[field][-1].write_bytes(await upload.read())
             convs = paths["a"] + paths["b"] if kind == "turns" else None
             sid = await run_in_threadpool(
-                lambda: studies.create_study(engine, str(form.get("name", "")).strip() or "study", kind,
+                lambda: studies.create_study(self.engine, str(form.get("name", "")).strip() or "study", kind,
                                              overlap=overlap, a=paths["a"] or None, b=paths["b"] or None,
                                              dataset=paths["dataset"][0] if paths["dataset"] else None,
                                              conversations=convs,
                                              scale=str(form.get("scale", "fail_pass_excellent")),
                                              chat_url=str(form.get("chat_url", "")) or None,
                                              chat_model=str(form.get("chat_model", "")) or None))
-        return see(f"/admin/s/{sid}")
+        return self.see(f"/admin/s/{sid}")
 
-    @app.get("/admin/s/{sid:id}")
-    def admin_study(request: Request, sid: int) -> Response:
-        study = admin_study_of(request, sid)
-        prog = next(p for p in studies.progress(engine) if p["id"] == sid)
-        agree = export.agreement_table(engine, study, export.attached_judgments(engine, sid))
-        return page(request, "admin_study.html", study=study, prog=prog, agree=agree, link=None)
+    def admin_study(self, request: Request, sid: int) -> Response:
+        study = self.admin_study_of(request, sid)
+        prog = next(p for p in studies.progress(self.engine) if p["id"] == sid)
+        agree = export.agreement_table(self.engine, study, export.attached_judgments(self.engine, sid))
+        return self.page(request, "admin_study.html", study=study, prog=prog, agree=agree, link=None)
 
-    @app.post("/admin/s/{sid:id}/invite")
-    async def invite(request: Request, sid: int) -> Response:
+    async def invite(self, request: Request, sid: int) -> Response:
         await checked_form(request)
-        await run_in_threadpool(admin_study_of, request, sid)
-        token = await run_in_threadpool(accounts.create_invite, engine, sid)
+        await run_in_threadpool(self.admin_study_of, request, sid)
+        token = await run_in_threadpool(accounts.create_invite, self.engine, sid)
         link = str(request.base_url).rstrip("/") + f"/join/{token}"
-        return page(request, "invite.html", link=link)
+        return self.page(request, "invite.html", link=link)
 
-    @app.post("/admin/s/{sid:id}/judges")
-    async def attach(request: Request, sid: int) -> Response:
+    async def attach(self, request: Request, sid: int) -> Response:
         form = await checked_form(request)
-        await run_in_threadpool(admin_study_of, request, sid)
+        await run_in_threadpool(self.admin_study_of, request, sid)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise Refused(400, "Choose a judgments file to upload.")
@@ -328,20 +350,17 @@ def create_app(db_url: str, *, secure_cookies: bool = False, max_body: int = 1 <
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / (Path(upload.filename or "judgments.jsonl").name or "judgments.jsonl")
             path.write_bytes(data)
-            await run_in_threadpool(export.attach_judgments, engine, sid, path.name, path)
-        return see(f"/admin/s/{sid}")
+            await run_in_threadpool(export.attach_judgments, self.engine, sid, path.name, path)
+        return self.see(f"/admin/s/{sid}")
 
-    @app.get("/admin/s/{sid:id}/export")
-    def download(request: Request, sid: int) -> Response:
-        study = admin_study_of(request, sid)
+    def download(self, request: Request, sid: int) -> Response:
+        study = self.admin_study_of(request, sid)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "export.jsonl"
-            export.export_study(engine, study["name"], out)
+            export.export_study(self.engine, study["name"], out)
             body = out.read_bytes()
         return Response(body, media_type="application/x-ndjson",
                         headers={"content-disposition": f'attachment; filename="study-{sid}.jsonl"'})
-
-    return app
 
 
 def from_environment() -> FastAPI:
@@ -392,4 +411,3 @@ async def _ask_model(config: dict[str, Any], messages: list[dict[str, str]]) -> 
     finally:
         await client.aclose()
     return result.text
-
