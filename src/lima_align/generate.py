@@ -66,26 +66,26 @@ class Generator:
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         return self.fmt.encode_prompt(messages)
 
-    @torch.no_grad()
     def generate(self, conversations: list[list[Message]], *, streamer: Any = None,
                  on_step: Callable[[int], None] | None = None, encoded: list[list[int]] | None = None) -> list[Reply]:
         """Answer a batch; each prompt samples from its own seeded stream (see decoding.py), so a
         prompt's answer does not depend on its batch. on_step(finished rows) is called every step.
         encoded: the conversations' prompt_ids, when the caller has them already."""
-        prompts = encoded if encoded is not None else [self.prompt_ids(m) for m in conversations]
-        room = [self.context - len(p) for p in prompts]
-        if min(room) >= self.dec.max_new_tokens or len(set(room)) == 1:
-            return self._answer(prompts, streamer, on_step)
-        # A batch's answers are capped at the room its longest prompt leaves, which would shorten the
-        # others: prompts with room for max_new_tokens go together, each cramped one alone (an answer
-        # does not depend on its batch, so splitting changes none of them).
-        full = [i for i, r in enumerate(room) if r >= self.dec.max_new_tokens]
-        groups = ([full] if full else []) + [[i] for i, r in enumerate(room) if r < self.dec.max_new_tokens]
-        replies: list[Reply | None] = [None] * len(prompts)
-        for g in groups:
-            for i, r in zip(g, self._answer([prompts[i] for i in g], streamer, on_step)):
-                replies[i] = r
-        return replies  # type: ignore[return-value]
+        with torch.no_grad():  # (a decorator would hide this method from mutmut: benchmarks/mutation.py)
+            prompts = encoded if encoded is not None else [self.prompt_ids(m) for m in conversations]
+            room = [self.context - len(p) for p in prompts]
+            if min(room) >= self.dec.max_new_tokens or len(set(room)) == 1:
+                return self._answer(prompts, streamer, on_step)
+            # A batch's answers are capped at the room its longest prompt leaves, which would shorten the
+            # others: prompts with room for max_new_tokens go together, each cramped one alone (an answer
+            # does not depend on its batch, so splitting changes none of them).
+            full = [i for i, r in enumerate(room) if r >= self.dec.max_new_tokens]
+            groups = ([full] if full else []) + [[i] for i, r in enumerate(room) if r < self.dec.max_new_tokens]
+            replies: list[Reply | None] = [None] * len(prompts)
+            for g in groups:
+                for i, r in zip(g, self._answer([prompts[i] for i in g], streamer, on_step)):
+                    replies[i] = r
+            return replies  # type: ignore[return-value]
 
     def _answer(self, prompts: list[list[int]], streamer: Any, on_step: Callable[[int], None] | None) -> list[Reply]:
         d = self.dec

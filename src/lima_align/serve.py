@@ -282,77 +282,89 @@ class _ContextFull(Exception):
 
 def create_app(generator: Generator, model_name: str, *, max_body_bytes: int = MAX_BODY_MIB * 2 ** 20) -> FastAPI:
     """The OpenAI-compatible app for one loaded model (see the module doc for its behaviour)."""
-    server = Server(generator, model_name)
     app = FastAPI(title=f"lima-align serve: {model_name}")
-    app.state.server = server
+    app.state.server = Server(generator, model_name)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
-
-    @app.exception_handler(LimaError)
-    async def _bad_request(request: Request, exc: LimaError) -> Response:
-        return error_response(400, str(exc), param=exc.problems[0].where or None, code="invalid_value")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        def where(loc: tuple[Any, ...]) -> str:
-            out = ""
-            for part in loc[1:] if loc and loc[0] == "body" else loc:
-                out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-            return out or "body"
-
-        errs = exc.errors()
-        lines = [f"{where(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errs]
-        message = "; ".join(lines) + ("; fix: send a JSON body like {\"model\": \"...\", \"messages\": "
-                                      "[{\"role\": \"user\", \"content\": \"...\"}]}")
-        return error_response(400, message, param=where(tuple(errs[0].get("loc", ()))) if errs else None,
-                              code="invalid_value")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 413:
-            return error_response(413, str(exc.detail), code="request_too_large")
-        return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
-                              code="not_found" if exc.status_code == 404 else None)
-
-    @app.exception_handler(_ContextFull)
-    async def _too_long(request: Request, exc: _ContextFull) -> Response:
-        return error_response(400, f"the prompt is {exc.tokens} tokens or more (after dropping {exc.dropped} older "
-                              f"turns) but the model's context is {exc.context} tokens; fix: shorten the last user "
-                              "message (or the system message)", param="messages", code="context_length_exceeded")
-
-    @app.exception_handler(Exception)
-    async def _failed(request: Request, exc: Exception) -> Response:
-        # Starlette logs the traceback after sending this; OpenAI's shape lets a client show the message.
-        return error_response(500, f"the server failed on this request: {type(exc).__name__}: {exc}",
-                              kind="server_error", code="internal_error")
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": server.name, "busy": server.lock.locked(), "waiting": server.waiting}
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": server.name, "object": "model", "created": server.created,
-                                            "owned_by": "lima-align"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest, request: Request) -> Any:
-        job = await run_in_threadpool(server.prepare, req)
-        headers = {TRIMMED_HEADER: str(job.trimmed)} if job.trimmed else {}
-        if req.stream:
-            include_usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(server.stream(job, include_usage, request), media_type="text/event-stream",
-                                     headers={**headers, "cache-control": "no-cache"})
-        reply = await server.answer(job, request)
-        if reply is None:  # nobody is listening; nginx's code for it, for the access log
-            return error_response(499, "the client closed the request", code="client_closed_request")
-        text, finish = server.finish(job, reply, stream=False)
-        body = {"id": job.id, "object": "chat.completion", "created": int(time.time()), "model": server.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": finish, "logprobs": None}],
-                "usage": server.usage(reply)}
-        return JSONResponse(body, headers=headers)
-
+    # Registered from tables rather than with decorators: mutmut (benchmarks/mutation.py) skips decorated
+    # functions, and these are the handlers whose behaviour clients depend on.
+    for exc, handler in ((LimaError, on_lima_error), (RequestValidationError, on_invalid_body),
+                         (StarletteHTTPException, on_http_error), (_ContextFull, on_context_full),
+                         (Exception, on_crash)):
+        app.add_exception_handler(exc, handler)
+    for method, path, endpoint in (("GET", "/health", health), ("GET", "/v1/models", models),
+                                   ("POST", "/v1/chat/completions", chat_completions)):
+        app.add_api_route(path, endpoint, methods=[method])
     return app
+
+
+async def on_lima_error(request: Request, exc: LimaError) -> Response:
+    return error_response(400, str(exc), param=exc.problems[0].where or None, code="invalid_value")
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """A validation error's location as a field path (`messages[0].content`), "body" for the body itself."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+async def on_invalid_body(request: Request, exc: RequestValidationError) -> Response:
+    errs = exc.errors()
+    lines = [f"{_field(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errs]
+    message = "; ".join(lines) + ("; fix: send a JSON body like {\"model\": \"...\", \"messages\": "
+                                  "[{\"role\": \"user\", \"content\": \"...\"}]}")
+    return error_response(400, message, param=_field(tuple(errs[0].get("loc", ()))) if errs else None,
+                          code="invalid_value")
+
+
+async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 413:
+        return error_response(413, str(exc.detail), code="request_too_large")
+    return error_response(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
+                          code="not_found" if exc.status_code == 404 else None)
+
+
+async def on_context_full(request: Request, exc: _ContextFull) -> Response:
+    return error_response(400, f"the prompt is {exc.tokens} tokens or more (after dropping {exc.dropped} older "
+                          f"turns) but the model's context is {exc.context} tokens; fix: shorten the last user "
+                          "message (or the system message)", param="messages", code="context_length_exceeded")
+
+
+async def on_crash(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback after sending this; OpenAI's shape lets a client show the message.
+    return error_response(500, f"the server failed on this request: {type(exc).__name__}: {exc}",
+                          kind="server_error", code="internal_error")
+
+
+async def health(request: Request) -> dict[str, Any]:
+    server: Server = request.app.state.server
+    return {"status": "ok", "model": server.name, "busy": server.lock.locked(), "waiting": server.waiting}
+
+
+async def models(request: Request) -> dict[str, Any]:
+    server: Server = request.app.state.server
+    return {"object": "list", "data": [{"id": server.name, "object": "model", "created": server.created,
+                                        "owned_by": "lima-align"}]}
+
+
+async def chat_completions(req: ChatRequest, request: Request) -> Any:
+    server: Server = request.app.state.server
+    job = await run_in_threadpool(server.prepare, req)
+    headers = {TRIMMED_HEADER: str(job.trimmed)} if job.trimmed else {}
+    if req.stream:
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return StreamingResponse(server.stream(job, include_usage, request), media_type="text/event-stream",
+                                 headers={**headers, "cache-control": "no-cache"})
+    reply = await server.answer(job, request)
+    if reply is None:  # nobody is listening; nginx's code for it, for the access log
+        return error_response(499, "the client closed the request", code="client_closed_request")
+    text, finish = server.finish(job, reply, stream=False)
+    body = {"id": job.id, "object": "chat.completion", "created": int(time.time()), "model": server.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": server.usage(reply)}
+    return JSONResponse(body, headers=headers)
 
 
 def serve(model_cfg: ModelConfig, turns_cfg: TurnsConfig, gen_cfg: GenerateConfig, host: str = "127.0.0.1",
