@@ -1,14 +1,20 @@
-"""pytest plugin for benchmarks/mutation.py: the tests' tiny random models are built once, not once per mutant.
+"""pytest plugin for benchmarks/mutation.py: the tests' tiny random models are built once, not once per mutant,
+and each mutant's tests run fastest first.
 
 mutmut runs every mutant in a fresh forked pytest session, so each session-scoped model fixture
 (`tiny_gemma`, `tiny_llama` in tests/conftest.py) would be rebuilt for every mutant: tokenizer
 training and model creation cost about as much as the tests themselves. `build_model` is seeded and
 deterministic, so this plugin wraps it: the first call for a (kind, seed) builds into
 $LIMA_MUTATION_MODEL_CACHE, later calls copy that folder to where the fixture asked for it.
+
+mutmut hands pytest a mutant's tests as a set (in no useful order) and stops at the first failure, so a
+killed mutant costs the tests that ran before the one that failed. Running them by the durations mutmut
+measured (mutmut-stats.json) puts the many fast, specific tests before the few slow end-to-end runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -37,3 +43,11 @@ def pytest_collection_finish(session) -> None:
         fn = getattr(mod, "build_model", None)
         if path.endswith(os.path.join("tests", "conftest.py")) and fn is not None and not hasattr(fn, "__wrapped__"):
             mod.build_model = _cached(fn)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    stats = Path("mutmut-stats.json")  # (the working folder is mutants/, where mutmut keeps it)
+    if not stats.exists():  # the stats run itself: collection order
+        return
+    durations = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: durations.get(item.nodeid.removeprefix("mutants/"), float("inf")))
