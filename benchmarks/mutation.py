@@ -103,11 +103,18 @@ def toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def prepare(module: str, fresh: bool) -> Path:
+def prepare(module: str, fresh: bool, timeout_constant: float | None = None) -> Path:
     work = SCRATCH / module
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    # The timeout setting sticks to the module's folder: mutmut re-runs every timed-out mutant whenever it
+    # changes, so a --resume without the option must not fall back to the default and undo a recheck.
+    settings_path = work / "settings.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+    if timeout_constant is not None:
+        settings["timeout_constant"] = timeout_constant
+    settings_path.write_text(json.dumps(settings) + "\n")
     for name in ("src", "tests"):
         link = work / name
         if not link.exists():
@@ -127,6 +134,10 @@ def prepare(module: str, fresh: bool) -> Path:
         # a mutant that loops forever (a binary search that stops narrowing) is stopped after 3x its tests'
         # CPU time (mutmut's default of 15x let one such mutant hold the run for half an hour)
         "timeout_multiplier = 3.0",
+        # mutmut's CPU-time limit is (tests' measured call time + this) x 3 x 2: the call time leaves out
+        # fixture setup and model loading, so with mutmut's 1 s some mutants of the model modules that only
+        # ran slowly were counted as timeouts (generate.py: 3 of 46 passed every test without the limit)
+        f"timeout_constant = {settings.get('timeout_constant', 1.0)}",
         "",
     ])
     base = (ROOT / "pyproject.toml").read_text()
@@ -170,13 +181,13 @@ def verdicts(work: Path) -> dict[str, str]:
 
 
 def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_only: bool = False,
-               matching: list[str] = ()) -> dict:
+               matching: list[str] = (), timeout_constant: float | None = None) -> dict:
     # survivors_only: test again only the previous run's survivors (after adding tests), or those of them whose
     # name contains one of `matching`; the other verdicts stand
     names = json.loads((SCRATCH / module / "result.json").read_text())["survivors"] if survivors_only else []
     if matching:
         names = [n for n in names if any(m in n for m in matching)]
-    work = prepare(module, fresh and not survivors_only)
+    work = prepare(module, fresh and not survivors_only, timeout_constant)
     started = time.monotonic()
     run = mutmut(work, "run", "--max-children", "1", *names, timeout=max_minutes * 60 if max_minutes else None,
                  log=work / "run.log")
@@ -188,6 +199,7 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     tested = killed + counts.get("survived", 0)
     survivors = sorted(n for n, s in status.items() if s == "survived")
+    timeouts = sorted(n for n, s in status.items() if s == "timeout")
     diffs = subprocess.run([sys.executable, "-c", SHOW_DIFFS, *survivors], cwd=work, capture_output=True,
                            text=True, env={**os.environ, **QUIET_ENV}).stdout if survivors else ""
     (work / "survivors.txt").write_text(diffs)
@@ -199,6 +211,8 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
         "counts": counts,
         "kill_rate": round(killed / tested, 4) if tested else None,
         "survivors": survivors,
+        "timeouts": timeouts,
+        "timeout_constant_s": json.loads((work / "settings.json").read_text()).get("timeout_constant", 1.0),
         "minutes": round(elapsed / 60, 1),
         "time_capped": "[time cap reached]" in run,
     }
@@ -220,6 +234,9 @@ def main() -> int:
                     "module again (after adding tests); its other verdicts are kept")
     ap.add_argument("--matching", nargs="+", default=[], help="with --survivors: only survivors whose name "
                     "contains one of these strings (e.g. __call____mutmut_35)")
+    ap.add_argument("--timeout-constant", type=float, help="seconds added to a mutant's measured test time before "
+                    "mutmut's CPU limit (x 6) applies; default 1 (mutmut's). A new value re-runs every timed-out "
+                    "mutant of the module and sticks to its folder, so 10 rechecks that a timeout was a hang")
     args = ap.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -233,7 +250,7 @@ def main() -> int:
     try:
         for module in args.modules or list(MODULES):
             r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
-                           matching=args.matching)
+                           matching=args.matching, timeout_constant=args.timeout_constant)
             rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
             capped = " (time cap reached)" if r["time_capped"] else ""
             print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)
