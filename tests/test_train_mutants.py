@@ -622,3 +622,16 @@ def test_a_save_killed_before_it_cleared_the_old_state_does_not_block_the_next(t
     train_mod._save_state(OneProcess(), state, 4)
     assert json.loads((state / "progress.json").read_text()) == {"step": 4}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+@pytest.mark.parametrize("loss_on", ["last_assistant", "all"])
+def test_prepare_data_trains_the_positions_the_recipes_loss_on_names(tiny_llama, loss_on):
+    from transformers import AutoTokenizer
+
+    r = load_recipe(None, [f"model.name={tiny_llama}", f"data.loss_on={loss_on}"])
+    fmt = TurnFormat(AutoTokenizer.from_pretrained(tiny_llama), r.turns, method="full")
+    two_turns = Conversation("c", [Message("user", "Hi?"), Message("assistant", "Hello."),
+                                   Message("user", "Capital of Italy?"), Message("assistant", "Rome.")])
+    data = prepare_data(r, fmt, [two_turns])
+    assert data.encoded == [fmt.encode(two_turns, loss_on)]
+    assert data.encoded[0].n_trained != fmt.encode(two_turns, "assistant").n_trained  # (the default differs)
