@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import html
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
 from fake_openai import fake_openai, rate_limited  # noqa: F401 - fixture
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from test_annotate_app import PW, cheap_hashes, person  # noqa: F401 - cheap_hashes: autouse fixture
+from test_annotate_turns import MODELS as TURN_MODELS
+from test_annotate_turns import write_conversations
 
-from lima_align.annotate import accounts, chats, db, sessions, studies
+from lima_align.annotate import accounts, chats, db, export, sessions, studies, throttle
 from lima_align.annotate.app import create_app, from_environment
-from lima_align.annotate.client import write_generations
+from lima_align.annotate.client import Annotator, write_generations
 
 
 @pytest.fixture
@@ -201,3 +205,284 @@ def test_an_edit_replaces_only_the_texts_sent_and_keeps_the_record_as_it_was(sit
         edited = json.loads(c.execute(select(db.votes.c.edited).where(db.votes.c.item_id == item)).scalar_one())
     assert edited == {**shown, "messages": [shown["messages"][0],
                                             {"role": "assistant", "content": "line one\nline two"}]}
+
+
+# ----------------------------------------------------------------- plain pages and error pages
+
+
+def test_the_health_check_answers_ok_in_plain_text(site):
+    r = TestClient(site["app"]).get("/healthz")
+    assert r.status_code == 200 and r.text == "ok" and r.headers["content-type"].startswith("text/plain")
+
+
+def test_a_request_with_a_malformed_field_gets_the_400_page(site):
+    # no route of the app takes typed query or body fields today; a probe route shows what one that did would answer
+    def probe(n: int) -> str:
+        return str(n)
+
+    site["app"].add_api_route("/probe", probe, methods=["GET"])
+    client = TestClient(site["app"])
+    assert client.get("/probe?n=3").status_code == 200
+    for url in ("/probe?n=three", "/probe"):
+        r = client.get(url)
+        assert r.status_code == 400
+        assert message(r.text) == "The request was missing a field or had a malformed one."
+
+
+def test_a_crash_shows_the_500_page_and_reads_nothing_from_the_database(site, monkeypatch):
+    alice = Annotator(TestClient(site["app"], follow_redirects=False, raise_server_exceptions=False))
+    alice.login("alice", PW)
+
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(studies, "studies_of", broken)
+    r = alice.http.get("/")
+    assert r.status_code == 500
+    assert message(r.text) == ("Something went wrong on the server; your last vote may not be saved. "
+                               "Go back and try again.")
+    assert "disk on fire" not in r.text and 'action="/logout"' not in r.text  # (no user looked up)
+
+
+def test_logging_out_goes_to_the_login_page_and_ends_the_session(site):
+    alice = person(site, "alice")
+    r = alice.http.post("/logout", data={"csrf": alice.csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = alice.http.get("/")
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+# ----------------------------------------------------------------- invitations
+
+
+def invite_link(site) -> str:
+    """An invitation to the study, made on the admin's page; the link it shows."""
+    root = person(site, "root")
+    r = root.http.post(f"/admin/s/{site['sid']}/invite", data={"csrf": root.csrf})
+    assert r.status_code == 200
+    return html.unescape(re.search(r'<code id="invite-link">([^<]*)</code>', r.text).group(1))
+
+
+def test_an_invitation_link_opens_the_join_form_once(site):
+    link = invite_link(site)
+    assert re.fullmatch(r"http://testserver/join/[\w-]{32}", link)
+    path = link.removeprefix("http://testserver")
+    client = TestClient(site["app"], follow_redirects=False)
+    page = client.get(path)
+    assert page.status_code == 200 and f'action="{path}"' in page.text
+    ann = Annotator(client)
+    ann._csrf_from(page.text)
+    assert client.post(path, data={"csrf": ann.csrf, "username": "dave", "password": PW}).status_code == 303
+    r = TestClient(site["app"]).get(path)
+    assert r.status_code == 404
+    assert message(r.text) == "This invitation link is unknown or was already used. Ask for a new one."
+
+
+def join_form(site, token: str) -> tuple[TestClient, str]:
+    client = TestClient(site["app"], follow_redirects=False)
+    ann = Annotator(client)
+    ann._csrf_from(client.get(f"/join/{token}").text)
+    return client, ann.csrf
+
+
+def test_a_refused_joining_says_what_and_how_to_fix_it_on_the_same_form(site):
+    token = accounts.create_invite(site["engine"], site["sid"])
+    client, csrf = join_form(site, token)
+    for data, shown in (
+            ({"password": PW}, "username '' is not allowed; use 2-64 letters, digits, '.', '_' or '-' "
+                               "(it appears in exports as human:<name>)"),
+            ({"username": "dave"}, "the password is shorter than 8 characters; choose a longer password"),
+            ({"username": "alice", "password": PW}, "the name 'alice' is taken; choose another name")):
+        r = client.post(f"/join/{token}", data={"csrf": csrf, **data})
+        assert r.status_code == 400 and message(r.text) == shown
+        assert f'action="/join/{token}"' in r.text  # the form is shown again, for the same invitation
+    with db.read(site["engine"]) as c:
+        names = set(c.execute(select(db.users.c.username)).scalars())
+    assert names == {"root", "alice", "bob"}  # nothing was created, not even a user named "None"
+
+
+def test_a_new_person_joins_under_the_name_they_chose_and_lands_on_the_study(site):
+    token = accounts.create_invite(site["engine"], site["sid"])
+    client, csrf = join_form(site, token)
+    r = client.post(f"/join/{token}", data={"csrf": csrf, "username": "dave", "password": PW})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{site['sid']}"
+    assert "dave (annotator)" in client.get(f"/s/{site['sid']}").text
+    fresh = Annotator(TestClient(site["app"], follow_redirects=False))
+    fresh.login("dave", PW)  # the account has the chosen name and password
+
+
+def test_a_logged_in_annotator_joins_with_their_own_account(site):
+    engine, sid = site["engine"], site["sid"]
+    bob = person(site, "bob")
+    token = accounts.create_invite(engine, sid)
+    page = bob.http.get(f"/join/{token}").text
+    assert "You are logged in as bob" in page and 'name="username"' not in page
+    r = bob.http.post(f"/join/{token}", data={"csrf": bob.csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{sid}"
+    with db.read(engine) as c:
+        assert studies.is_member(c, sid, site["uids"]["bob"])
+        assert c.execute(select(func.count()).select_from(db.users)).scalar_one() == 3  # no new account
+    assert bob.next_item(sid) is not None
+
+
+def test_an_invitation_to_no_study_lands_on_the_home_page(site):
+    token = accounts.create_invite(site["engine"], None)
+    client, csrf = join_form(site, token)
+    r = client.post(f"/join/{token}", data={"csrf": csrf, "username": "dave", "password": PW})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+# ----------------------------------------------------------------- studies and conversations
+
+
+def test_a_conversation_is_started_only_in_a_dialogue_study(site):
+    alice = person(site, "alice")
+    r = alice.http.post(f"/s/{site['sid']}/new", data={"csrf": alice.csrf})
+    assert r.status_code == 400 and message(r.text) == "Only dialogue studies have conversations."
+
+
+# ----------------------------------------------------------------- the admin's dashboard
+
+
+def admin_posts(site, path: str, data: dict, files=None):
+    root = person(site, "root")
+    return root.http.post(path, data={"csrf": root.csrf, **data}, files=files)
+
+
+def created(site, name: str) -> dict:
+    with db.read(site["engine"]) as c:
+        return studies.get_study(c, name=name)
+
+
+def jsonl(path: Path) -> tuple[str, bytes]:
+    return (path.name, path.read_bytes())
+
+
+def test_a_study_form_with_an_unknown_kind_or_overlap_is_refused_with_the_reason(site):
+    for data, shown in (({}, "Unknown kind of study ''."), ({"kind": "poll"}, "Unknown kind of study 'poll'."),
+                        ({"kind": "pairwise", "overlap": "two"}, "Annotators per item must be a whole number.")):
+        r = admin_posts(site, "/admin/studies", {"name": "x", **data},
+                        files={"a": jsonl(site["tmp"] / "a.jsonl"), "b": jsonl(site["tmp"] / "b.jsonl")})
+        assert r.status_code == 400 and message(r.text) == shown
+    with db.read(site["engine"]) as c:
+        assert c.execute(select(func.count()).select_from(db.studies)).scalar_one() == 1  # only the fixture's
+
+
+def test_a_study_made_on_the_page_without_a_name_is_called_study_and_opens_its_page(site):
+    tmp = site["tmp"]
+    r = admin_posts(site, "/admin/studies", {"kind": "pairwise"},
+                    files={"a": jsonl(tmp / "a.jsonl"), "b": jsonl(tmp / "b.jsonl")})
+    study = created(site, "study")
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/s/{study['id']}"
+    assert (study["kind"], study["overlap"]) == ("pairwise", 1)
+    r = admin_posts(site, "/admin/studies", {"kind": "pairwise", "name": "  spaced  ", "overlap": "3"},
+                    files={"a": jsonl(tmp / "a.jsonl"), "b": jsonl(tmp / "b.jsonl")})
+    assert r.status_code == 303 and created(site, "spaced")["overlap"] == 3
+
+
+def test_a_pairwise_study_compares_a_with_every_b_file_sent(site):
+    tmp = site["tmp"]
+    c = write_generations(tmp / "c.jsonl", "m3", 2)
+    r = admin_posts(site, "/admin/studies", {"kind": "pairwise", "name": "three"},
+                    files=[("a", jsonl(tmp / "a.jsonl")), ("b", jsonl(tmp / "b.jsonl")), ("b", jsonl(c))])
+    assert r.status_code == 303
+    config = created(site, "three")["config"]
+    assert (config["model_a"], config["models_b"]) == ("m1", ["m2", "m3"])
+
+
+def test_an_absolute_study_rates_every_a_file_on_the_scale_chosen(site):
+    tmp = site["tmp"]
+    r = admin_posts(site, "/admin/studies", {"kind": "absolute", "name": "rated", "scale": "helpfulness_6"},
+                    files=[("a", jsonl(tmp / "a.jsonl")), ("a", jsonl(tmp / "b.jsonl"))])
+    assert r.status_code == 303
+    config = created(site, "rated")["config"]
+    assert (config["models"], config["scale"]) == (["m1", "m2"], "helpfulness_6")
+    r = admin_posts(site, "/admin/studies", {"kind": "absolute", "name": "plain"}, files={"a": jsonl(tmp / "a.jsonl")})
+    assert r.status_code == 303 and created(site, "plain")["config"]["scale"] == "fail_pass_excellent"
+
+
+def test_a_turns_study_takes_the_conversations_sent_and_skips_file_inputs_left_empty(site):
+    tmp = site["tmp"]
+    files = [write_conversations(tmp / f"conv{i}.jsonl", model, "Good") for i, model in enumerate(TURN_MODELS)]
+    # a browser sends a file input that nobody filled as a part with an empty file name
+    r = admin_posts(site, "/admin/studies", {"kind": "turns", "name": "turns"},
+                    files=[("a", jsonl(files[0])), ("a", jsonl(files[1])), ("b", ("", b"")), ("dataset", ("", b""))])
+    assert r.status_code == 303
+    study = created(site, "turns")
+    assert study["config"]["models"] == sorted(TURN_MODELS)
+    with db.read(site["engine"]) as c:
+        assert c.execute(select(func.count()).select_from(db.items)
+                         .where(db.items.c.study_id == study["id"])).scalar_one() == 10  # 5 turns per model
+
+
+def test_a_review_study_reads_its_dataset_file(site):
+    tmp = site["tmp"]
+    data = tmp / "cands.jsonl"
+    data.write_text("".join(json.dumps({"id": f"r{i}", "source": "t", "messages": [
+        {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(3)))
+    r = admin_posts(site, "/admin/studies", {"kind": "review", "name": "review"}, files={"dataset": jsonl(data)})
+    assert r.status_code == 303
+    with db.read(site["engine"]) as c:
+        sid = studies.get_study(c, name="review")["id"]
+        assert c.execute(select(func.count()).select_from(db.items).where(db.items.c.study_id == sid)
+                         ).scalar_one() == 3
+
+
+def test_a_dialogue_study_keeps_the_model_endpoint_and_needs_both_fields(site):
+    url, model = "http://127.0.0.1:9/v1", "tiny-chat"
+    r = admin_posts(site, "/admin/studies", {"kind": "dialogue", "name": "chat", "chat_url": url, "chat_model": model},
+                    files={"a": ("", b"")})
+    assert r.status_code == 303
+    config = created(site, "chat")["config"]
+    assert (config["chat_url"], config["model"]) == (url, model)
+    for data in ({"chat_url": url}, {"chat_model": model}, {"chat_url": "", "chat_model": model}):
+        r = admin_posts(site, "/admin/studies", {"kind": "dialogue", "name": "half", **data}, files={"a": ("", b"")})
+        assert r.status_code == 400
+        assert message(r.text) == ("a dialogue study needs the model's endpoint\n"
+                                   "    fix: pass --chat-url http://host:port/v1 --chat-model NAME")
+
+
+def lock_alice(site) -> list[str]:
+    """Ten failed logins as alice from one address: her name and the address are locked."""
+    keys = throttle.keys("alice", "10.7.7.7")
+    for _ in range(throttle.LIMIT):
+        throttle.failed(site["engine"], keys, time.time())
+    assert {x["key"] for x in throttle.locked(site["engine"], time.time())} == set(keys)
+    return keys
+
+
+def test_unlocking_one_login_leaves_the_others_locked(site):
+    name, address = lock_alice(site)
+    for data in ({}, {"key": ""}, {"all": "0"}):
+        r = admin_posts(site, "/admin/logins/unlock", data)
+        assert r.status_code == 400 and message(r.text) == "Say which login to unlock."
+    r = admin_posts(site, "/admin/logins/unlock", {"key": name})
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    assert [x["key"] for x in throttle.locked(site["engine"], time.time())] == [address]
+
+
+def test_unlock_all_clears_every_locked_login(site):
+    lock_alice(site)
+    r = admin_posts(site, "/admin/logins/unlock", {"all": "1"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    assert throttle.locked(site["engine"], time.time()) == []
+
+
+def test_the_invitation_page_shows_a_link_that_opens_the_join_form(site):
+    link = invite_link(site)
+    assert link.startswith("http://testserver/join/")
+    assert TestClient(site["app"]).get(link.removeprefix("http://testserver")).status_code == 200
+
+
+def test_the_export_download_is_the_exported_file_named_after_the_study(site):
+    engine, sid, tmp = site["engine"], site["sid"], site["tmp"]
+    alice = person(site, "alice")
+    while (item := alice.next_item(sid)) is not None:
+        assert alice.vote(sid, item, "A").status_code == 303
+    export.export_study(engine, "duel", tmp / "expected.jsonl")
+    expected = (tmp / "expected.jsonl").read_bytes()
+    assert expected.count(b"\n") == 2
+    r = person(site, "root").http.get(f"/admin/s/{sid}/export")
+    assert r.status_code == 200 and r.content == expected
+    assert r.headers["content-type"].split(";")[0] == "application/x-ndjson"
+    assert r.headers["content-disposition"] == f'attachment; filename="study-{sid}.jsonl"'
