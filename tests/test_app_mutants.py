@@ -486,3 +486,139 @@ def test_the_export_download_is_the_exported_file_named_after_the_study(site):
     assert r.status_code == 200 and r.content == expected
     assert r.headers["content-type"].split(";")[0] == "application/x-ndjson"
     assert r.headers["content-disposition"] == f'attachment; filename="study-{sid}.jsonl"'
+
+
+def test_a_page_asked_for_with_the_wrong_method_says_why(site):
+    r = TestClient(site["app"]).get("/logout")
+    assert r.status_code == 405 and message(r.text) == "Method Not Allowed"
+
+
+def test_the_dashboard_lists_each_study_with_a_link_to_its_page(site):
+    page = person(site, "root").http.get("/admin").text
+    assert f'<a href="/admin/s/{site["sid"]}">duel</a>' in page and "No study yet" not in page
+
+
+# ----------------------------------------------------------------- votes
+
+
+def stored_votes(engine) -> list[tuple[str, str]]:
+    with db.read(engine) as c:
+        return [tuple(r) for r in c.execute(select(db.votes.c.raw, db.votes.c.comment).order_by(db.votes.c.id))]
+
+
+def test_a_vote_without_an_item_or_a_choice_is_refused_with_the_reason(site):
+    sid = site["sid"]
+    alice = person(site, "alice")
+    item = alice.next_item(sid)
+    for extra, status, shown in (({"item": "first"}, 404, "There is no such item."),
+                                 ({"item": ""}, 404, "There is no such item."),
+                                 ({"item": str(item)}, 400, "Unknown choice ''.")):
+        r = alice.http.post(f"/s/{sid}/vote", data={"csrf": alice.csrf, **extra})
+        assert r.status_code == status and message(r.text) == shown
+    assert stored_votes(site["engine"]) == []
+
+
+def test_a_vote_keeps_its_comment_up_to_5000_characters_and_leads_back_to_the_study(site):
+    sid = site["sid"]
+    alice = person(site, "alice")
+    r = alice.vote(sid, alice.next_item(sid), "A")
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{sid}"
+    r = alice.vote(sid, alice.next_item(sid), "B", {"comment": "y" * 4999 + "zz"})
+    assert r.status_code == 303
+    assert stored_votes(site["engine"]) == [("A", ""), ("B", "y" * 4999 + "z")]
+
+
+# ----------------------------------------------------------------- dialogue studies: the routes' answers
+
+
+@pytest.fixture
+def chat(site, fake_openai):  # noqa: F811
+    """A dialogue study alice belongs to, and one conversation of hers in it."""
+    engine, alice_id = site["engine"], site["uids"]["alice"]
+    sid = studies.create_study(engine, "chat", "dialogue", chat_url=fake_openai.base_url, chat_model="m1")
+    studies.add_member(engine, sid, alice_id)
+    alice = person(site, "alice")
+    r = alice.http.post(f"/s/{sid}/new", data={"csrf": alice.csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{sid}"
+    cid = chats.latest_conversation(engine, sid, alice_id)["id"]
+    return {"sid": sid, "cid": cid, "alice": alice, "server": fake_openai, "engine": engine, "uid": alice_id}
+
+
+def test_an_empty_message_is_refused_before_the_model_is_asked(site, chat):
+    sid, cid, alice = chat["sid"], chat["cid"], chat["alice"]
+    for data in ({}, {"message": "  \n "}):
+        r = alice.http.post(f"/s/{sid}/say", data={"csrf": alice.csrf, "conversation": cid, **data})
+        assert r.status_code == 400 and message(r.text) == "Write a message first."
+    # a message to a study that is not a dialogue: the same refusal, not a search for the conversation
+    r = alice.http.post(f"/s/{site['sid']}/say", data={"csrf": alice.csrf, "conversation": cid, "message": "hi"})
+    assert r.status_code == 400 and message(r.text) == "Write a message first."
+    assert chat["server"].requests == 0
+    r = alice.http.post(f"/s/{sid}/say", data={"csrf": alice.csrf, "conversation": cid, "message": "hi"})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{sid}"
+    assert chat["server"].requests == 1
+
+
+def test_a_turn_rating_names_its_turn_and_a_score_on_the_scale(chat):
+    sid, cid, alice = chat["sid"], chat["cid"], chat["alice"]
+    assert alice.http.post(f"/s/{sid}/say", data={"csrf": alice.csrf, "conversation": cid,
+                                                  "message": "hi"}).status_code == 303
+    rate = {"csrf": alice.csrf, "conversation": cid}
+    for data, shown in (({"score": "pass"}, "The rating names no turn."),
+                        ({"turn": "first", "score": "pass"}, "The rating names no turn."),
+                        ({"turn": "1"}, "Unknown rating ''.")):
+        r = alice.http.post(f"/s/{sid}/rate", data={**rate, **data})
+        assert r.status_code == 400 and message(r.text) == shown
+    r = alice.http.post(f"/s/{sid}/rate", data={**rate, "turn": "1", "score": "excellent"})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{sid}"
+    assert chats.turn_scores(chat["engine"], cid) == {1: "excellent"}
+
+
+def test_the_model_is_given_two_minutes_and_two_retries_per_reply(chat, monkeypatch):
+    from lima_align import api
+
+    made = []
+
+    class Recorded(api.ChatClient):
+        def __init__(self, *args, **kwargs):
+            made.append((args, kwargs))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(api, "ChatClient", Recorded)
+    sid, cid, alice = chat["sid"], chat["cid"], chat["alice"]
+    r = alice.http.post(f"/s/{sid}/say", data={"csrf": alice.csrf, "conversation": cid, "message": "hi"})
+    assert r.status_code == 303
+    assert made == [((chat["server"].base_url, "m1"), {"max_retries": 2, "timeout_s": 120.0})]
+
+
+# ----------------------------------------------------------------- attached judgments
+
+
+def llm_judgments(site) -> bytes:
+    """An LLM judge's verdicts on the study's prompts (alice's votes, relabelled)."""
+    sid, tmp = site["sid"], site["tmp"]
+    alice = person(site, "alice")
+    while (item := alice.next_item(sid)) is not None:
+        assert alice.vote(sid, item, "A").status_code == 303
+    export.export_study(site["engine"], "duel", tmp / "human.jsonl")
+    recs = [json.loads(x) for x in (tmp / "human.jsonl").read_text().splitlines()]
+    return "".join(json.dumps({**r, "judge": "api:m", "id": "j" + r["prompt_id"]}) + "\n" for r in recs).encode()
+
+
+def attached_names(site) -> list[str]:
+    with db.read(site["engine"]) as c:
+        return list(c.execute(select(db.judge_files.c.name).order_by(db.judge_files.c.id)).scalars())
+
+
+def test_an_attached_judgments_file_keeps_its_own_name(site):
+    body, sid = llm_judgments(site), site["sid"]
+    for filename in ("gpt-judge.jsonl", "/"):  # a name that is only a folder: the usual name
+        r = admin_posts(site, f"/admin/s/{sid}/judges", {}, files={"file": (filename, body)})
+        assert r.status_code == 303 and r.headers["location"] == f"/admin/s/{sid}"
+    assert attached_names(site) == ["gpt-judge.jsonl", "judgments.jsonl"]
+
+
+def test_attaching_without_a_file_says_to_choose_one(site):
+    for files in (None, {"file": ("", b"")}):
+        r = admin_posts(site, f"/admin/s/{site['sid']}/judges", {}, files=files)
+        assert r.status_code == 400 and message(r.text) == "Choose a judgments file to upload."
+    assert attached_names(site) == []
