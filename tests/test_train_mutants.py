@@ -99,9 +99,18 @@ def trained(tiny_llama, tmp_path_factory):
         real = getattr(tracking, name)
         return lambda *args, **kwargs: (seen["tracked"].append((name, args[1:], kwargs)), real(*args, **kwargs))[1]
 
+    import accelerate
+
+    real_accelerator = accelerate.Accelerator
+
+    def accelerator(*args, **kwargs):  # (train imports it when it starts)
+        seen["accelerator"] = kwargs
+        return real_accelerator(*args, **kwargs)
+
     handle = register_optimizer_step_pre_hook(before_step)
     try:
         with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(accelerate, "Accelerator", accelerator)
             mp.setattr(train_mod, "build_model", build)
             mp.setattr(train_mod, "_save_state", save_state)
             mp.setattr(tqdm.auto, "tqdm", Bar)
@@ -112,6 +121,12 @@ def trained(tiny_llama, tmp_path_factory):
         handle.remove()
     seen.update(run=run, recipe=r, metrics=metrics(run), base=str(tiny_llama))
     return seen
+
+
+def test_a_machine_without_cuda_asks_accelerate_for_the_cpu(trained):
+    # without CUDA a run is a CPU run: accelerate would otherwise take another device it finds (Apple's MPS,
+    # Intel's XPU), where our precision settings are untested. (False on a CUDA machine: only a run there checks.)
+    assert trained["accelerator"]["cpu"] is (not torch.cuda.is_available())
 
 
 def test_metrics_lines_count_each_steps_examples_and_tokens(trained):
