@@ -622,3 +622,28 @@ def test_attaching_without_a_file_says_to_choose_one(site):
         r = admin_posts(site, f"/admin/s/{site['sid']}/judges", {}, files=files)
         assert r.status_code == 400 and message(r.text) == "Choose a judgments file to upload."
     assert attached_names(site) == []
+
+
+# ----------------------------------------------------------------- what the study pages show
+
+
+def test_the_pairwise_page_labels_its_three_buttons(site):
+    alice = person(site, "alice")
+    assert alice.next_item(site["sid"]) is not None
+    page = html.unescape(alice.http.get(f"/s/{site['sid']}").text)
+    for label in ("A is significantly better", "B is significantly better", "Neither is significantly better"):
+        assert label in page
+
+
+def test_the_done_page_names_the_study_and_who_is_logged_in(site):
+    sid = site["sid"]
+    alice = person(site, "alice")
+    while (item := alice.next_item(sid)) is not None:
+        assert alice.vote(sid, item, "A").status_code == 303
+    page = alice.http.get(f"/s/{sid}").text
+    assert "Nothing left for you in this study" in page and "<h1>duel</h1>" in page and "alice (annotator)" in page
+
+
+def test_the_dialogue_page_shows_who_is_logged_in(chat):
+    page = chat["alice"].http.get(f"/s/{chat['sid']}").text
+    assert "alice (annotator)" in page and 'action="/logout"' in page
