@@ -650,3 +650,44 @@ def test_prepare_data_trains_the_positions_the_recipes_loss_on_names(tiny_llama,
     data = prepare_data(r, fmt, [two_turns])
     assert data.encoded == [fmt.encode(two_turns, loss_on)]
     assert data.encoded[0].n_trained != fmt.encode(two_turns, "assistant").n_trained  # (the default differs)
+
+
+class _Loaded(Exception):
+    """Stops a run right after it has asked for its base model."""
+
+
+def test_the_base_model_is_loaded_as_the_recipe_names_it(tiny_llama, tmp_path, monkeypatch):
+    asked = []
+
+    def load_model(name, **kwargs):
+        asked.append((name, kwargs))
+        raise _Loaded
+
+    monkeypatch.setattr(train_mod, "load_model", load_model)
+    r = recipe(tiny_llama, write_examples(tmp_path / "train.jsonl"), tmp_path / "run", "model.revision=v2",
+               f"model.cache_dir={tmp_path / 'models'}")
+    with pytest.raises(_Loaded):
+        train(r, log=lambda _: None)
+    # fp32 master weights whatever the checkpoint's dtype; the revision a hub id is pinned to; the cache of
+    # prepared models the recipe points at
+    assert asked == [(str(tiny_llama), {"dtype": "float32", "revision": "v2", "cache_dir": str(tmp_path / "models")})]
+
+
+def test_a_4bit_recipe_loads_a_quantized_base_for_qlora(tiny_llama, tmp_path, monkeypatch):
+    import lima_align.distributed as distributed
+
+    asked = []
+
+    def load_quantized(model_cfg, gradient_checkpointing):
+        asked.append((model_cfg, gradient_checkpointing))
+        raise _Loaded
+
+    monkeypatch.setattr(distributed, "check_speed_options", lambda t: None)  # (4-bit needs CUDA and bitsandbytes)
+    monkeypatch.setattr(distributed, "load_quantized", load_quantized)
+    monkeypatch.setattr(train_mod, "load_model", lambda *a, **k: pytest.fail("a 4-bit run loaded a plain base"))
+    for checkpointing in (True, False):
+        r = recipe(tiny_llama, write_examples(tmp_path / "train.jsonl"), tmp_path / f"run{checkpointing}",
+                   "train.method=lora", "train.quantization=4bit", f"train.gradient_checkpointing={checkpointing}")
+        with pytest.raises(_Loaded):
+            train(r, log=lambda _: None)
+        assert asked[-1] == (r.model, checkpointing)
