@@ -647,3 +647,68 @@ def test_the_done_page_names_the_study_and_who_is_logged_in(site):
 def test_the_dialogue_page_shows_who_is_logged_in(chat):
     page = chat["alice"].http.get(f"/s/{chat['sid']}").text
     assert "alice (annotator)" in page and 'action="/logout"' in page
+
+
+# ----------------------------------------------------------------- logging in
+
+
+def post_login(client: TestClient, data: dict):
+    ann = Annotator(client)
+    ann._csrf_from(client.get("/login").text)
+    return client.post("/login", data={"csrf": ann.csrf, **data})
+
+
+def test_a_login_goes_to_the_dashboard_or_the_home_page_by_role(site):
+    client = TestClient(site["app"], follow_redirects=False)
+    for name, target in (("root", "/admin"), ("alice", "/")):
+        r = post_login(client, {"username": name, "password": PW})
+        assert r.status_code == 303 and r.headers["location"] == target
+
+
+def test_a_wrong_or_missing_name_or_password_is_refused_the_same_way(site):
+    for name in ("None", "XXXX"):  # accounts whose names are what a missing field must never turn into
+        accounts.create_user(site["engine"], name, PW, "annotator")
+    client = TestClient(site["app"], follow_redirects=False)
+    for data in ({"password": PW}, {"username": "alice", "password": "wrong password"}, {"username": "alice"}):
+        r = post_login(client, data)
+        assert r.status_code == 401 and message(r.text) == "Wrong name or password."
+
+
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_locked_login_says_how_many_minutes_are_left_rounded_up(tmp_path):
+    clock = Clock(1000.0)
+    app = create_app(f"sqlite:///{tmp_path / 'lock.db'}", clock=clock)
+    accounts.create_user(app.state.engine, "alice", PW, "annotator")
+    for _ in range(throttle.LIMIT):  # locked for throttle.FIRST_LOCK_S = 60 s from t = 1000
+        throttle.failed(app.state.engine, [throttle.name_key("alice")], 1000.0)
+    client = TestClient(app, follow_redirects=False)
+    for t, wait, minutes in ((999.0, 61, "2 minutes"), (1000.0, 60, "1 minute"), (1059.5, 1, "1 minute")):
+        clock.t = t
+        r = post_login(client, {"username": "alice", "password": PW})
+        assert r.status_code == 429 and r.headers["retry-after"] == str(wait)
+        assert message(r.text) == f"Too many failed logins. Try again in {minutes}, or ask an administrator to unlock it."
+    clock.t = 1060.0
+    assert post_login(client, {"username": "alice", "password": PW}).status_code == 303
+    app.state.engine.dispose()
+
+
+def test_logins_through_a_server_that_gives_no_client_address_are_counted_under_unknown(site):
+    client = TestClient(site["app"], follow_redirects=False, client=None)
+    for _ in range(throttle.LIMIT):
+        assert post_login(client, {"username": "alice", "password": "wrong password"}).status_code == 401
+    locked = {x["key"]: x["label"] for x in throttle.locked(site["engine"], time.time())}
+    assert locked == {throttle.name_key("alice"): "name alice", "addr:unknown": "address unknown"}
+
+
+def test_the_home_page_lists_the_studies_the_annotator_belongs_to(site):
+    page = person(site, "alice").http.get("/").text
+    assert f'<a href="/s/{site["sid"]}">duel</a>' in page
+    page = person(site, "bob").http.get("/").text
+    assert "duel" not in page and "You are not part of any study yet" in page
