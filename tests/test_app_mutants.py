@@ -693,7 +693,8 @@ def test_a_locked_login_says_how_many_minutes_are_left_rounded_up(tmp_path):
         clock.t = t
         r = post_login(client, {"username": "alice", "password": PW})
         assert r.status_code == 429 and r.headers["retry-after"] == str(wait)
-        assert message(r.text) == f"Too many failed logins. Try again in {minutes}, or ask an administrator to unlock it."
+        assert message(r.text) == (f"Too many failed logins. Try again in {minutes}, "
+                                   "or ask an administrator to unlock it.")
     clock.t = 1060.0
     assert post_login(client, {"username": "alice", "password": PW}).status_code == 303
     app.state.engine.dispose()
