@@ -181,13 +181,15 @@ def verdicts(work: Path) -> dict[str, str]:
 
 
 def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_only: bool = False,
-               matching: list[str] = (), timeout_constant: float | None = None) -> dict:
+               matching: list[str] = (), timeout_constant: float | None = None, restat: bool = False) -> dict:
     # survivors_only: test again only the previous run's survivors (after adding tests), or those of them whose
     # name contains one of `matching`; the other verdicts stand
     names = json.loads((SCRATCH / module / "result.json").read_text())["survivors"] if survivors_only else []
     if matching:
         names = [n for n in names if any(m in n for m in matching)]
     work = prepare(module, fresh and not survivors_only, timeout_constant)
+    if restat:  # mutmut collects which tests reach each function again when its stats file is gone; verdicts stay
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     started = time.monotonic()
     run = mutmut(work, "run", "--max-children", "1", *names, timeout=max_minutes * 60 if max_minutes else None,
                  log=work / "run.log")
@@ -237,6 +239,9 @@ def main() -> int:
     ap.add_argument("--timeout-constant", type=float, help="seconds added to a mutant's measured test time before "
                     "mutmut's CPU limit (x 6) applies; default 1 (mutmut's). A new value re-runs every timed-out "
                     "mutant of the module and sticks to its folder, so 10 rechecks that a timeout was a hang")
+    ap.add_argument("--restat", action="store_true", help="collect again which tests reach each function (after "
+                    "adding tests to a file, or a change to mutation_model_cache.py), keeping the verdicts; with "
+                    "--survivors the survivors are tested against the new selection")
     args = ap.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -250,7 +255,7 @@ def main() -> int:
     try:
         for module in args.modules or list(MODULES):
             r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
-                           matching=args.matching, timeout_constant=args.timeout_constant)
+                           matching=args.matching, timeout_constant=args.timeout_constant, restat=args.restat)
             rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
             capped = " (time cap reached)" if r["time_capped"] else ""
             print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -63,3 +65,39 @@ def test_every_module_names_test_files_that_exist():
         for t in tests:
             if t.startswith("tests/"):  # (the others are pytest options such as --deselect)
                 assert (tool.ROOT / t.split("::")[0]).is_file(), (module, t)
+
+
+def test_a_shared_fixtures_calls_count_for_every_test_that_uses_it(monkeypatch):
+    import sys
+
+    plugin = load("mutation_model_cache")
+    hits: set[str] = set()  # stands in for mutmut's record of the running test's calls
+    monkeypatch.setitem(sys.modules, "mutmut.state", SimpleNamespace(state=lambda: SimpleNamespace(_stats=hits)))
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")
+
+    def set_up(name, scope, baseid, calls):
+        wrapper = plugin.pytest_fixture_setup(SimpleNamespace(argname=name, scope=scope, baseid=baseid), None)
+        next(wrapper)
+        hits.update(calls)
+        with pytest.raises(StopIteration):
+            next(wrapper)
+
+    first = SimpleNamespace(nodeid="tests/test_a.py::first", fixturenames=["run", "tmp_path"])
+    hits.add("lima_align.a.parse")  # called by the first test before the fixture was set up
+    set_up("run", "module", "tests/test_a.py", {"lima_align.train.x_train"})
+    set_up("tmp_path", "function", "", {"lima_align.a.helper"})
+    plugin.pytest_runtest_teardown(first, None)
+    assert hits == {"lima_align.a.parse", "lima_align.train.x_train", "lima_align.a.helper"}
+
+    hits.clear()  # (mutmut files the hits and starts the next test afresh)
+    later = SimpleNamespace(nodeid="tests/test_a.py::later", fixturenames=["run"])
+    elsewhere = SimpleNamespace(nodeid="tests/test_b.py::other", fixturenames=["run"])  # another file's "run"
+    plugin.pytest_runtest_teardown(later, None)
+    assert hits == {"lima_align.train.x_train"}
+    hits.clear()
+    plugin.pytest_runtest_teardown(elsewhere, None)
+    assert hits == set()
+
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "lima_align.train.x_train__mutmut_1")  # a mutant's run: nothing added
+    plugin.pytest_runtest_teardown(later, None)
+    assert hits == set()
