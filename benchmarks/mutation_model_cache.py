@@ -12,7 +12,7 @@ killed mutant costs the tests that ran before the one that failed. Running them 
 measured (mutmut-stats.json) puts the many fast, specific tests before the few slow end-to-end runs.
 
 mutmut learns which tests reach a function by recording calls while each test runs, setup included, so a
-module- or session-scoped fixture's calls count for the first test that uses it only: the 20 tests that read
+module- or session-scoped fixture's calls count for the first test that uses it only: the 12 tests that read
 test_train_mutants.py's one watched training run were never run against a mutant of `train()`. During
 mutmut's stats run this plugin credits those calls to every test that uses the fixture.
 """
