@@ -272,7 +272,8 @@ def test_an_invitation_link_opens_the_join_form_once(site):
     assert page.status_code == 200 and f'action="{path}"' in page.text
     ann = Annotator(client)
     ann._csrf_from(page.text)
-    assert client.post(path, data={"csrf": ann.csrf, "username": "dave", "password": PW}).status_code == 303
+    r = client.post(path, data={"csrf": ann.csrf, "username": "dave", "password": PW})
+    assert r.status_code == 303 and r.headers["location"] == f"/s/{site['sid']}"  # the invitation is to the study
     r = TestClient(site["app"]).get(path)
     assert r.status_code == 404
     assert message(r.text) == "This invitation link is unknown or was already used. Ask for a new one."
