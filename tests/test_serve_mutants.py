@@ -219,6 +219,22 @@ def test_trimming_keeps_room_for_the_answer_but_at_most_a_quarter_of_the_context
     assert r.headers[TRIMMED_HEADER] == str(drops[5]) and r.headers["cache-control"] == "no-cache"
 
 
+def test_the_answers_room_is_whole_tokens_of_a_context_not_divisible_by_four(client, gen):
+    """A prompt that leaves exactly context // 4 tokens free is kept whole (a quarter of 4q + r is q tokens)."""
+    messages = chat(3)
+    length = len(gen.prompt_ids(as_messages(messages)))
+    r = length % 3 or 3
+    q = (length - r) // 3
+    gen.context = 4 * q + r  # context - context // 4 == length
+    assert gen.context % 4 and gen.context - gen.context // 4 == length
+    resp = client.post(URL, json={"messages": messages, "max_tokens": 10 * gen.context})
+    assert resp.status_code == 200 and TRIMMED_HEADER not in resp.headers
+    assert gen.calls[-1][2] == as_messages(messages)
+    gen.context -= 1  # a token less: the oldest exchange goes
+    resp = client.post(URL, json={"messages": messages, "max_tokens": 10 * gen.context})
+    assert resp.headers[TRIMMED_HEADER] == "2"
+
+
 def too_long(tokens, dropped, context):
     return {"message": f"the prompt is {tokens} tokens or more (after dropping {dropped} older turns) but the "
                        f"model's context is {context} tokens; fix: shorten the last user message (or the system "
@@ -320,7 +336,7 @@ def test_a_stream_that_diverged_from_the_final_text_is_not_patched(client, gen, 
         chunks = events(client.post(URL, json={"messages": ASK, "stream": True}))
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == ANSWER
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop" and chunks[-1] == "[DONE]"
-    assert "streamed text is not a prefix of the final text" in caplog.text
+    assert messages_logged(caplog) == [f"{chunks[0]['id']}: streamed text is not a prefix of the final text"]
 
 
 def test_a_generation_that_fails_mid_stream_says_why_and_frees_the_model(client, gen, app):
@@ -364,6 +380,23 @@ FIX = '; fix: send a JSON body like {"model": "...", "messages": [{"role": "user
 def test_a_malformed_request_is_a_400_naming_the_field(client, body, param, message):
     assert error(client.post(URL, json=body)) == (400, {"message": message + FIX, "type": "invalid_request_error",
                                                          "param": param, "code": "invalid_value"})
+
+
+@pytest.mark.parametrize("errors, param, message", [
+    ([{"loc": ("body", "messages", 0, "content"), "msg": "bad"}], "messages[0].content",
+     "messages[0].content: bad"),
+    ([{"loc": ("query", "limit"), "msg": "bad"}], "query.limit", "query.limit: bad"),  # not the body: kept whole
+    ([{"loc": ("body",), "msg": "bad"}], "body", "body: bad"),
+    ([{"msg": "bad"}], "body", "body: bad"),  # an error that names no place
+    ([{"loc": ("body", "n")}], "n", "n: invalid"),  # nor what is wrong
+    ([], None, ""),
+])
+def test_a_validation_error_names_its_field_whatever_it_carries(errors, param, message):
+    from fastapi.exceptions import RequestValidationError
+
+    r = anyio.run(serve_mod.on_invalid_body, None, RequestValidationError(errors))
+    assert r.status_code == 400 and json.loads(r.body) == {"error": {
+        "message": message + FIX, "type": "invalid_request_error", "param": param, "code": "invalid_value"}}
 
 
 def test_a_body_that_is_no_json_is_a_400(client):
@@ -482,6 +515,53 @@ def test_a_client_that_leaves_mid_generation_stops_it(app, gen, stream, caplog):
         assert b"[DONE]" not in data
 
 
+def test_health_counts_every_request_waiting_for_the_model(app, gen):
+    """Two requests wait while another generation holds the turn: /health's waiting says 2, and 0 once
+    both clients have left (each gives up its own place)."""
+    server = app.state.server
+    raw = json.dumps({"messages": ASK}).encode()
+    seen, statuses = [], []
+
+    def leave():
+        return 2 in seen or time.monotonic() > give_up
+
+    async def one():
+        requested, sent = [False], []
+
+        async def receive():
+            if not requested[0]:
+                requested[0] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            while not leave():
+                seen.append(server.waiting)
+                await anyio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                              (b"content-length", str(len(raw)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        await app(scope, receive, send)
+        statuses.append(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    async def main():
+        await server.turn.acquire()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one)
+                tg.start_soon(one)
+        server.turn.release()
+
+    give_up = time.monotonic() + 5
+    anyio.run(main)
+    assert max(seen) == 2 and statuses == [499, 499]
+    assert server.waiting == 0 and server.turn.value == 1 and gen.calls == []
+
+
 # ----------------------------------------------------------------- serve()
 
 
@@ -573,7 +653,9 @@ def messages_logged(caplog):
 
 def test_each_answer_is_logged_with_its_sizes(client, caplog):
     with caplog.at_level(logging.INFO, logger="lima_align.serve"):
+        sent = time.perf_counter()
         body = client.post(URL, json={"messages": ASK}).json()
+        took = time.perf_counter() - sent
         r = client.post(URL, json={"messages": chat(40), "max_tokens": 5, "stream": True})
     chunk = events(r)[0]
     trimmed = int(r.headers[TRIMMED_HEADER])
@@ -581,6 +663,7 @@ def test_each_answer_is_logged_with_its_sizes(client, caplog):
     plain, streamed = messages_logged(caplog)
     assert re.fullmatch(rf"{body['id']} json: 1 messages, {prompt} prompt \+ 7 completion tokens, finish stop, "
                         r"\d+\.\d\ds", plain), plain
+    assert float(plain.split(", ")[-1][:-1]) <= took + 0.005  # the request's own time (rounded), not a clock
     assert re.fullmatch(rf"{chunk['id']} stream: {82 - trimmed} messages \({trimmed} oldest turns trimmed\), "
                         r"\d+ prompt \+ 7 completion tokens, finish stop, \d+\.\d\ds", streamed), streamed
 
