@@ -80,6 +80,24 @@ def test_text_with_half_a_surrogate_pair_is_refused_saying_where():
         Problem("stop[1]", "not valid Unicode text: a lone UTF-16 surrogate at character 1", "send UTF-8 text"),
     ]
     assert problems(messages=ASK, stop="\ud83d")[0].where == "stop[0]"
+    # one stop string is one stop, not a list of its characters
+    assert problems(messages=ASK, stop="ab\ud800") == [
+        Problem("stop[0]", "not valid Unicode text: a lone UTF-16 surrogate at character 2", "send UTF-8 text")]
+
+
+def test_every_bad_message_is_reported_not_only_the_first():
+    assert problems(messages=[{"role": "user", "content": [{"type": "image_url"}]}, {"role": "assistant"},
+                              {"role": "user", "content": "x\udc00"}, {"role": "assistant", "content": None},
+                              {"role": "user", "content": [{"type": "text"}]}]) == [
+        Problem("messages[0].content", "only text content parts are supported",
+                'send a string, or parts like {"type": "text", "text": "..."}'),
+        Problem("messages[1].content", "missing content", "give every message a string 'content'"),
+        Problem("messages[2].content", "not valid Unicode text: a lone UTF-16 surrogate (U+DC00) at character 1",
+                "send UTF-8 text (a character beyond U+FFFF is one surrogate pair in JSON, never half of one)"),
+        Problem("messages[3].content", "missing content", "give every message a string 'content'"),
+        Problem("messages[4].content", "only text content parts are supported",
+                'send a string, or parts like {"type": "text", "text": "..."}'),
+    ]
 
 
 def test_the_turns_are_checked_only_when_everything_else_is_right():
@@ -114,6 +132,7 @@ def test_a_request_overrides_only_what_it_sets():
     ("Boil it. END here", ["END"], ("Boil it. ", True)),
     ("a STOP b END", ["END", "STOP"], ("a ", True)),  # the earliest, whatever the order
     ("ENDING", ["END"], ("", True)),
+    ("Boil it. END and END", ["END"], ("Boil it. ", True)),  # the first of a stop's occurrences
     ("Boil it.", ["END", ""], ("Boil it.", False)),  # an empty stop string stops nothing
     ("Boil it.", [], ("Boil it.", False)),
 ])
@@ -140,6 +159,7 @@ def test_cut_at_stops(text, stops, cut):
     ("Boil it.", False, ["", "Q"], "Boil it."),
     ("Boil it.", False, ["it.!"], "Boil "),  # the whole end may begin the stop
     ("END of it", False, ["END"], ""),  # a stop right at the start
+    ("Boil END it END", False, ["END"], "Boil "),  # the first occurrence of a stop
 ])
 def test_visible_so_far(raw, plain, stops, shown):
     assert visible_so_far(raw, plain, stops) == shown
@@ -217,6 +237,24 @@ def test_a_body_that_grows_over_the_limit_is_refused_as_it_arrives(declared):
 
 def test_other_connections_pass_untouched():
     assert through(0, [b"x"], kind="lifespan") == (["lifespan"], [])
+
+
+def test_the_lifespan_protocol_passes_through_both_ways():
+    # the app's startup and shutdown run through the middleware: it must hand the app receive and send
+    got, sent = [], []
+
+    async def inner(scope, receive, send):
+        got.append(await receive())
+        await send({"type": "lifespan.startup.complete"})
+
+    async def receive():
+        return {"type": "lifespan.startup"}
+
+    async def send(m):
+        sent.append(m)
+
+    anyio.run(BodyLimit(inner, 1000), {"type": "lifespan"}, receive, send)
+    assert got == [{"type": "lifespan.startup"}] and sent == [{"type": "lifespan.startup.complete"}]
 
 
 def test_a_client_that_leaves_mid_body_is_passed_on_to_the_app():
