@@ -164,6 +164,25 @@ def test_cramped_prompts_of_different_lengths_and_none_with_room(tiny_llama):
     assert sizes == [1, 1] and [r.output_tokens for r in replies] == [lengths[1] - lengths[0], 1]
 
 
+def test_a_prompt_with_exactly_the_answers_room_beside_a_cramped_one(tiny_llama):
+    """Room for exactly max_new_tokens is not cramped: that prompt is answered once, in full, and the
+    streamer and step callback follow every batch of a split."""
+    g = tiny(tiny_llama)
+    convs = [words(1), words(4)]
+    lengths = [len(g.prompt_ids(c)) for c in convs]
+    g.context = lengths[0] + 4  # rooms: 4 (max_new_tokens) and 1
+    assert g.context - lengths[1] == 1
+    sizes = spy_batches(g)
+    handle = scripted_rows(g.model, [[]])
+    ends, steps = [], []
+    streamer = SimpleNamespace(put=lambda value: None, end=lambda: ends.append(len(sizes)))
+    replies = g.generate(convs, streamer=streamer, on_step=steps.append)
+    handle.remove()
+    assert sizes == [1, 1] and [r.output_tokens for r in replies] == [4, 1]
+    assert [r.prompt_tokens for r in replies] == lengths
+    assert ends == [1, 2] and steps == [0] * 5  # 4 steps of the first batch, 1 of the second
+
+
 # ----------------------------------------------------------------- the plain format's stop string
 
 
