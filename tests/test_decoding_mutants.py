@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lima_align.config import GenerateConfig
-from lima_align.decoding import Decoding, banned_tokens
+from lima_align.decoding import Decoding, banned_tokens, ids_covering
 
 
 def test_decoding_takes_every_setting_from_the_config():
@@ -39,3 +39,20 @@ def test_banned_tokens_are_the_special_ones_in_the_vocabulary_but_the_allowed():
     # ordinary added text; None and 10 name no token of this vocabulary; 1 is an allowed end marker
     assert banned_tokens(_Tok(), [1]) == [0, 5]
     assert banned_tokens(_PlainTok(), []) == [3]  # a tokenizer without an added-token table
+
+
+class _LengthTok:
+    """Decodes token i to i characters: token 0 is a special token, empty once skipped."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join("x" * i for i in ids)
+
+
+def test_ids_covering_is_the_shortest_prefix_reaching_each_length():
+    ids = [3, 0, 1, 4, 2, 0, 5]
+    tok = _LengthTok()
+    text_len = [len(tok.decode(ids[:k])) for k in range(len(ids) + 1)]
+    for n in range(text_len[-1] + 1):
+        shortest = min(k for k in range(len(ids) + 1) if text_len[k] >= n)
+        assert ids_covering(tok, ids, n) == ids[:shortest], n
+    assert ids_covering(tok, ids, 0) == []  # the model began the next turn at once: no answer tokens
