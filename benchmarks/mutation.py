@@ -184,7 +184,9 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
                matching: list[str] = (), timeout_constant: float | None = None, restat: bool = False) -> dict:
     # survivors_only: test again only the previous run's survivors (after adding tests), or those of them whose
     # name contains one of `matching`; the other verdicts stand
-    names = json.loads((SCRATCH / module / "result.json").read_text())["survivors"] if survivors_only else []
+    # ("no tests" ones too: a test added since may reach them)
+    last = json.loads((SCRATCH / module / "result.json").read_text()) if survivors_only else {}
+    names = last.get("survivors", []) + last.get("no_tests", [])
     if matching:
         names = [n for n in names if any(m in n for m in matching)]
     work = prepare(module, fresh and not survivors_only, timeout_constant)
@@ -202,6 +204,7 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
     tested = killed + counts.get("survived", 0)
     survivors = sorted(n for n, s in status.items() if s == "survived")
     timeouts = sorted(n for n, s in status.items() if s == "timeout")
+    no_tests = sorted(n for n, s in status.items() if s == "no tests")
     diffs = subprocess.run([sys.executable, "-c", SHOW_DIFFS, *survivors], cwd=work, capture_output=True,
                            text=True, env={**os.environ, **QUIET_ENV}).stdout if survivors else ""
     (work / "survivors.txt").write_text(diffs)
@@ -214,6 +217,7 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
         "kill_rate": round(killed / tested, 4) if tested else None,
         "survivors": survivors,
         "timeouts": timeouts,
+        "no_tests": no_tests,
         "timeout_constant_s": json.loads((work / "settings.json").read_text()).get("timeout_constant", 1.0),
         "minutes": round(elapsed / 60, 1),
         "time_capped": "[time cap reached]" in run,
@@ -232,8 +236,8 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, help="stop a module's run after this long; report what was measured")
     ap.add_argument("--resume", action="store_true", help="keep earlier verdicts in .mutation/<module>/ (re-runs only "
                     "mutants without one); by default each module starts afresh")
-    ap.add_argument("--survivors", action="store_true", help="test only the survivors of the last run of each "
-                    "module again (after adding tests); its other verdicts are kept")
+    ap.add_argument("--survivors", action="store_true", help="test only the survivors (and the mutants no test "
+                    "reached) of the last run of each module again, after adding tests; other verdicts are kept")
     ap.add_argument("--matching", nargs="+", default=[], help="with --survivors: only survivors whose name "
                     "contains one of these strings (e.g. __call____mutmut_35)")
     ap.add_argument("--timeout-constant", type=float, help="seconds added to a mutant's measured test time before "
