@@ -181,7 +181,8 @@ def verdicts(work: Path) -> dict[str, str]:
 
 
 def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_only: bool = False,
-               matching: list[str] = (), timeout_constant: float | None = None, restat: bool = False) -> dict:
+               matching: list[str] = (), timeout_constant: float | None = None, restat: bool = False,
+               children: int = 1) -> dict:
     # survivors_only: test again only the previous run's survivors (after adding tests), or those of them whose
     # name contains one of `matching`; the other verdicts stand
     # ("no tests" ones too: a test added since may reach them)
@@ -193,7 +194,8 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
     if restat:  # mutmut collects which tests reach each function again when its stats file is gone; verdicts stay
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     started = time.monotonic()
-    run = mutmut(work, "run", "--max-children", "1", *names, timeout=max_minutes * 60 if max_minutes else None,
+    run = mutmut(work, "run", "--max-children", str(children), *names,
+                 timeout=max_minutes * 60 if max_minutes else None,
                  log=work / "run.log")
     elapsed = time.monotonic() - started
     status = verdicts(work)
@@ -246,6 +248,8 @@ def main() -> int:
     ap.add_argument("--restat", action="store_true", help="collect again which tests reach each function (after "
                     "adding tests to a file, or a change to mutation_model_cache.py), keeping the verdicts; with "
                     "--survivors the survivors are tested against the new selection")
+    ap.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1: the machine is "
+                    "usually shared; 2 on an idle 2-core machine nearly halves a long run)")
     args = ap.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -259,7 +263,8 @@ def main() -> int:
     try:
         for module in args.modules or list(MODULES):
             r = run_module(module, args.max_minutes, fresh=not args.resume, survivors_only=args.survivors,
-                           matching=args.matching, timeout_constant=args.timeout_constant, restat=args.restat)
+                           matching=args.matching, timeout_constant=args.timeout_constant, restat=args.restat,
+                           children=args.children)
             rate = "n/a" if r["kill_rate"] is None else f"{100 * r['kill_rate']:.1f}%"
             capped = " (time cap reached)" if r["time_capped"] else ""
             print(f"{module:10s} {rate:>7s} killed  {r['counts']}  {r['minutes']} min{capped}", flush=True)
