@@ -193,6 +193,14 @@ def run_module(module: str, max_minutes: float | None, fresh: bool, survivors_on
     work = prepare(module, fresh and not survivors_only, timeout_constant)
     if restat:  # mutmut collects which tests reach each function again when its stats file is gone; verdicts stay
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        # ...except "no tests" (exit code 33), which mutmut would keep: a new function (serve.py's handlers once
+        # undecorated) had no stats entry, so all 261 of its mutants stayed unrun
+        for meta_path in (work / "mutants").rglob("*.meta"):
+            meta = json.loads(meta_path.read_text())
+            codes = meta.get("exit_code_by_key", {})
+            if 33 in codes.values():
+                meta["exit_code_by_key"] = {k: None if v == 33 else v for k, v in codes.items()}
+                meta_path.write_text(json.dumps(meta))
     started = time.monotonic()
     run = mutmut(work, "run", "--max-children", str(children), *names,
                  timeout=max_minutes * 60 if max_minutes else None,
