@@ -691,3 +691,12 @@ def test_a_4bit_recipe_loads_a_quantized_base_for_qlora(tiny_llama, tmp_path, mo
         with pytest.raises(_Loaded):
             train(r, log=lambda _: None)
         assert asked[-1] == (r.model, checkpointing)
+
+
+def test_every_step_seed_is_a_whole_number_torch_takes():
+    # (a float would be cut to an int by torch.manual_seed: 7e6 + 1e-9 seeds rank 1 like rank 0)
+    seeds = [step_seed(7, s, r) for s in range(50) for r in range(8)]
+    assert all(type(x) is int for x in seeds)
+    with torch.random.fork_rng():  # (the other tests' random state stays as it was)
+        for x in seeds[:3] + seeds[-3:]:
+            torch.manual_seed(x)  # raises for a seed outside torch's range
