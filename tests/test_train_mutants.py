@@ -504,8 +504,8 @@ class OneProcess:
 
 
 def test_save_checkpoint_replaces_an_old_checkpoint_and_a_half_written_one(tiny_llama, tmp_path):
-    model, fmt, *_ = built(tiny_llama, "turns.eot=eos")
-    r = load_recipe(None, [f"model.name={tiny_llama}", "turns.eot=eos"])
+    model, fmt, *_ = built(tiny_llama, "turns.eot=eos", "turns.system=Answer briefly.")
+    r = load_recipe(None, [f"model.name={tiny_llama}", "turns.eot=eos", "turns.system=Answer briefly."])
     path = tmp_path / "checkpoints" / "epoch-01"
     for folder in (path, path.with_name("epoch-01.tmp")):
         folder.mkdir(parents=True)
@@ -522,7 +522,7 @@ def test_save_checkpoint_replaces_an_old_checkpoint_and_a_half_written_one(tiny_
         {"epoch": 1, "step": 2, "loss": 0.5, "base_model": str(tiny_llama), "method": "full",
          "freeze_embeddings": False}
     assert meta["turns"] == {"format": fmt.kind, "eot": fmt.tok.convert_ids_to_tokens(fmt.eot_id),
-                             "system": fmt.system}
+                             "system": "Answer briefly."}  # (a checkpoint answers with its system message)
     other = tmp_path / "other" / "epoch-01"
     save_checkpoint(OneProcess(main=False), TrainedPositionLoss(model), fmt, r, str(tiny_llama), other, {})
     assert not other.parent.exists()  # only the first process writes
