@@ -152,6 +152,8 @@ def test_metrics_lines_count_each_steps_examples_and_tokens(trained):
     assert all(x["loss"] == round(x["loss"], 5) and x["grad_norm"] == round(x["grad_norm"], 4) for x in m)
     assert all(x["elapsed_s"] == round(x["elapsed_s"], 2) and x["tokens_per_s"] == round(x["tokens_per_s"], 1)
                for x in m)
+    # the measured values keep their decimals (round(v) or round(v, None) would write whole numbers)
+    assert all(type(x[k]) is float for x in m for k in ("loss", "grad_norm", "tokens_per_s", "elapsed_s"))
 
 
 def test_gradients_are_clipped_to_max_grad_norm_and_the_norm_before_is_logged(trained):
