@@ -257,7 +257,7 @@ def main() -> int:
                     "adding tests to a file, or a change to mutation_model_cache.py), keeping the verdicts; with "
                     "--survivors the survivors are tested against the new selection")
     ap.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1: the machine is "
-                    "usually shared; 2 on an idle 2-core machine nearly halves a long run)")
+                    "usually shared; 2 uses both cores of an otherwise idle 2-core machine)")
     args = ap.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
