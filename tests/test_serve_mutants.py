@@ -430,49 +430,56 @@ def test_a_body_over_the_servers_limit_is_a_413(gen, declared):
 # ----------------------------------------------------------------- clients that leave
 
 
-def call(app, body, leave, turn_held=False):
-    """Send `body` to the app by hand: the client leaves once leave() returns True (checked every 10 ms).
-    turn_held: another generation holds the model's turn until the client has left. Returns (status,
-    the body's bytes, server.waiting seen while the request waited).
+async def post_by_hand(app, body, leave, seen_waiting):
+    """POST `body` to the app by hand: the client leaves once leave() returns True (checked every 10 ms),
+    noting server.waiting in `seen_waiting` meanwhile. Returns (status, the body's bytes).
 
     A stream is sent as ASGI 2.4: starlette then leaves noticing the client's departure to the app
     (under 2.3, uvicorn's, it cancels the stream itself, racing the app's own checks)."""
     server = app.state.server
-    sent, seen_waiting = [], []
     raw = json.dumps(body).encode()
+    requested, sent = [False], []
+
+    async def receive():
+        if not requested[0]:
+            requested[0] = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        while not leave():
+            seen_waiting.append(server.waiting)
+            await anyio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    spec = "2.4" if body.get("stream") else "2.3"
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
+             "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def call(app, body, leave, turn_held=False):
+    """post_by_hand in an event loop of its own. turn_held: another generation holds the model's turn until
+    the client has left. Returns (status, the body's bytes, server.waiting seen while the request waited)."""
+    server = app.state.server
+    seen_waiting, result = [], []
 
     async def main():
         if turn_held:
             await server.turn.acquire()
-        requested = [False]
-
-        async def receive():
-            if not requested[0]:
-                requested[0] = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            while not leave():
-                seen_waiting.append(server.waiting)
-                await anyio.sleep(0.01)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        spec = "2.4" if body.get("stream") else "2.3"
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": spec}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
-                 "root_path": "",
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
         with anyio.fail_after(20):
-            await app(scope, receive, send)
+            result.append(await post_by_hand(app, body, leave, seen_waiting))
         if turn_held:
             server.turn.release()
 
     anyio.run(main)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], data, seen_waiting
+    status, data = result[0]
+    return status, data, seen_waiting
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -519,34 +526,14 @@ def test_health_counts_every_request_waiting_for_the_model(app, gen):
     """Two requests wait while another generation holds the turn: /health's waiting says 2, and 0 once
     both clients have left (each gives up its own place)."""
     server = app.state.server
-    raw = json.dumps({"messages": ASK}).encode()
     seen, statuses = [], []
 
     def leave():
         return 2 in seen or time.monotonic() > give_up
 
     async def one():
-        requested, sent = [False], []
-
-        async def receive():
-            if not requested[0]:
-                requested[0] = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            while not leave():
-                seen.append(server.waiting)
-                await anyio.sleep(0.01)
-            return {"type": "http.disconnect"}
-
-        async def send(message):
-            sent.append(message)
-
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
-                 "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                              (b"content-length", str(len(raw)).encode())],
-                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-        await app(scope, receive, send)
-        statuses.append(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+        status, _ = await post_by_hand(app, {"messages": ASK}, leave, seen)
+        statuses.append(status)
 
     async def main():
         await server.turn.acquire()
